@@ -1,0 +1,180 @@
+"""Scored hypotheses and n-best lists: what every decoder emits and every tuner reads.
+
+The file form is JSONL, one utterance a line::
+
+    {"utt_id": "u1", "ref": "the cat", "tags": {"domain": "tech", "snr": 20.0},
+     "hyps": [{"text": "the cat", "scores": {"am": -12.3, "lm": -8.1}}, ...]}
+
+``scores`` are natural-log component scores (higher is better); the combined score of a hypothesis
+under weights ``w`` is ``Σ_k w[k] * scores[k]``. ``tokens`` and ``words`` (word timings) are optional.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusion.errors import InputError
+from fusion.io import atomic_write_text, iter_text_lines
+
+
+@dataclass(frozen=True)
+class ScoredHypothesis:
+    """One hypothesis with its per-component scores (natural log)."""
+
+    text: str
+    scores: Mapping[str, float]
+    tokens: tuple[str, ...] = ()
+    words: tuple[tuple[str, int, int], ...] = ()
+    """Optional ``(word, start_frame, end_frame)`` triples."""
+
+    def total(self, weights: Mapping[str, float]) -> float:
+        """``Σ_k weights[k] * scores[k]`` over the weighted components (missing score -> error)."""
+        s = 0.0
+        for k, w in weights.items():
+            if w == 0.0:
+                continue
+            if k not in self.scores:
+                raise KeyError(f"hypothesis {self.text!r} has no score {k!r} (has {sorted(self.scores)})")
+            s += w * self.scores[k]
+        return s
+
+    def with_scores(self, **extra: float) -> ScoredHypothesis:
+        """A copy with more (or replaced) component scores."""
+        return ScoredHypothesis(self.text, {**self.scores, **extra}, self.tokens, self.words)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"text": self.text, "scores": dict(self.scores)}
+        if self.tokens:
+            d["tokens"] = list(self.tokens)
+        if self.words:
+            d["words"] = [list(w) for w in self.words]
+        return d
+
+
+@dataclass(frozen=True)
+class NBestList:
+    """The hypotheses of one utterance, with its reference and condition tags when known."""
+
+    utt_id: str
+    hyps: tuple[ScoredHypothesis, ...]
+    ref: str | None = None
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+    def best(self, weights: Mapping[str, float]) -> ScoredHypothesis | None:
+        """The highest-scoring hypothesis under ``weights`` (first one on ties); None if empty."""
+        if not self.hyps:
+            return None
+        return max(self.hyps, key=lambda h: h.total(weights))
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"utt_id": self.utt_id}
+        if self.ref is not None:
+            d["ref"] = self.ref
+        if self.tags:
+            d["tags"] = dict(self.tags)
+        d["hyps"] = [h.to_json() for h in self.hyps]
+        return d
+
+
+def _parse_hyp(obj: Any, path: Path | str, lineno: int, i: int) -> ScoredHypothesis:
+    where = f"hyps[{i}]"
+    if not isinstance(obj, dict):
+        raise InputError("hypothesis must be an object", path=path, line=lineno, field=where)
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise InputError("missing or non-string 'text'", path=path, line=lineno, field=f"{where}.text")
+    scores = obj.get("scores", {})
+    if not isinstance(scores, dict):
+        raise InputError("'scores' must be an object", path=path, line=lineno, field=f"{where}.scores")
+    clean: dict[str, float] = {}
+    for k, v in scores.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"score {k!r} is not a number", path=path, line=lineno, field=f"{where}.scores.{k}")
+        if math.isnan(v):
+            raise InputError(f"score {k!r} is NaN", path=path, line=lineno, field=f"{where}.scores.{k}")
+        clean[k] = float(v)
+    tokens = obj.get("tokens", [])
+    words = obj.get("words", [])
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise InputError("'tokens' must be a list of strings", path=path, line=lineno, field=f"{where}.tokens")
+    try:
+        wtuple = tuple((str(w), int(s), int(e)) for w, s, e in words)
+    except (TypeError, ValueError):
+        raise InputError(
+            "'words' must be [word, start, end] triples", path=path, line=lineno, field=f"{where}.words"
+        ) from None
+    return ScoredHypothesis(" ".join(text.split()), clean, tuple(tokens), wtuple)
+
+
+def parse_nbest_line(line: str, *, path: Path | str = "<string>", lineno: int = 1) -> NBestList:
+    """Parse one JSONL line into an :class:`NBestList`, with located errors."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
+    if not isinstance(obj, dict):
+        raise InputError("each line must be a JSON object", path=path, line=lineno)
+    utt = obj.get("utt_id")
+    if not isinstance(utt, str) or not utt:
+        raise InputError("missing or empty 'utt_id'", path=path, line=lineno, field="utt_id")
+    hyps = obj.get("hyps")
+    if not isinstance(hyps, list):
+        raise InputError("'hyps' must be a list", path=path, line=lineno, field="hyps")
+    ref = obj.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise InputError("'ref' must be a string", path=path, line=lineno, field="ref")
+    tags = obj.get("tags", {})
+    if not isinstance(tags, dict):
+        raise InputError("'tags' must be an object", path=path, line=lineno, field="tags")
+    return NBestList(
+        utt_id=utt,
+        hyps=tuple(_parse_hyp(h, path, lineno, i) for i, h in enumerate(hyps)),
+        ref=None if ref is None else " ".join(ref.split()),
+        tags=tags,
+    )
+
+
+def iter_nbest_jsonl(path: str | Path) -> Iterator[NBestList]:
+    """Stream n-best lists from a JSONL file; blank lines are skipped, duplicate ids are errors."""
+    seen: dict[str, int] = {}
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        nb = parse_nbest_line(line, path=path, lineno=lineno)
+        if nb.utt_id in seen:
+            raise InputError(
+                f"duplicate utt_id {nb.utt_id!r} (first on line {seen[nb.utt_id]})", path=path, line=lineno
+            )
+        seen[nb.utt_id] = lineno
+        yield nb
+
+
+def read_nbest_jsonl(path: str | Path) -> list[NBestList]:
+    """Read a whole n-best JSONL file."""
+    return list(iter_nbest_jsonl(path))
+
+
+def format_nbest_jsonl(nbests: Iterable[NBestList]) -> str:
+    return "".join(json.dumps(nb.to_json(), ensure_ascii=False, allow_nan=False) + "\n" for nb in nbests)
+
+
+def write_nbest_jsonl(path: str | Path, nbests: Iterable[NBestList]) -> None:
+    """Atomically write n-best lists as JSONL."""
+    atomic_write_text(path, format_nbest_jsonl(nbests))
+
+
+def component_names(nbests: Sequence[NBestList]) -> list[str]:
+    """Score components present in every hypothesis of every list, in first-seen order."""
+    names: list[str] | None = None
+    for nb in nbests:
+        for h in nb.hyps:
+            if names is None:
+                names = list(h.scores)
+            else:
+                names = [n for n in names if n in h.scores]
+    return names or []

@@ -1,0 +1,1 @@
+"""lmfusion: language-model fusion for ASR and MT decoding."""

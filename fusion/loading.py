@@ -1,0 +1,71 @@
+"""Open an LM from a path, whatever its kind: the one place the CLI and recipes resolve LM specs.
+
+* a file: a KenLM model (ARPA or binary), over words or, with ``tokenizer``, over pieces;
+* a directory holding ``lmfusion-lm.json``: a neural LM checkpoint (:mod:`fusion.neural`).
+
+Loaders for other kinds register with :func:`register_loader`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fusion.errors import InputError
+from fusion.lm import LanguageModel
+from fusion.tokenizers import SentencePieceTokenizer, Tokenizer
+
+Loader = Callable[[Path, str | None, Tokenizer | None], LanguageModel]
+_LOADERS: list[tuple[Callable[[Path], bool], Loader]] = []
+
+NEURAL_CONFIG = "lmfusion-lm.json"
+
+
+def register_loader(probe: Callable[[Path], bool], loader: Loader) -> None:
+    """Add a loader, tried before the built-in ones when ``probe(path)`` is true."""
+    _LOADERS.insert(0, (probe, loader))
+
+
+def _load_kenlm(path: Path, name: str | None, tokenizer: Tokenizer | None) -> LanguageModel:
+    from fusion.ngram import KenLM
+
+    return KenLM(path, name=name, tokenizer=tokenizer)
+
+
+def _load_neural(path: Path, name: str | None, tokenizer: Tokenizer | None) -> LanguageModel:
+    from fusion import neural
+
+    return neural.load_lm(path, name=name)
+
+
+def parse_lm_spec(spec: str) -> tuple[str | None, Path]:
+    """``"NAME=PATH"`` or ``"PATH"`` -> ``(name or None, path)``."""
+    if "=" in spec and not Path(spec).exists():
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise InputError(f"bad LM spec {spec!r}: expected NAME=PATH or PATH")
+        return name, Path(path)
+    return None, Path(spec)
+
+
+def load_lm(
+    spec: str | Path, *, name: str | None = None, tokenizer: Tokenizer | str | Path | None = None
+) -> LanguageModel:
+    """Open the LM at ``spec`` (``PATH`` or ``NAME=PATH``).
+
+    Args:
+        tokenizer: for an n-gram over sentencepiece pieces, the tokenizer or its model file.
+    """
+    spec_name, path = parse_lm_spec(str(spec))
+    name = name or spec_name
+    tok = SentencePieceTokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+    if not path.exists():
+        raise InputError("language model not found", path=path)
+    for probe, loader in _LOADERS:
+        if probe(path):
+            return loader(path, name, tok)
+    if path.is_dir():
+        if (path / NEURAL_CONFIG).is_file():
+            return _load_neural(path, name, tok)
+        raise InputError(f"a directory, but no {NEURAL_CONFIG} in it: not an lmfusion neural LM", path=path)
+    return _load_kenlm(path, name, tok)

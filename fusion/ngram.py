@@ -1,0 +1,323 @@
+"""KenLM n-gram LMs: the adapter (log10 -> ln at the boundary) and ``build_ngram`` around ``lmplz``.
+
+Word-level and token-level models are the same code: a token-level n-gram is one trained on
+sentencepiece pieces (as ESPnet does), and declares the tokenizer's identity as its units.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import kenlm
+import numpy as np
+
+from fusion.errors import InputError, LMFusionError
+from fusion.io import atomic_write_lines, iter_text_lines
+from fusion.lm import LanguageModel, SentenceScore, State
+from fusion.tokenizers import Tokenizer, WordTokenizer
+
+LN10 = math.log(10.0)
+"""Multiply a log10 score by this to get natural log."""
+
+SENTENCE_MARKERS = ("<s>", "</s>")
+BINARY_MAGIC = b"mmap lm "
+
+
+def _check_lm_file(path: Path) -> str:
+    """Return ``"arpa"`` or ``"binary"``, or raise a located error for anything else."""
+    if not path.exists():
+        raise InputError("language model file not found", path=path)
+    if not path.is_file():
+        raise InputError("language model path is not a file", path=path)
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.startswith(BINARY_MAGIC):
+        return "binary"
+    if not head.strip():
+        raise InputError("language model file is empty", path=path)
+    text = head.decode("utf-8", errors="replace").lstrip()
+    if not text.startswith("\\data\\"):
+        first = text.splitlines()[0][:60] if text else ""
+        raise InputError(
+            f"not an ARPA file (expected '\\data\\' on the first line, found {first!r}) "
+            "nor a KenLM binary",
+            path=path,
+            line=1,
+        )
+    return "arpa"
+
+
+def read_arpa_vocab(path: str | Path) -> frozenset[str]:
+    """The unigrams of an ARPA file, without ``<s>`` and ``</s>``."""
+    path = Path(path)
+    words: list[str] = []
+    in_unigrams = False
+    for lineno, line in iter_text_lines(path):
+        s = line.strip()
+        if s == "\\1-grams:":
+            in_unigrams = True
+            continue
+        if in_unigrams:
+            if not s:
+                continue
+            if s.startswith("\\"):
+                break
+            parts = s.split("\t")
+            if len(parts) < 2:
+                raise InputError("malformed 1-gram entry (expected 'logprob<TAB>word')", path=path, line=lineno)
+            words.append(parts[1])
+    if not words:
+        raise InputError("no \\1-grams: section", path=path)
+    return frozenset(w for w in words if w not in SENTENCE_MARKERS)
+
+
+def vocab_sidecar(path: str | Path) -> Path:
+    """Where ``build_ngram`` writes a binary model's vocabulary (one word per line)."""
+    return Path(f"{path}.vocab")
+
+
+class KenLM(LanguageModel):
+    """A KenLM model (ARPA or binary) as a :class:`LanguageModel`.
+
+    States are ``kenlm.State`` values, never mutated after creation (hashable, so callers can cache on
+    them). Scores of ``(state, unit)`` pairs are memoised in a bounded cache.
+
+    Args:
+        path: ARPA or KenLM binary file.
+        tokenizer: what the model's units are; whitespace words by default. Pass a
+            :class:`~fusion.tokenizers.SentencePieceTokenizer` for an n-gram over pieces.
+        name: a short name for reports and weights (default: the file stem).
+        cache_size: most ``(state, unit)`` entries memoised before the cache is cleared.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        tokenizer: Tokenizer | None = None,
+        name: str | None = None,
+        cache_size: int = 1_000_000,
+    ) -> None:
+        self.path = Path(path)
+        self.format = _check_lm_file(self.path)
+        self.tokenizer: Tokenizer = tokenizer or WordTokenizer()
+        super().__init__(name or self.path.name.split(".")[0], self.tokenizer.units)
+        try:
+            self.model = kenlm.Model(str(self.path))
+        except (OSError, RuntimeError, Exception) as e:  # kenlm raises OSError with a long message
+            msg = str(e).strip().splitlines()
+            raise InputError(f"KenLM could not load it: {msg[-1] if msg else e}", path=self.path) from None
+        self.order: int = int(self.model.order)
+        self._cache: dict[tuple[State, str], tuple[float, State]] = {}
+        self._cache_size = cache_size
+        self._begin = kenlm.State()
+        self.model.BeginSentenceWrite(self._begin)
+        self._null = kenlm.State()
+        self.model.NullContextWrite(self._null)
+        self._vocab: frozenset[str] | None = None
+        self._vocab_loaded = False
+
+    # -- core ------------------------------------------------------------------------------
+    def begin(self) -> State:
+        return self._begin
+
+    def null_state(self) -> State:
+        """A state with no context (not sentence-initial)."""
+        return self._null
+
+    def score(self, state: State, unit: str) -> tuple[float, State]:
+        key = (state, unit)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        out = kenlm.State()
+        lp = self.model.BaseScore(state, unit, out) * LN10
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        res = (lp, out)
+        self._cache[key] = res
+        return res
+
+    def end(self, state: State) -> float:
+        return self.score(state, "</s>")[0]
+
+    # -- vocabulary --------------------------------------------------------------------------
+    @property
+    def vocab(self) -> frozenset[str] | None:
+        if not self._vocab_loaded:
+            self._vocab_loaded = True
+            if self.format == "arpa":
+                self._vocab = read_arpa_vocab(self.path)
+            elif vocab_sidecar(self.path).is_file():
+                self._vocab = frozenset(
+                    line for _, line in iter_text_lines(vocab_sidecar(self.path)) if line
+                )
+        return self._vocab
+
+    def is_oov(self, unit: str) -> bool:
+        return unit not in self.model
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.tokenizer.encode(text)
+
+    # -- sentences: KenLM's own C++ loop ------------------------------------------------------
+    def score_sentence(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
+        for u in units:
+            if not u or u.split() != [u]:
+                raise LMFusionError(f"{self.name}: unit {u!r} is empty or contains whitespace")
+        full = list(self.model.full_scores(" ".join(units), bos=True, eos=eos))
+        lps = np.fromiter((s[0] for s in full), dtype=np.float64, count=len(full)) * LN10
+        oov = tuple(bool(s[2]) for s in full[: len(units)])
+        self.oov_seen += sum(oov)
+        return SentenceScore(tuple(units), lps, oov)
+
+    def sentence_logprob(self, units: Sequence[str] | str, *, bos: bool = True, eos: bool = True) -> float:
+        """Total ``ln P`` of a sentence (units or a space-joined string): the fastest path."""
+        text = units if isinstance(units, str) else " ".join(units)
+        return float(self.model.score(text, bos=bos, eos=eos)) * LN10
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+# ----------------------------------------------------------------------------------------------
+# Building n-grams with lmplz
+# ----------------------------------------------------------------------------------------------
+def find_kenlm_binary(name: str) -> str:
+    """Locate ``lmplz`` / ``build_binary``: beside the running Python first, then on ``PATH``."""
+    here = Path(sys.executable).parent / name
+    if here.is_file() and os.access(here, os.X_OK):
+        return str(here)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise LMFusionError(
+        f"KenLM's {name} was not found beside {sys.executable} nor on PATH; run `make setup`, "
+        "which builds it from the kenlm sdist"
+    )
+
+
+def _write_training_text(
+    text_files: Sequence[str | Path], out, tokenizer: Tokenizer | None, progress: bool
+) -> int:
+    """Stream the training text into ``out`` (bytes), validated and optionally tokenized."""
+    from tqdm import tqdm
+
+    n = 0
+    total = sum(Path(f).stat().st_size for f in text_files if Path(f).is_file())
+    with tqdm(total=total, unit="B", unit_scale=True, desc="lmplz input", disable=not progress) as bar:
+        for f in text_files:
+            for lineno, line in iter_text_lines(f):
+                bar.update(len(line.encode("utf-8")) + 1)
+                units = tokenizer.encode(line) if tokenizer is not None else line.split()
+                if not units:
+                    continue
+                for marker in (*SENTENCE_MARKERS, "<unk>"):
+                    if marker in units:
+                        raise InputError(
+                            f"training text contains the reserved token {marker!r}", path=f, line=lineno
+                        )
+                out.write((" ".join(units) + "\n").encode("utf-8"))
+                n += 1
+    return n
+
+
+def build_ngram(
+    text_files: Sequence[str | Path] | str | Path,
+    output: str | Path,
+    *,
+    order: int = 3,
+    memory: str = "20%",
+    discount_fallback: bool = True,
+    prune: Sequence[int] | None = None,
+    tokenizer: Tokenizer | None = None,
+    binary: bool | None = None,
+    binary_type: str = "probing",
+    temp_dir: str | Path | None = None,
+    progress: bool = True,
+    extra_args: Sequence[str] = (),
+) -> Path:
+    """Train an n-gram with KenLM's ``lmplz``; write ARPA, or a KenLM binary via ``build_binary``.
+
+    Args:
+        text_files: plain UTF-8 text, one sentence per line.
+        output: the model to write. A ``.arpa`` suffix writes ARPA; anything else (``.bin``,
+            ``.binary``, ``.klm``) writes a KenLM binary, unless ``binary`` says otherwise.
+        order: n-gram order.
+        memory: ``lmplz -S``, the sorting memory cap (``"20%"``, ``"1G"``).
+        discount_fallback: pass ``--discount_fallback`` (needed for tiny or unusual data).
+        prune: ``--prune`` counts per order (e.g. ``[0, 1, 1]``).
+        tokenizer: tokenize the text first (e.g. a sentencepiece model for a token-level LM).
+        binary_type: ``probing`` (fastest) or ``trie`` (smallest).
+
+    Returns:
+        The path written. Writes are atomic; a vocabulary sidecar ``<output>.vocab`` is written too.
+    """
+    files = [text_files] if isinstance(text_files, (str, Path)) else list(text_files)
+    if not files:
+        raise LMFusionError("build_ngram: no training text files given")
+    for f in files:
+        if not Path(f).is_file():
+            raise InputError("training text not found", path=f)
+    if order < 1:
+        raise LMFusionError(f"build_ngram: order must be >= 1, got {order}")
+    output = Path(output)
+    want_binary = (output.suffix != ".arpa") if binary is None else binary
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lmplz = find_kenlm_binary("lmplz")
+
+    with tempfile.TemporaryDirectory(dir=temp_dir or output.parent, prefix=".lmplz-") as tmp:
+        tmpdir = Path(tmp)
+        arpa = tmpdir / "model.arpa"
+        cmd = [lmplz, "-o", str(order), "-S", memory, "-T", str(tmpdir), "--arpa", str(arpa)]
+        if discount_fallback:
+            cmd.append("--discount_fallback")
+        if prune:
+            cmd += ["--prune", *map(str, prune)]
+        cmd += list(extra_args)
+        log = tmpdir / "lmplz.log"
+        with log.open("wb") as logf:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT)
+            assert proc.stdin is not None
+            try:
+                n = _write_training_text(files, proc.stdin, tokenizer, progress)
+            except BrokenPipeError:
+                n = -1
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                if proc.stdin and not proc.stdin.closed:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+            rc = proc.wait()
+        if rc != 0 or n == 0:
+            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-8:])
+            why = "the training text has no sentences" if n == 0 else f"lmplz exited {rc}"
+            raise LMFusionError(f"build_ngram({', '.join(map(str, files))}): {why}\n{tail}")
+        vocab = read_arpa_vocab(arpa)
+        if want_binary:
+            out_tmp = tmpdir / "model.bin"
+            res = subprocess.run(
+                [find_kenlm_binary("build_binary"), "-S", memory, binary_type, str(arpa), str(out_tmp)],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode != 0:
+                raise LMFusionError(f"build_binary failed: {res.stderr.strip()[-800:]}")
+        else:
+            out_tmp = arpa
+        os.replace(out_tmp, output)  # the temp dir sits beside the output: same filesystem, atomic
+    atomic_write_lines(vocab_sidecar(output), sorted(vocab))
+    return output
+

@@ -1,0 +1,1 @@
+"""``lmfusion`` subcommands, one module each (see :mod:`recipes.cli`)."""

@@ -1,0 +1,43 @@
+"""``lmfusion build-lm``: train a KenLM n-gram with lmplz (and build_binary)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "build-lm",
+        help="train a KenLM n-gram from text (lmplz, then build_binary)",
+        description="Train a KenLM n-gram. Output ending in .arpa is ARPA; anything else is a KenLM "
+        "binary. With --spm the text is first split into sentencepiece pieces (a token-level LM).",
+    )
+    p.add_argument("--text", nargs="+", required=True, help="training text files, one sentence per line")
+    p.add_argument("-o", "--output", required=True, help="model to write (.arpa or .bin)")
+    p.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    p.add_argument("-S", "--memory", default="20%", help="lmplz sorting memory cap (default 20%%)")
+    p.add_argument("--prune", type=int, nargs="+", help="lmplz --prune counts per order, e.g. 0 1 1")
+    p.add_argument("--no-discount-fallback", action="store_true", help="do not pass --discount_fallback")
+    p.add_argument("--spm", help="sentencepiece model: build a token-level n-gram over its pieces")
+    p.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fusion.ngram import build_ngram
+    from fusion.tokenizers import SentencePieceTokenizer
+
+    tok = SentencePieceTokenizer(args.spm) if args.spm else None
+    out = build_ngram(
+        args.text,
+        args.output,
+        order=args.order,
+        memory=args.memory,
+        prune=args.prune,
+        discount_fallback=not args.no_discount_fallback,
+        tokenizer=tok,
+        binary_type=args.binary_type,
+        progress=not args.quiet,
+    )
+    print(out)
+    return 0
