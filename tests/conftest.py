@@ -47,3 +47,41 @@ def general_arpa(lm_dir: Path) -> Path:
     return build_ngram(
         [TEXT / "bible.train.txt", TEXT / "tech.train.txt"], lm_dir / "general.arpa", order=2, progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_spm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A sentencepiece unigram model (~300 pieces) trained on both domains' training text."""
+    from fusion.tokenizers import train_sentencepiece
+
+    d = tmp_path_factory.mktemp("spm")
+    return train_sentencepiece(
+        [TEXT / "bible.train.txt", TEXT / "tech.train.txt"], d / "tiny300", vocab_size=300
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_nnlm(tiny_spm, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A tiny LSTM LM over ``tiny_spm`` trained for a few seconds on both domains; a saved checkpoint.
+
+    Returns the checkpoint directory; open it with ``fusion.neural.load_lm(path)`` (or ``fusion.loading``).
+    """
+    from fusion.nnlm_train import TrainConfig, train_nnlm
+
+    out = tmp_path_factory.mktemp("nnlm") / "tiny_lstm"
+    train_nnlm(
+        TrainConfig(
+            text=[str(TEXT / "bible.train.txt"), str(TEXT / "tech.train.txt")],
+            dev=[str(TEXT / "bible.dev.txt"), str(TEXT / "tech.dev.txt")],
+            spm=str(tiny_spm.path),
+            output=str(out),
+            model={"arch": "lstm", "emb": 32, "hidden": 64, "layers": 1, "dropout": 0.0},
+            epochs=1,
+            batch_tokens=2048,
+            lr=5e-3,
+            seed=0,
+            threads=1,
+            progress=False,
+        )
+    )
+    return out
