@@ -1,0 +1,700 @@
+"""N-best lists: readers and writers, LM rescoring with a per-component score cache, 1-best selection.
+
+Formats (all read into :class:`~decoders.hypothesis.NBestList`, scores in natural log, higher better):
+
+* **JSONL** (canonical, :mod:`decoders.hypothesis`): one utterance a line. Scores in another
+  convention are converted on reading with a scale (``--score-scale``): ``-1`` for costs, ``ln 10``
+  for log10 scores, or ``name=factor`` per component.
+* **Kaldi** text n-best triplet as written by ``nbest-to-linear`` (after ``int2sym.pl`` for words):
+  ``text`` (``<utt>-<n> w1 w2 ...``), ``ac_cost`` and ``lm_cost`` (``<utt>-<n> <cost>``). Costs are
+  negated scores: ``am = -ac_cost`` (unscaled acoustic), ``lm = -lm_cost`` (graph cost).
+* **TSV**: a header naming ``utt_id``, ``text``, optionally ``ref``, and one column per score
+  component; one hypothesis a row, rows of an utterance together.
+
+Rescoring (:func:`rescore`) adds one component per LM (``Σ ln P`` of the hypothesis text under the
+LM, ``</s>`` included) and ``words`` (the word count, for a word bonus). Scores already in the file
+for a component are reused (the cache), unless ``overwrite``. Texts repeated across hypotheses are
+scored once; sentences are scored in batches across all utterances (``lm.score_sentences``).
+Nothing is dropped: empty lists, empty texts, duplicates and out-of-vocabulary words are scored or
+carried through and counted in :class:`RescoreStats`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from decoders.hypothesis import (
+    NBestList,
+    ScoredHypothesis,
+    component_names,
+    iter_nbest_jsonl,
+    read_nbest_jsonl,
+    write_nbest_jsonl,
+)
+from fusion.errors import InputError, LMFusionError
+from fusion.io import atomic_write_text, iter_text_lines
+from fusion.lm import LanguageModel
+from fusion.metrics import Unit, edit_distance, units_of
+from fusion.tuning import TuningProblem, combine
+
+__all__ = [
+    "NBestFormat",
+    "RescoreStats",
+    "apply_weights",
+    "best_indices",
+    "count_ties",
+    "format_nbest_tsv",
+    "iter_nbest_jsonl",
+    "onebest_error_rates",
+    "parse_score_scale",
+    "read_kaldi_nbest",
+    "read_nbest",
+    "read_nbest_jsonl",
+    "read_nbest_tsv",
+    "rescore",
+    "rescore_with_stats",
+    "scale_scores",
+    "summarize",
+    "to_tuning_problem",
+    "write_kaldi_nbest",
+    "write_nbest_jsonl",
+    "write_nbest_tsv",
+    "write_onebest",
+]
+
+NBestFormat = Literal["jsonl", "kaldi", "tsv"]
+WORDS = "words"
+"""The word-count component :func:`rescore` adds (its weight is the word bonus)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Score conventions
+# ----------------------------------------------------------------------------------------------
+def parse_score_scale(spec: str | float | Mapping[str, float] | None) -> float | dict[str, float] | None:
+    """``"-1"`` / ``-1.0`` (every component) or ``"am=-1,lm=-2.302585"`` (per component) -> a scale.
+
+    ``"cost"`` means ``-1`` (Kaldi-style costs), ``"log10"`` means ``ln 10``, ``"-log10"`` means ``-ln 10``.
+    """
+    if spec is None or isinstance(spec, Mapping):
+        return None if spec is None else {k: float(v) for k, v in spec.items()}
+    if isinstance(spec, (int, float)):
+        return float(spec)
+    named = {"cost": -1.0, "log10": math.log(10.0), "-log10": -math.log(10.0), "ln": 1.0}
+
+    def num(s: str) -> float:
+        s = s.strip()
+        if s in named:
+            return named[s]
+        try:
+            x = float(s)
+        except ValueError:
+            raise InputError(f"--score-scale: {s!r} is not a number (nor cost/log10/-log10)") from None
+        if not math.isfinite(x):
+            raise InputError(f"--score-scale: {s!r} is not finite")
+        return x
+
+    if "=" not in spec:
+        return num(spec)
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        name, eq, val = part.partition("=")
+        if not eq or not name.strip():
+            raise InputError(f"--score-scale: expected NAME=FACTOR, got {part!r}")
+        out[name.strip()] = num(val)
+    return out
+
+
+def scale_scores(nbests: Sequence[NBestList], scale: float | Mapping[str, float] | None) -> list[NBestList]:
+    """Multiply component scores by ``scale`` (one factor, or per component; others unchanged)."""
+    if scale is None:
+        return list(nbests)
+    per = scale if isinstance(scale, Mapping) else None
+    out = []
+    for nb in nbests:
+        hyps = []
+        for h in nb.hyps:
+            if per is None:
+                s = {k: v * float(scale) for k, v in h.scores.items()}  # type: ignore[arg-type]
+            else:
+                s = {k: v * per.get(k, 1.0) for k, v in h.scores.items()}
+            hyps.append(ScoredHypothesis(h.text, s, h.tokens, h.words))
+        out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Kaldi text triplet
+# ----------------------------------------------------------------------------------------------
+def _split_key(key: str, path: Path | str, lineno: int) -> tuple[str, int]:
+    utt, dash, n = key.rpartition("-")
+    if not dash or not utt or not n.isdigit():
+        raise InputError(f"key {key!r} is not of the form <utt>-<n>", path=path, line=lineno)
+    return utt, int(n)
+
+
+def _read_kaldi_table(path: str | Path, what: str) -> dict[str, tuple[int, str]]:
+    out: dict[str, tuple[int, str]] = {}
+    for lineno, line in iter_text_lines(path):
+        s = line.strip()
+        if not s:
+            continue
+        key, _, rest = s.partition(" ")
+        if key in out:
+            raise InputError(f"duplicate key {key!r} in {what} (first on line {out[key][0]})", path=path, line=lineno)
+        out[key] = (lineno, rest.strip())
+    return out
+
+
+def _read_symbols(path: str | Path) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for lineno, line in iter_text_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise InputError("expected '<symbol> <integer id>'", path=path, line=lineno)
+        table[parts[1]] = parts[0]
+    return table
+
+
+def read_kaldi_nbest(
+    text: str | Path,
+    ac_cost: str | Path,
+    lm_cost: str | Path,
+    *,
+    refs: str | Path | None = None,
+    words_txt: str | Path | None = None,
+    names: tuple[str, str] = ("am", "lm"),
+) -> list[NBestList]:
+    """Read Kaldi's n-best triplet (``<utt>-<n>`` keys); costs become scores (``am = -ac_cost``).
+
+    Args:
+        text: ``<utt>-<n> w1 w2 ...`` per hypothesis (an empty hypothesis has the key alone).
+        ac_cost, lm_cost: ``<utt>-<n> <cost>`` per hypothesis.
+        refs: optional Kaldi ``text`` file of references, ``<utt> w1 w2 ...``.
+        words_txt: optional symbol table (``words.txt``) when ``text`` holds integer word ids.
+        names: component names for the acoustic and LM (graph) scores.
+
+    Hypotheses are ordered by ``n``; utterances by first appearance in ``text``.
+    """
+    hyp_text = _read_kaldi_table(text, "text")
+    costs = [(_read_kaldi_table(p, n), p, n) for p, n in ((ac_cost, names[0]), (lm_cost, names[1]))]
+    symbols = _read_symbols(words_txt) if words_txt is not None else None
+    for table, p, _ in costs:
+        for key, (lineno, _) in table.items():
+            if key not in hyp_text:
+                raise InputError(f"key {key!r} has a cost but no hypothesis in {text}", path=p, line=lineno)
+    groups: dict[str, list[tuple[int, ScoredHypothesis]]] = {}
+    for key, (lineno, words) in hyp_text.items():
+        utt, n = _split_key(key, text, lineno)
+        toks = words.split()
+        if symbols is not None:
+            try:
+                toks = [symbols[t] for t in toks]
+            except KeyError as e:
+                raise InputError(f"word id {e.args[0]} is not in {words_txt}", path=text, line=lineno) from None
+        scores: dict[str, float] = {}
+        for table, p, name in costs:
+            if key not in table:
+                raise InputError(f"hypothesis {key!r} has no entry in {p}", path=text, line=lineno)
+            cl, val = table[key]
+            try:
+                c = float(val)
+            except ValueError:
+                raise InputError(f"cost {val!r} is not a number", path=p, line=cl, field=key) from None
+            if not math.isfinite(c):
+                raise InputError(f"cost {val!r} is not finite", path=p, line=cl, field=key)
+            scores[name] = -c
+        groups.setdefault(utt, []).append((n, ScoredHypothesis(" ".join(toks), scores)))
+    ref_map: dict[str, str] = {}
+    if refs is not None:
+        for key, (_, words) in _read_kaldi_table(refs, "references").items():
+            ref_map[key] = " ".join(words.split())
+    out = []
+    for utt, hs in groups.items():
+        ns = [n for n, _ in hs]
+        if len(set(ns)) != len(ns):
+            raise InputError(f"utterance {utt!r} has repeated hypothesis numbers", path=text)
+        hs.sort(key=lambda t: t[0])
+        out.append(NBestList(utt, tuple(h for _, h in hs), ref_map.get(utt)))
+    return out
+
+
+def write_kaldi_nbest(
+    text: str | Path,
+    ac_cost: str | Path,
+    lm_cost: str | Path,
+    nbests: Sequence[NBestList],
+    *,
+    refs: str | Path | None = None,
+    names: tuple[str, str] = ("am", "lm"),
+) -> None:
+    """Write the Kaldi triplet (keys ``<utt>-<n>``, ``n`` from 1; costs are negated scores), atomically."""
+    t, a, lm_lines, r = [], [], [], []
+    for nb in nbests:
+        if nb.ref is not None:
+            r.append(f"{nb.utt_id} {nb.ref}".rstrip() + "\n")
+        for n, h in enumerate(nb.hyps, start=1):
+            key = f"{nb.utt_id}-{n}"
+            t.append(f"{key} {h.text}".rstrip() + "\n")
+            for lines, name in ((a, names[0]), (lm_lines, names[1])):
+                if name not in h.scores:
+                    raise LMFusionError(f"{key}: no {name!r} score to write as a Kaldi cost")
+                lines.append(f"{key} {-h.scores[name]!r}\n")
+    atomic_write_text(text, "".join(t))
+    atomic_write_text(ac_cost, "".join(a))
+    atomic_write_text(lm_cost, "".join(lm_lines))
+    if refs is not None:
+        atomic_write_text(refs, "".join(r))
+
+
+# ----------------------------------------------------------------------------------------------
+# TSV
+# ----------------------------------------------------------------------------------------------
+def read_nbest_tsv(path: str | Path) -> list[NBestList]:
+    """Read a TSV n-best file: header ``utt_id  text  [ref]  <score columns...>``, one hypothesis a row."""
+    lines = iter_text_lines(path)
+    header: list[str] | None = None
+    groups: dict[str, list[ScoredHypothesis]] = {}
+    refs: dict[str, str | None] = {}
+    last: str | None = None
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if header is None:
+            header = [c.strip() for c in cells]
+            for need in ("utt_id", "text"):
+                if need not in header:
+                    raise InputError(f"header has no {need!r} column", path=path, line=lineno)
+            if len(set(header)) != len(header):
+                raise InputError("header repeats a column name", path=path, line=lineno)
+            continue
+        if len(cells) != len(header):
+            raise InputError(f"{len(cells)} cells, the header has {len(header)}", path=path, line=lineno)
+        row = dict(zip(header, cells, strict=True))
+        utt = row["utt_id"].strip()
+        if not utt:
+            raise InputError("empty utt_id", path=path, line=lineno, field="utt_id")
+        if utt in groups and utt != last:
+            raise InputError(f"rows of utterance {utt!r} are not contiguous", path=path, line=lineno)
+        scores: dict[str, float] = {}
+        for k, v in row.items():
+            if k in ("utt_id", "text", "ref"):
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                raise InputError(f"{v!r} is not a number", path=path, line=lineno, field=k) from None
+            if math.isnan(x):
+                raise InputError("score is NaN", path=path, line=lineno, field=k)
+            scores[k] = x
+        ref = " ".join(row["ref"].split()) if "ref" in row else None
+        if utt in refs and refs[utt] != ref:
+            raise InputError(f"utterance {utt!r} has two different references", path=path, line=lineno, field="ref")
+        refs[utt] = ref
+        groups.setdefault(utt, []).append(ScoredHypothesis(" ".join(row["text"].split()), scores))
+        last = utt
+    if header is None:
+        raise InputError("empty file (no header)", path=path)
+    return [NBestList(u, tuple(hs), refs[u]) for u, hs in groups.items()]
+
+
+def format_nbest_tsv(nbests: Sequence[NBestList]) -> str:
+    """TSV text of ``nbests`` (columns: the components every hypothesis has)."""
+    comps = component_names(nbests)
+    has_ref = any(nb.ref is not None for nb in nbests)
+    head = ["utt_id", "text", *(["ref"] if has_ref else []), *comps]
+    rows = ["\t".join(head)]
+    for nb in nbests:
+        if not nb.hyps:
+            warnings.warn(f"TSV cannot hold utterance {nb.utt_id!r}: it has no hypotheses", stacklevel=2)
+        for h in nb.hyps:
+            cells = [
+                nb.utt_id,
+                h.text,
+                *([nb.ref or ""] if has_ref else []),
+                *(repr(float(h.scores[c])) for c in comps),
+            ]
+            rows.append("\t".join(cells))
+    return "\n".join(rows) + "\n"
+
+
+def write_nbest_tsv(path: str | Path, nbests: Sequence[NBestList]) -> None:
+    """Atomically write TSV (lists without hypotheses cannot be represented and are warned about)."""
+    atomic_write_text(path, format_nbest_tsv(nbests))
+
+
+def read_nbest(
+    path: str | Path | Sequence[str | Path],
+    fmt: NBestFormat = "jsonl",
+    *,
+    scale: float | Mapping[str, float] | str | None = None,
+    refs: str | Path | None = None,
+    words_txt: str | Path | None = None,
+) -> list[NBestList]:
+    """Read n-best lists in any supported format and convert scores to natural log with ``scale``.
+
+    For ``fmt="kaldi"``, ``path`` is the three files ``(text, ac_cost, lm_cost)``. ``refs`` (a Kaldi-style
+    ``<utt> words`` file) fills in references for formats without them.
+    """
+    if fmt == "kaldi":
+        if isinstance(path, (str, Path)) or len(path) != 3:
+            raise LMFusionError("Kaldi n-best needs three files: text ac_cost lm_cost")
+        nbests = read_kaldi_nbest(*path, refs=refs, words_txt=words_txt)
+    else:
+        if not isinstance(path, (str, Path)):
+            raise LMFusionError(f"format {fmt!r} reads one file")
+        if fmt == "jsonl":
+            nbests = read_nbest_jsonl(path)
+        elif fmt == "tsv":
+            nbests = read_nbest_tsv(path)
+        else:
+            raise LMFusionError(f"unknown n-best format {fmt!r}")
+        if refs is not None:
+            table = {k: " ".join(v.split()) for k, (_, v) in _read_kaldi_table(refs, "references").items()}
+            nbests = [NBestList(nb.utt_id, nb.hyps, table.get(nb.utt_id, nb.ref), nb.tags) for nb in nbests]
+    return scale_scores(nbests, parse_score_scale(scale) if isinstance(scale, str) else scale)
+
+
+def write_onebest(
+    path: str | Path, nbests: Sequence[NBestList], texts: Sequence[str], *, with_ids: bool = True
+) -> None:
+    """Atomically write 1-best texts, Kaldi-style ``<utt_id> <text>`` lines (or bare texts)."""
+    if len(texts) != len(nbests):
+        raise LMFusionError(f"{len(nbests)} utterances but {len(texts)} texts")
+    lines = [f"{nb.utt_id} {t}".rstrip() if with_ids else t for nb, t in zip(nbests, texts, strict=True)]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rescoring
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RescoreStats:
+    """What :func:`rescore` did, per LM where it applies; nothing is dropped, everything is counted."""
+
+    n_utts: int
+    n_hyps: int
+    n_no_hyps: int
+    """Utterances with an empty list (kept; their 1-best is the empty string)."""
+    n_single: int
+    """Utterances with exactly one hypothesis."""
+    n_empty_text: int
+    """Hypotheses with no words (scored as ``ln P(</s> | <s>)``)."""
+    n_duplicates: int
+    """Hypotheses whose text repeats an earlier one of the same utterance (kept, scored once)."""
+    scored: dict[str, int] = field(default_factory=dict)
+    """Distinct texts each LM scored."""
+    cached: dict[str, int] = field(default_factory=dict)
+    """Hypotheses whose score for that LM was already in the input and reused."""
+    oov: dict[str, int] = field(default_factory=dict)
+    """Out-of-vocabulary units seen by each LM over the distinct texts it scored."""
+    hyps_with_oov: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    """Distinct texts an LM could not score (error or non-finite result) and that got ``floor_score``."""
+    seconds: float = 0.0
+
+
+def summarize(nbests: Sequence[NBestList]) -> dict[str, int]:
+    """Counts of the edge cases in ``nbests``: empty lists, singletons, empty texts, duplicates."""
+    no_hyps = single = empty = dup = 0
+    for nb in nbests:
+        if not nb.hyps:
+            no_hyps += 1
+        elif len(nb.hyps) == 1:
+            single += 1
+        seen: set[str] = set()
+        for h in nb.hyps:
+            if not h.text:
+                empty += 1
+            if h.text in seen:
+                dup += 1
+            seen.add(h.text)
+    return {
+        "utts": len(nbests),
+        "hyps": sum(len(nb.hyps) for nb in nbests),
+        "no_hyps": no_hyps,
+        "single": single,
+        "empty_text": empty,
+        "duplicates": dup,
+    }
+
+
+def _oov_count(lm: LanguageModel, units: Sequence[str], vocab: frozenset[str] | None) -> int:
+    if vocab is not None:
+        return sum(1 for u in units if u not in vocab)
+    return sum(1 for u in units if lm.is_oov(u))
+
+
+def _score_texts(
+    lm: LanguageModel,
+    texts: list[str],
+    *,
+    batch_size: int,
+    progress: bool,
+    floor_score: float,
+) -> tuple[np.ndarray, int, int, int]:
+    """Score distinct texts with one LM: ``(scores, oov units, texts with oov, failures)``."""
+    from tqdm import tqdm
+
+    out = np.empty(len(texts), dtype=np.float64)
+    oov = hyps_oov = failed = 0
+    units = [lm.tokenize(t) for t in texts]
+    vocab = lm.vocab
+    fast = getattr(lm, "sentence_logprob", None)
+    # sort by length so a neural LM's batches pad little; n-gram LMs do not care
+    order = sorted(range(len(texts)), key=lambda i: len(units[i])) if fast is None else list(range(len(texts)))
+    bar = tqdm(total=len(texts), desc=f"rescore {lm.name}", unit="sent", disable=not progress, leave=False)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = [units[i] for i in idx]
+        try:
+            if fast is not None:
+                vals = np.fromiter((fast(" ".join(u)) for u in batch), dtype=np.float64, count=len(batch))
+            else:
+                vals = np.array([s.total for s in lm.score_sentences(batch)], dtype=np.float64)
+        except Exception:  # one bad sentence must not sink the batch: retry one by one
+            vals = np.empty(len(batch), dtype=np.float64)
+            for j, u in enumerate(batch):
+                try:
+                    vals[j] = lm.score_sentence(u).total
+                except Exception as e:
+                    warnings.warn(f"{lm.name}: cannot score {' '.join(u)!r}: {e}", stacklevel=3)
+                    vals[j] = np.nan
+        for i in idx:
+            k = _oov_count(lm, units[i], vocab)
+            oov += k
+            hyps_oov += k > 0
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            failed += int(bad.sum())
+            vals = np.where(bad, floor_score, vals)
+        out[idx] = vals
+        bar.update(len(idx))
+    bar.close()
+    return out, oov, hyps_oov, failed
+
+
+def rescore_with_stats(
+    nbests: Sequence[NBestList],
+    lms: Mapping[str, LanguageModel],
+    word_count: bool = True,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    overwrite: bool = False,
+    floor_score: float = -1e4,
+) -> tuple[list[NBestList], RescoreStats]:
+    """:func:`rescore`, also returning the :class:`RescoreStats`."""
+    t0 = time.perf_counter()
+    if floor_score > 0 or not math.isfinite(floor_score):
+        raise LMFusionError(f"floor_score must be a finite log-probability (<= 0), got {floor_score}")
+    if batch_size < 1:
+        raise LMFusionError(f"batch_size must be >= 1, got {batch_size}")
+    for name in lms:
+        if name == WORDS and word_count:
+            raise LMFusionError(f"an LM may not be named {WORDS!r}: that is the word-count component")
+    base = summarize(nbests)
+    new_scores: dict[str, dict[str, float]] = {}  # lm name -> text -> score
+    scored: dict[str, int] = {}
+    cached: dict[str, int] = {}
+    oov: dict[str, int] = {}
+    with_oov: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for name, lm in lms.items():
+        todo: dict[str, None] = {}
+        hits = 0
+        for nb in nbests:
+            for h in nb.hyps:
+                if not overwrite and name in h.scores:
+                    hits += 1
+                elif h.text not in todo:
+                    todo[h.text] = None
+        texts = list(todo)
+        vals, n_oov, n_hyp_oov, n_fail = _score_texts(
+            lm, texts, batch_size=batch_size, progress=progress, floor_score=floor_score
+        )
+        new_scores[name] = dict(zip(texts, vals.tolist(), strict=True))
+        scored[name], cached[name], oov[name], with_oov[name], failed[name] = len(texts), hits, n_oov, n_hyp_oov, n_fail
+        if n_fail:
+            warnings.warn(f"{name}: {n_fail} hypotheses could not be scored; they got {floor_score}", stacklevel=2)
+    out = []
+    for nb in nbests:
+        hyps = []
+        for h in nb.hyps:
+            extra = {name: table[h.text] for name, table in new_scores.items() if h.text in table}
+            if overwrite:
+                extra = {name: table[h.text] for name, table in new_scores.items()}
+            if word_count:
+                extra[WORDS] = float(len(h.text.split()))
+            hyps.append(ScoredHypothesis(h.text, {**h.scores, **extra}, h.tokens, h.words) if extra else h)
+        out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
+    stats = RescoreStats(
+        n_utts=base["utts"],
+        n_hyps=base["hyps"],
+        n_no_hyps=base["no_hyps"],
+        n_single=base["single"],
+        n_empty_text=base["empty_text"],
+        n_duplicates=base["duplicates"],
+        scored=scored,
+        cached=cached,
+        oov=oov,
+        hyps_with_oov=with_oov,
+        failed=failed,
+        seconds=time.perf_counter() - t0,
+    )
+    return out, stats
+
+
+def rescore(
+    nbests: Sequence[NBestList],
+    lms: Mapping[str, LanguageModel],
+    word_count: bool = True,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    overwrite: bool = False,
+    floor_score: float = -1e4,
+) -> list[NBestList]:
+    """Add one score component per LM (keyed by the mapping's names) and ``words`` to every hypothesis.
+
+    Args:
+        nbests: the lists to rescore (not modified; new records are returned, in the same order).
+        lms: component name -> LM (KenLM, neural, a ``LinearInterpolation``, a ``WordLevelLM`` ...).
+            Each scores the whole hypothesis text: ``Σ ln P(unit | history) + ln P(</s> | ...)`` over its
+            own units (words or pieces), so LMs over different units can all score the same list.
+        word_count: add ``words`` (number of whitespace words).
+        batch_size: sentences per ``lm.score_sentences`` call (across utterances).
+        progress: show a tqdm bar per LM.
+        overwrite: re-score components already present instead of reusing them (the score cache).
+        floor_score: the score of a text an LM fails on (counted in the stats, with a warning).
+    """
+    return rescore_with_stats(
+        nbests,
+        lms,
+        word_count,
+        batch_size=batch_size,
+        progress=progress,
+        overwrite=overwrite,
+        floor_score=floor_score,
+    )[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights -> 1-best; tuning problems
+# ----------------------------------------------------------------------------------------------
+def _weight_items(weights: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
+    names = [k for k, v in weights.items() if float(v) != 0.0]
+    w = np.array([float(weights[k]) for k in names], dtype=np.float64)
+    if not np.all(np.isfinite(w)):
+        raise LMFusionError(f"non-finite weight in {dict(weights)}")
+    return names, w
+
+
+def _feats(nb: NBestList, names: Sequence[str]) -> np.ndarray:
+    f = np.empty((len(nb.hyps), len(names)), dtype=np.float64)
+    for i, h in enumerate(nb.hyps):
+        for j, k in enumerate(names):
+            try:
+                f[i, j] = h.scores[k]
+            except KeyError:
+                raise LMFusionError(
+                    f"utterance {nb.utt_id!r}, hypothesis {i} ({h.text!r}) has no {k!r} score "
+                    f"(has {sorted(h.scores)}); rescore it first"
+                ) from None
+    return f
+
+
+def best_indices(nbests: Sequence[NBestList], weights: Mapping[str, float]) -> list[int]:
+    """Index of each list's best hypothesis under ``weights`` (first on exact ties; -1 for an empty list)."""
+    names, w = _weight_items(weights)
+    out = []
+    for nb in nbests:
+        if not nb.hyps:
+            out.append(-1)
+        elif not names:
+            out.append(0)
+        else:
+            out.append(int(np.argmax(combine(_feats(nb, names), w))))
+    return out
+
+
+def apply_weights(nbests: Sequence[NBestList], weights: Mapping[str, float]) -> list[str]:
+    """1-best texts under ``weights`` (``Σ_k w_k score_k``); an empty list gives ``""``."""
+    return ["" if i < 0 else nb.hyps[i].text for nb, i in zip(nbests, best_indices(nbests, weights), strict=True)]
+
+
+def count_ties(nbests: Sequence[NBestList], weights: Mapping[str, float]) -> int:
+    """Utterances whose top score is shared by hypotheses with different texts (first one wins)."""
+    names, w = _weight_items(weights)
+    n = 0
+    for nb in nbests:
+        if len(nb.hyps) < 2 or not names:
+            continue
+        s = combine(_feats(nb, names), w)
+        top = s == s.max()
+        if len({h.text for h, t in zip(nb.hyps, top, strict=True) if t}) > 1:
+            n += 1
+    return n
+
+
+def to_tuning_problem(nbests: Sequence[NBestList], components: Sequence[str], unit: Unit = "word") -> TuningProblem:
+    """Cache component scores and edit distances of every hypothesis as a :class:`TuningProblem`.
+
+    Every list needs a reference; every hypothesis needs every component. An empty list is kept (it
+    counts its reference length as errors under any weights).
+    """
+    comps = tuple(components)
+    if not comps:
+        raise LMFusionError("to_tuning_problem: no components")
+    feats, errors, lens = [], [], []
+    for nb in nbests:
+        if nb.ref is None:
+            raise LMFusionError(f"utterance {nb.utt_id!r} has no reference: cannot count errors")
+        ref = units_of(nb.ref, unit)
+        feats.append(_feats(nb, comps).reshape(len(nb.hyps), len(comps)))
+        cache: dict[str, int] = {}
+        e = np.empty(len(nb.hyps), dtype=np.int64)
+        for i, h in enumerate(nb.hyps):
+            if h.text not in cache:
+                cache[h.text] = edit_distance(ref, units_of(h.text, unit))
+            e[i] = cache[h.text]
+        errors.append(e)
+        lens.append(len(ref))
+    return TuningProblem(comps, feats, errors, np.array(lens, dtype=np.int64), tuple(nb.utt_id for nb in nbests))
+
+
+def onebest_error_rates(
+    nbests: Sequence[NBestList], weights: Mapping[str, float] | None = None, unit: Unit = "word"
+) -> dict[str, float]:
+    """``first`` (the list's own order), ``oracle``, and (with ``weights``) ``rescored`` error rates."""
+    from fusion.metrics import error_rate_of
+
+    refs = []
+    for nb in nbests:
+        if nb.ref is None:
+            raise LMFusionError(f"utterance {nb.utt_id!r} has no reference")
+        refs.append(nb.ref)
+    out = {"first": error_rate_of(refs, [nb.hyps[0].text if nb.hyps else "" for nb in nbests], unit)}
+    best_errs = 0
+    total = 0
+    for nb in nbests:
+        assert nb.ref is not None
+        ref = units_of(nb.ref, unit)
+        total += len(ref)
+        best_errs += min((edit_distance(ref, units_of(h.text, unit)) for h in nb.hyps), default=len(ref))
+    if total <= 0:
+        raise LMFusionError("error rate is undefined: the references are empty")
+    out["oracle"] = best_errs / total
+    if weights is not None:
+        out["rescored"] = error_rate_of(refs, apply_weights(nbests, weights), unit)
+    return out

@@ -1,0 +1,702 @@
+"""Tuning fusion weights over cached component scores: no search or LM is ever re-run per trial.
+
+A :class:`TuningProblem` holds, per utterance ``u``, the component scores of its ``n_u`` hypotheses
+(``feats[u]``, shape ``[n_u, C]``, natural log) and each hypothesis' edit distance to the reference
+(``errors[u]``). Under weights ``w`` an utterance's 1-best is ``argmax_h feats[u][h] @ w`` (the first
+hypothesis on exact ties) and the corpus error rate is ``Σ_u errors[u][best_u] / Σ_u ref_lengths[u]``.
+An utterance with no hypotheses counts all its reference units as deletions.
+
+Optimisers (:func:`tune`):
+
+* ``"grid"``: every point of a regular grid (vectorised, in chunks);
+* ``"coordinate"``: coordinate descent over 1-D grids until a pass changes nothing;
+* ``"optuna"``: optuna's TPE sampler (``pip install lmfusion[tune]``);
+* ``"mert"``: Och's (2003) exact line search. Along ``w + γ d`` every hypothesis' score is a line
+  ``a_h + γ b_h``, the 1-best of an utterance is the upper envelope of its lines, so it changes only
+  at the envelope's breakpoints; the corpus error is piecewise constant in ``γ`` and its minimum over
+  the merged breakpoints of all utterances is exact. Powell-style passes over the coordinate axes and
+  random directions, from the start point and from random restarts.
+
+One weight (``am`` by default) is held fixed: the argmax is invariant to scaling all weights.
+Every optimiser's result is re-evaluated with :func:`error_rate`, and the start point is returned
+when nothing beats it, so a tuned result is never worse on dev than where it started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+
+from fusion.errors import LMFusionError, WeightsError
+
+Method = Literal["mert", "grid", "coordinate", "optuna"]
+METHODS: tuple[str, ...] = ("mert", "grid", "coordinate", "optuna")
+
+DEFAULT_FIXED: Mapping[str, float] = MappingProxyType({"am": 1.0})
+LENGTH_COMPONENTS = ("words", "tokens", "chars")
+SUBTRACTED_COMPONENTS = ("ilm", "source_lm")
+
+
+def default_bounds(component: str) -> tuple[float, float]:
+    """Search range for a free weight when none is given: length bonuses ``[-5, 5]``, subtracted
+    terms (``ilm``, ``source_lm``) ``[-1, 0]``, every other (LM-like) component ``[0, 2]``."""
+    if component in LENGTH_COMPONENTS:
+        return (-5.0, 5.0)
+    if component in SUBTRACTED_COMPONENTS:
+        return (-1.0, 0.0)
+    return (0.0, 2.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The problem
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Padded:
+    feats: np.ndarray  # [U, N, C], zeros in padding
+    errors: np.ndarray  # [U, N]; an empty utterance's row is all ref_length
+    valid: np.ndarray  # [U, N] bool
+    has_hyps: np.ndarray  # [U] bool
+
+
+@dataclass(frozen=True, eq=False)
+class TuningProblem:
+    """Cached component scores and error counts of n-best lists: what every optimiser reads.
+
+    Attributes:
+        components: score component names, the columns of every ``feats[u]``.
+        feats: per utterance a ``[n_u, C]`` float array of natural-log component scores.
+        errors: per utterance a ``[n_u]`` array of edit distances to the reference.
+        ref_lengths: ``[U]`` reference lengths (words or characters).
+        utt_ids: optional utterance ids (for reports).
+    """
+
+    components: tuple[str, ...]
+    feats: list[np.ndarray]
+    errors: list[np.ndarray]
+    ref_lengths: np.ndarray
+    utt_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        comps = tuple(self.components)
+        if not comps:
+            raise LMFusionError("TuningProblem: no components")
+        if len(set(comps)) != len(comps):
+            raise LMFusionError(f"TuningProblem: duplicate component names {comps}")
+        c = len(comps)
+        feats = [
+            np.asarray(f, dtype=np.float64).reshape(-1, c) if np.size(f) == 0 else np.asarray(f, np.float64)
+            for f in self.feats
+        ]
+        errors = [np.asarray(e, dtype=np.int64).reshape(-1) for e in self.errors]
+        lens = np.asarray(self.ref_lengths, dtype=np.int64).reshape(-1)
+        if not (len(feats) == len(errors) == len(lens)):
+            raise LMFusionError(
+                f"TuningProblem: {len(feats)} feature arrays, {len(errors)} error arrays, {len(lens)} ref lengths"
+            )
+        for u, (f, e) in enumerate(zip(feats, errors, strict=True)):
+            name = self.utt_ids[u] if u < len(self.utt_ids) else str(u)
+            if f.ndim != 2 or f.shape[1] != c:
+                raise LMFusionError(f"TuningProblem: utterance {name}: feats shape {f.shape}, expected [n, {c}]")
+            if f.shape[0] != e.shape[0]:
+                raise LMFusionError(f"TuningProblem: utterance {name}: {f.shape[0]} hypotheses but {len(e)} errors")
+            if not np.all(np.isfinite(f)):
+                raise LMFusionError(f"TuningProblem: utterance {name}: non-finite component score")
+            if np.any(e < 0):
+                raise LMFusionError(f"TuningProblem: utterance {name}: negative error count")
+        if np.any(lens < 0):
+            raise LMFusionError("TuningProblem: negative reference length")
+        if self.utt_ids and len(self.utt_ids) != len(lens):
+            raise LMFusionError(f"TuningProblem: {len(self.utt_ids)} utt_ids for {len(lens)} utterances")
+        object.__setattr__(self, "components", comps)
+        object.__setattr__(self, "feats", feats)
+        object.__setattr__(self, "errors", errors)
+        object.__setattr__(self, "ref_lengths", lens)
+        object.__setattr__(self, "utt_ids", tuple(self.utt_ids))
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def n_utts(self) -> int:
+        return len(self.feats)
+
+    @property
+    def n_hyps(self) -> int:
+        return sum(len(f) for f in self.feats)
+
+    @property
+    def total_ref_length(self) -> int:
+        return int(self.ref_lengths.sum())
+
+    def _check_rate_defined(self) -> int:
+        total = self.total_ref_length
+        if total <= 0:
+            raise LMFusionError("error rate is undefined: the references are empty")
+        return total
+
+    @cached_property
+    def _padded(self) -> _Padded:
+        u = self.n_utts
+        n = max((len(f) for f in self.feats), default=0)
+        n = max(n, 1)
+        c = len(self.components)
+        feats = np.zeros((u, n, c), dtype=np.float64)
+        errors = np.repeat(self.ref_lengths[:, None], n, axis=1).astype(np.int64)
+        valid = np.zeros((u, n), dtype=bool)
+        for i, (f, e) in enumerate(zip(self.feats, self.errors, strict=True)):
+            k = len(f)
+            feats[i, :k] = f
+            errors[i, :k] = e
+            valid[i, :k] = True
+        return _Padded(feats, errors, valid, valid.any(axis=1))
+
+    # -- weights -------------------------------------------------------------------------------
+    def weight_vector(self, weights: Mapping[str, float]) -> np.ndarray:
+        """``[C]`` weights in component order; components missing from ``weights`` weigh 0."""
+        unknown = [k for k in weights if k not in self.components]
+        if unknown:
+            raise WeightsError(f"weights name unknown components {unknown}; the problem has {list(self.components)}")
+        w = np.array([float(weights.get(k, 0.0)) for k in self.components], dtype=np.float64)
+        if not np.all(np.isfinite(w)):
+            raise WeightsError(f"non-finite weight in {dict(weights)}")
+        return w
+
+    def weights_dict(self, w: np.ndarray) -> dict[str, float]:
+        return {k: float(x) for k, x in zip(self.components, w, strict=True)}
+
+    # -- derived problems and bounds --------------------------------------------------------
+    def subset(self, indices: Sequence[int] | np.ndarray) -> TuningProblem:
+        """The problem restricted to the given utterances (e.g. a dev/test split)."""
+        idx = [int(i) for i in np.asarray(indices).reshape(-1)]
+        return TuningProblem(
+            self.components,
+            [self.feats[i] for i in idx],
+            [self.errors[i] for i in idx],
+            self.ref_lengths[idx] if idx else np.zeros(0, np.int64),
+            tuple(self.utt_ids[i] for i in idx) if self.utt_ids else (),
+        )
+
+    def oracle_error_rate(self) -> float:
+        """Error rate of the best hypothesis of every list (a lower bound for any weights)."""
+        total = self._check_rate_defined()
+        best = sum(int(e.min()) if len(e) else int(n) for e, n in zip(self.errors, self.ref_lengths, strict=True))
+        return best / total
+
+    def first_error_rate(self) -> float:
+        """Error rate of each list's first hypothesis (the recogniser's own 1-best, in decoder order)."""
+        total = self._check_rate_defined()
+        return sum(int(e[0]) if len(e) else int(n) for e, n in zip(self.errors, self.ref_lengths, strict=True)) / total
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure scoring functions
+# ----------------------------------------------------------------------------------------------
+def combine(feats: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Σ_k feats[..., k] * w[k]``, accumulated component by component in a fixed order.
+
+    Every path that picks 1-bests (the reference loop, the vectorised evaluator, ``apply_weights``)
+    uses this so that exact ties resolve identically everywhere.
+    """
+    f = np.asarray(feats, dtype=np.float64)
+    s = f[..., 0] * w[0]
+    for k in range(1, f.shape[-1]):
+        s = s + f[..., k] * w[k]
+    return s
+
+
+def first_argmax(scores: Sequence[float]) -> int:
+    """Index of the first maximum (plain loop; the reference tie rule)."""
+    best, arg = -math.inf, -1
+    for i, s in enumerate(scores):
+        if arg < 0 or s > best:
+            best, arg = s, i
+    return arg
+
+
+def best_indices(problem: TuningProblem, weights: Mapping[str, float] | np.ndarray) -> np.ndarray:
+    """``[U]`` index of each utterance's 1-best under ``weights`` (``-1`` for an empty list)."""
+    w = problem.weight_vector(weights) if isinstance(weights, Mapping) else np.asarray(weights, np.float64)
+    p = problem._padded
+    s = np.where(p.valid, combine(p.feats, w), -np.inf)
+    idx = np.argmax(s, axis=1)
+    return np.where(p.has_hyps, idx, -1)
+
+
+def total_errors(problem: TuningProblem, w: np.ndarray) -> int:
+    """Total edit distance of the 1-bests under the weight vector ``w`` ``[C]`` (vectorised)."""
+    p = problem._padded
+    s = np.where(p.valid, combine(p.feats, w), -np.inf)
+    idx = np.argmax(s, axis=1)  # an empty row is all -inf -> 0, whose error is the ref length
+    return int(np.take_along_axis(p.errors, idx[:, None], axis=1).sum())
+
+
+def error_rate(problem: TuningProblem, weights: Mapping[str, float]) -> float:
+    """Corpus error rate of the 1-bests under ``weights`` (vectorised over utterances)."""
+    total = problem._check_rate_defined()
+    return total_errors(problem, problem.weight_vector(weights)) / total
+
+
+def error_rate_reference(problem: TuningProblem, weights: Mapping[str, float]) -> float:
+    """:func:`error_rate` as a plain per-utterance loop: the slow reference."""
+    total = problem._check_rate_defined()
+    w = problem.weight_vector(weights)
+    errs = 0
+    for f, e, n in zip(problem.feats, problem.errors, problem.ref_lengths, strict=True):
+        if len(f) == 0:
+            errs += int(n)
+            continue
+        errs += int(e[first_argmax(list(combine(f, w)))])
+    return errs / total
+
+
+def total_errors_batch(problem: TuningProblem, W: np.ndarray, *, max_elems: int = 1 << 22) -> np.ndarray:
+    """Total errors for each row of ``W`` ``[G, C]`` at once (one matrix product per chunk).
+
+    Used by the grid and coordinate optimisers; the winner is re-checked with :func:`total_errors`.
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    p = problem._padded
+    u, n, c = p.feats.shape
+    flat = p.feats.reshape(u * n, c)
+    bias = np.where(p.valid, 0.0, -np.inf).reshape(u, n, 1)
+    out = np.empty(len(W), dtype=np.int64)
+    step = max(1, max_elems // max(1, u * n))
+    for start in range(0, len(W), step):
+        chunk = W[start : start + step]
+        s = (flat @ chunk.T).reshape(u, n, len(chunk)) + bias
+        idx = np.argmax(s, axis=1)  # [U, g]
+        out[start : start + len(chunk)] = np.take_along_axis(p.errors, idx, axis=1).sum(axis=0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact line search (MERT)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LineSearchResult:
+    """The error profile along ``w + γ d`` for ``γ`` in ``[lo, hi]``.
+
+    Attributes:
+        edges: ``[K+1]`` increasing interval edges (``edges[0] = lo``, ``edges[-1] = hi``).
+        errors: ``[K]`` total errors inside each open interval ``(edges[i], edges[i+1])``.
+        gamma: the midpoint of the best interval (nearest to ``γ = 0`` among equals).
+        best_errors: errors at ``gamma``.
+    """
+
+    edges: np.ndarray
+    errors: np.ndarray
+    gamma: float
+    best_errors: int
+
+
+def _pick_first(mask: np.ndarray) -> np.ndarray:
+    return np.argmax(mask, axis=1)
+
+
+def _merge_tol(lo: float, hi: float) -> float:
+    """Breakpoints closer than this are one point; intervals narrower than it are not candidates."""
+    return 1e-9 * max(1.0, hi - lo, abs(lo), abs(hi))
+
+
+def line_search(problem: TuningProblem, w: np.ndarray, d: np.ndarray, lo: float, hi: float) -> LineSearchResult:
+    """Exact error profile along ``w + γ d``, ``γ ∈ [lo, hi]``, by sweeping each utterance's upper envelope.
+
+    All utterances are swept together: at each step every utterance moves from its current envelope line
+    to the next one (the steeper line with the nearest intersection; the steepest on ties), so the number
+    of numpy steps is the longest envelope, not the number of utterances.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
+        raise LMFusionError(f"line_search: bad interval [{lo}, {hi}]")
+    p = problem._padded
+    a = combine(p.feats, w)
+    b = combine(p.feats, d)
+    valid = p.valid
+    # 1-best just right of lo: highest value, then steepest, then first.
+    v = np.where(valid, a + lo * b, -np.inf)
+    cand = v == v.max(axis=1, keepdims=True)
+    bc = np.where(cand, b, -np.inf)
+    cand &= b == bc.max(axis=1, keepdims=True)
+    cur = _pick_first(cand)
+    err0 = int(np.take_along_axis(p.errors, cur[:, None], axis=1).sum())
+
+    bp_g: list[np.ndarray] = []
+    bp_d: list[np.ndarray] = []
+    act = np.nonzero(p.has_hyps)[0]
+    g = np.full(len(cur), lo, dtype=np.float64)
+    while act.size:
+        ca = cur[act]
+        a_c = a[act, ca][:, None]
+        b_c = b[act, ca][:, None]
+        ba = b[act]
+        steeper = valid[act] & (ba > b_c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = (a_c - a[act]) / (ba - b_c)
+        x = np.where(steeper, np.maximum(x, g[act][:, None]), np.inf)
+        xmin = x.min(axis=1)
+        go = xmin < hi
+        if not go.any():
+            break
+        tie = steeper & (x == xmin[:, None])
+        bt = np.where(tie, ba, -np.inf)
+        tie &= ba == bt.max(axis=1, keepdims=True)
+        nxt = _pick_first(tie)
+        rows = act[go]
+        nx = nxt[go]
+        bp_g.append(xmin[go])
+        bp_d.append(p.errors[rows, nx] - p.errors[rows, cur[rows]])
+        cur[rows] = nx
+        g[rows] = xmin[go]
+        act = rows
+
+    if bp_g:
+        gs = np.concatenate(bp_g)
+        ds = np.concatenate(bp_d)
+        order = np.argsort(gs, kind="stable")
+        gs, ds = gs[order], ds[order]
+        # merge breakpoints at the same γ (up to rounding: lines through one point rarely meet exactly)
+        tol = _merge_tol(lo, hi)
+        start = np.concatenate([[0], np.nonzero(np.diff(gs) > tol)[0] + 1])
+        uniq = gs[start]
+        dsum = np.add.reduceat(ds, start)
+        edges = np.concatenate([[lo], uniq, [hi]])
+        errs = err0 + np.concatenate([[0], np.cumsum(dsum)])
+    else:
+        edges = np.array([lo, hi], dtype=np.float64)
+        errs = np.array([err0], dtype=np.int64)
+    width = np.diff(edges)
+    ok = width > _merge_tol(lo, hi)
+    if not ok.any():  # a degenerate interval [lo, lo]
+        return LineSearchResult(edges, errs, float(lo), int(errs[0]))
+    best = errs[ok].min()
+    mids = 0.5 * (edges[:-1] + edges[1:])
+    choose = ok & (errs == best)
+    # prefer the interval holding γ = 0 (no move), else the nearest to it
+    dist = np.where((edges[:-1] <= 0) & (0 <= edges[1:]), 0.0, np.abs(mids))
+    i = int(np.argmin(np.where(choose, dist, np.inf)))
+    gamma = 0.0 if edges[i] < 0 < edges[i + 1] else float(mids[i])
+    return LineSearchResult(edges, errs.astype(np.int64), gamma, int(errs[i]))
+
+
+def line_search_reference(problem: TuningProblem, w: np.ndarray, d: np.ndarray, lo: float, hi: float) -> int:
+    """Minimum total errors along ``w + γ d`` on ``(lo, hi)`` by brute force: the slow reference.
+
+    Every pairwise intersection of every utterance's lines is a candidate breakpoint; the error is
+    evaluated (plain loop) at the midpoint of every pair of consecutive candidates.
+    """
+    pts = {lo, hi}
+    for f in problem.feats:
+        a = combine(f, w) if len(f) else np.zeros(0)
+        b = combine(f, d) if len(f) else np.zeros(0)
+        for i in range(len(f)):
+            for j in range(i + 1, len(f)):
+                if b[i] != b[j]:
+                    x = float((a[j] - a[i]) / (b[i] - b[j]))
+                    if lo < x < hi:
+                        pts.add(x)
+    tol = _merge_tol(lo, hi)
+    srt: list[float] = []
+    for x in sorted(pts):
+        if not srt or x - srt[-1] > tol:
+            srt.append(x)
+    if srt[-1] < hi:
+        srt[-1] = hi
+    total = problem._check_rate_defined()
+    best = math.inf
+    for x0, x1 in itertools.pairwise(srt):
+        g = 0.5 * (x0 + x1)
+        e = round(error_rate_reference(problem, problem.weights_dict(w + g * d)) * total)
+        best = min(best, e)
+    return int(best)
+
+
+# ----------------------------------------------------------------------------------------------
+# Results and the tune() entry point
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuningResult:
+    """What :func:`tune` found.
+
+    Attributes:
+        weights: every component's weight (fixed ones included).
+        error_rate: the dev error rate at ``weights`` (re-evaluated with :func:`error_rate`).
+        method: the optimiser.
+        start_weights, start_error_rate: the starting point and its error rate.
+        n_evals: weight vectors evaluated (MERT: line searches plus point checks).
+        seconds: wall time.
+        trace: ``(n_evals, best error rate so far)`` steps.
+        extra: method-specific details.
+    """
+
+    weights: dict[str, float]
+    error_rate: float
+    method: str
+    start_weights: dict[str, float]
+    start_error_rate: float
+    n_evals: int
+    seconds: float
+    trace: tuple[tuple[int, float], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Space:
+    """The free weights: their indices, bounds and the fixed part of the vector."""
+
+    def __init__(
+        self,
+        problem: TuningProblem,
+        fixed: Mapping[str, float],
+        bounds: Mapping[str, tuple[float, float]] | None,
+        init: Mapping[str, float] | None,
+    ) -> None:
+        comps = problem.components
+        unknown = [k for k in fixed if k not in comps]
+        if unknown:
+            raise WeightsError(
+                f"fixed weights name components {unknown} the problem lacks (it has {list(comps)}); "
+                "pass fixed= naming one of them, e.g. fixed={'" + comps[0] + "': 1.0}"
+            )
+        bounds = dict(bounds or {})
+        bad = [k for k in bounds if k not in comps or k in fixed]
+        if bad:
+            raise WeightsError(f"bounds given for {bad}, which are unknown or fixed")
+        self.free = [i for i, k in enumerate(comps) if k not in fixed]
+        if not self.free:
+            raise WeightsError("every component is fixed: nothing to tune")
+        self.names = [comps[i] for i in self.free]
+        self.lo = np.empty(len(self.free))
+        self.hi = np.empty(len(self.free))
+        for j, k in enumerate(self.names):
+            lo, hi = bounds.get(k, default_bounds(k))
+            lo, hi = float(lo), float(hi)
+            if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
+                raise WeightsError(f"bounds of {k!r} must be finite with lo <= hi, got ({lo}, {hi})")
+            self.lo[j], self.hi[j] = lo, hi
+        self.base = np.zeros(len(comps))
+        for k, v in fixed.items():
+            if not math.isfinite(float(v)):
+                raise WeightsError(f"fixed weight {k!r} is {v}")
+            self.base[comps.index(k)] = float(v)
+        init = dict(init or {})
+        extra = [k for k in init if k not in comps]
+        if extra:
+            raise WeightsError(f"init names unknown components {extra}")
+        for k, v in init.items():
+            if k in fixed and float(v) != float(fixed[k]):
+                raise WeightsError(f"init {k}={v} contradicts fixed {k}={fixed[k]}")
+        x0 = np.array([float(init.get(k, 0.0)) for k in self.names])
+        # a start outside the bounds is kept as the reference point; searches start from its clip
+        self.init_raw = x0
+        self.problem = problem
+
+    def full(self, x: np.ndarray) -> np.ndarray:
+        w = self.base.copy()
+        w[self.free] = x
+        return w
+
+    def clip(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(x, self.lo, self.hi)
+
+    def random(self, rng: np.random.Generator) -> np.ndarray:
+        return self.lo + (self.hi - self.lo) * rng.random(len(self.free))
+
+
+def tune(
+    problem: TuningProblem,
+    method: Method | str = "mert",
+    fixed: Mapping[str, float] = DEFAULT_FIXED,
+    init: Mapping[str, float] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    seed: int = 0,
+    **opts: Any,
+) -> TuningResult:
+    """Find weights minimising the dev error rate of ``problem``.
+
+    Args:
+        method: ``"mert"`` (exact line searches; opts ``restarts=8``, ``random_directions=2``,
+            ``max_passes=20``), ``"grid"`` (opts ``points=20`` per free weight, an int or a per-name
+            mapping), ``"coordinate"`` (opts ``points=41``, ``max_passes=10``) or ``"optuna"``
+            (opts ``n_trials=200``).
+        fixed: weights held constant (scale invariance: fix one, usually ``am=1``).
+        init: the start point for the free weights (default 0 each); the result is never worse
+            than it on ``problem``.
+        bounds: ``name -> (lo, hi)`` per free weight (default :func:`default_bounds`).
+        seed: seeds restarts, random directions and optuna's sampler.
+
+    Returns:
+        A :class:`TuningResult` with all weights (fixed included) and the dev error rate.
+    """
+    if method not in METHODS:
+        raise LMFusionError(f"unknown tuning method {method!r}; choose one of {', '.join(METHODS)}")
+    total = problem._check_rate_defined()
+    space = _Space(problem, fixed, bounds, init)
+    t0 = time.perf_counter()
+    x_start = space.init_raw
+    e_start = total_errors(problem, space.full(x_start))
+    rng = np.random.default_rng(seed)
+    fn = {"mert": _tune_mert, "grid": _tune_grid, "coordinate": _tune_coordinate, "optuna": _tune_optuna}[method]
+    x_best, n_evals, trace, extra = fn(space, rng, seed=seed, **opts)
+    e_best = total_errors(problem, space.full(x_best))  # the canonical evaluation decides
+    if e_best >= e_start:
+        x_best, e_best = x_start, e_start
+    return TuningResult(
+        weights=problem.weights_dict(space.full(x_best)),
+        error_rate=e_best / total,
+        method=method,
+        start_weights=problem.weights_dict(space.full(x_start)),
+        start_error_rate=e_start / total,
+        n_evals=n_evals + 2,
+        seconds=time.perf_counter() - t0,
+        trace=tuple((n, e / total) for n, e in trace),
+        extra=extra,
+    )
+
+
+_Out = tuple[np.ndarray, int, list[tuple[int, int]], dict[str, Any]]
+
+
+def _points(space: _Space, points: int | Mapping[str, int]) -> list[np.ndarray]:
+    out = []
+    for j, k in enumerate(space.names):
+        n = int(points.get(k, 20)) if isinstance(points, Mapping) else int(points)
+        if n < 1:
+            raise LMFusionError(f"grid points for {k!r} must be >= 1")
+        out.append(np.linspace(space.lo[j], space.hi[j], n) if n > 1 else np.array([0.5 * (space.lo[j] + space.hi[j])]))
+    return out
+
+
+def _tune_grid(
+    space: _Space, rng: np.random.Generator, *, seed: int, points: int | Mapping[str, int] = 20, chunk: int = 4096
+) -> _Out:
+    axes = _points(space, points)
+    grid = np.array(list(itertools.product(*axes)), dtype=np.float64)
+    best_e, best_x = None, space.clip(space.init_raw)
+    trace: list[tuple[int, int]] = []
+    for start in range(0, len(grid), chunk):
+        xs = grid[start : start + chunk]
+        W = np.tile(space.base, (len(xs), 1))
+        W[:, space.free] = xs
+        errs = total_errors_batch(space.problem, W)
+        i = int(np.argmin(errs))
+        if best_e is None or errs[i] < best_e:
+            best_e, best_x = int(errs[i]), xs[i]
+            trace.append((start + i + 1, best_e))
+    return best_x, len(grid), trace, {"grid_shape": [len(a) for a in axes]}
+
+
+def _tune_coordinate(
+    space: _Space, rng: np.random.Generator, *, seed: int, points: int = 41, max_passes: int = 10
+) -> _Out:
+    x = space.clip(space.init_raw.copy())
+    e = total_errors(space.problem, space.full(x))
+    n_evals, trace = 1, [(1, e)]
+    for _ in range(max_passes):
+        moved = False
+        for j in range(len(space.free)):
+            vals = np.linspace(space.lo[j], space.hi[j], points)
+            xs = np.tile(x, (len(vals), 1))
+            xs[:, j] = vals
+            W = np.tile(space.base, (len(vals), 1))
+            W[:, space.free] = xs
+            errs = total_errors_batch(space.problem, W)
+            n_evals += len(vals)
+            i = int(np.argmin(errs))
+            if errs[i] < e:
+                x, e, moved = xs[i], int(errs[i]), True
+                trace.append((n_evals, e))
+        if not moved:
+            break
+    return x, n_evals, trace, {}
+
+
+def _tune_optuna(
+    space: _Space, rng: np.random.Generator, *, seed: int, n_trials: int = 200, show_progress: bool = False
+) -> _Out:
+    try:
+        import optuna
+    except ImportError:
+        raise LMFusionError("method 'optuna' needs optuna: pip install 'lmfusion[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    prob = space.problem
+    trace: list[tuple[int, int]] = []
+    best = [math.inf]
+
+    def objective(trial: Any) -> float:
+        x = np.array([trial.suggest_float(k, space.lo[j], space.hi[j]) for j, k in enumerate(space.names)])
+        e = total_errors(prob, space.full(x))
+        if e < best[0]:
+            best[0] = e
+            trace.append((trial.number + 1, e))
+        return float(e)
+
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial({k: float(v) for k, v in zip(space.names, space.clip(space.init_raw), strict=True)})
+    study.optimize(objective, n_trials=n_trials, show_progress_bar=show_progress)
+    x = np.array([study.best_params[k] for k in space.names])
+    return x, n_trials, trace, {}
+
+
+def _feasible(space: _Space, x: np.ndarray, dx: np.ndarray) -> tuple[float, float]:
+    """The γ range keeping ``x + γ dx`` inside the bounds."""
+    lo, hi = -math.inf, math.inf
+    for j in range(len(x)):
+        if dx[j] > 0:
+            lo = max(lo, (space.lo[j] - x[j]) / dx[j])
+            hi = min(hi, (space.hi[j] - x[j]) / dx[j])
+        elif dx[j] < 0:
+            lo = max(lo, (space.hi[j] - x[j]) / dx[j])
+            hi = min(hi, (space.lo[j] - x[j]) / dx[j])
+    return min(lo, 0.0), max(hi, 0.0)
+
+
+def _tune_mert(
+    space: _Space,
+    rng: np.random.Generator,
+    *,
+    seed: int,
+    restarts: int = 8,
+    random_directions: int = 2,
+    max_passes: int = 20,
+) -> _Out:
+    prob = space.problem
+    m = len(space.free)
+    n_evals = 0
+    trace: list[tuple[int, int]] = []
+    best_x, best_e = None, None
+    starts = [space.clip(space.init_raw.copy())] + [space.random(rng) for _ in range(restarts)]
+    n_ls = 0
+    for x in starts:
+        e = total_errors(prob, space.full(x))
+        n_evals += 1
+        for _ in range(max_passes):
+            dirs = list(np.eye(m))
+            for _ in range(random_directions if m > 1 else 0):
+                v = rng.normal(size=m)
+                dirs.append(v / np.linalg.norm(v))
+            improved = False
+            for dx in dirs:
+                lo, hi = _feasible(space, x, dx)
+                if hi - lo <= 0:
+                    continue
+                d = np.zeros(len(prob.components))
+                d[space.free] = dx
+                res = line_search(prob, space.full(x), d, lo, hi)
+                n_ls += 1
+                if res.best_errors < e and res.gamma != 0.0:
+                    x_new = space.clip(x + res.gamma * dx)
+                    e_new = total_errors(prob, space.full(x_new))
+                    n_evals += 1
+                    if e_new < e:
+                        x, e, improved = x_new, e_new, True
+            if not improved:
+                break
+        if best_e is None or e < best_e:
+            best_x, best_e = x, e
+            trace.append((n_evals + n_ls, e))
+    assert best_x is not None
+    return best_x, n_evals + n_ls, trace, {"line_searches": n_ls, "restarts": restarts}
