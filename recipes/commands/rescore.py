@@ -1,0 +1,178 @@
+"""``lmfusion rescore``: add LM scores to n-best lists (the score cache), optionally pick 1-bests."""
+
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("jsonl", "kaldi", "tsv")
+
+
+def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input", nargs: str = "+") -> None:
+    """Options shared by ``rescore`` and ``tune`` for reading n-best lists."""
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="n-best format: jsonl (canonical), kaldi (three files: text ac_cost lm_cost), tsv",
+    )
+    p.add_argument(
+        "--score-scale",
+        metavar="SPEC",
+        help="multiply input scores to get natural log: a number for every component (-1 for costs, "
+        "'log10' for log10 scores), or NAME=FACTOR,... per component",
+    )
+    p.add_argument("--cost", action="store_true", help="input scores are costs (negated): same as --score-scale -1")
+    p.add_argument("--refs", help="references, Kaldi-style '<utt> words' lines (overrides refs in the file)")
+    p.add_argument("--words-txt", help="Kaldi symbol table, when the Kaldi text holds integer word ids")
+
+
+def read_input(args: argparse.Namespace, paths: list[str]) -> list:  # type: ignore[type-arg]
+    from decoders.nbest import read_nbest
+    from fusion.errors import LMFusionError
+
+    if args.cost and args.score_scale:
+        raise LMFusionError("give --cost or --score-scale, not both")
+    scale = "-1" if args.cost else args.score_scale
+    if args.format == "kaldi":
+        if len(paths) != 3:
+            raise LMFusionError(f"--format kaldi needs three files (text ac_cost lm_cost), got {len(paths)}")
+        return read_nbest(paths, "kaldi", scale=scale, refs=args.refs, words_txt=args.words_txt)
+    if len(paths) != 1:
+        raise LMFusionError(f"--format {args.format} reads one file, got {len(paths)}")
+    return read_nbest(paths[0], args.format, scale=scale, refs=args.refs)
+
+
+def parse_weight_spec(spec: str) -> dict[str, float]:
+    """A JSON file with ``weights`` (e.g. from ``lmfusion tune``) or ``NAME=VALUE,...``."""
+    import math
+    from pathlib import Path
+
+    from fusion.errors import InputError
+    from fusion.io import read_json
+
+    if Path(spec).is_file():
+        obj = read_json(spec)
+        w = obj.get("weights", obj) if isinstance(obj, dict) else None
+        if not isinstance(w, dict):
+            raise InputError("expected an object of weights (or one under 'weights')", path=spec, field="weights")
+        out = {}
+        for k, v in w.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InputError(f"weight {k!r} is not a finite number", path=spec, field=f"weights.{k}")
+            out[str(k)] = float(v)
+        return out
+    out = {}
+    for part in spec.split(","):
+        k, eq, v = part.partition("=")
+        try:
+            x = float(v)
+        except ValueError:
+            x = math.nan
+        if not eq or not k.strip() or not math.isfinite(x):
+            raise InputError(f"weights {spec!r}: not a file and not NAME=NUMBER,... (bad part {part!r})")
+        out[k.strip()] = x
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "rescore",
+        help="add LM scores to n-best lists (JSONL/Kaldi/TSV) and optionally write 1-bests",
+        description="Score every hypothesis with each LM (one component per LM name, plus 'words'), "
+        "write the JSONL back with the new scores (a cache for `lmfusion tune`), and with --weights "
+        "write the 1-best text of each utterance.",
+    )
+    p.add_argument("input", nargs="+", help="n-best file (kaldi: text ac_cost lm_cost)")
+    add_nbest_input_arguments(p)
+    p.add_argument(
+        "--lm",
+        nargs="*",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="LMs: KenLM files (ARPA/binary) or neural LM checkpoint directories; NAME is the score component",
+    )
+    p.add_argument("--spm", help="sentencepiece model of token-level KenLM n-grams")
+    p.add_argument(
+        "--mix",
+        metavar="NAME=WEIGHTS",
+        help="also add a linear interpolation of all --lm models as component NAME; WEIGHTS is a JSON file "
+        "from `lmfusion mix` or comma-separated lambdas in --lm order",
+    )
+    p.add_argument("--no-word-count", action="store_true", help="do not add the 'words' component")
+    p.add_argument("--overwrite", action="store_true", help="re-score components already in the input")
+    p.add_argument("--batch-size", type=int, default=256, help="sentences per LM call, across utterances (256)")
+    p.add_argument("-o", "--output", help="JSONL to write, with every new component score per hypothesis")
+    p.add_argument("--weights", help="fusion weights: JSON from `lmfusion tune` or NAME=VALUE,...")
+    p.add_argument("--onebest", help="write '<utt_id> <1-best text>' lines (needs --weights)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from decoders.hypothesis import write_nbest_jsonl
+    from decoders.nbest import apply_weights, count_ties, onebest_error_rates, rescore_with_stats, write_onebest
+    from fusion.errors import LMFusionError
+    from fusion.loading import load_lm
+    from recipes.commands.ppl import parse_weights
+
+    if args.onebest and not args.weights:
+        raise LMFusionError("--onebest needs --weights")
+    if not args.lm and args.mix:
+        raise LMFusionError("--mix needs the --lm models to mix")
+    nbests = read_input(args, args.input)
+    lms = {}
+    for spec in args.lm:
+        lm = load_lm(spec, tokenizer=args.spm)
+        if lm.name in lms:
+            raise LMFusionError(f"two LMs named {lm.name!r}: name them NAME=PATH")
+        lms[lm.name] = lm
+    if args.mix:
+        from fusion.interpolate import LinearInterpolation
+
+        name, eq, spec = args.mix.partition("=")
+        if not eq or not name or not spec:
+            raise LMFusionError(f"--mix {args.mix!r}: expected NAME=WEIGHTS")
+        if len(lms) < 2:
+            raise LMFusionError("--mix needs at least two --lm models")
+        weights = parse_weights(spec, list(lms))
+        lms[name] = LinearInterpolation(list(lms.values()), weights, name=name)  # type: ignore[arg-type]
+    out, st = rescore_with_stats(
+        nbests,
+        lms,
+        not args.no_word_count,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"{st.n_utts} utterances, {st.n_hyps} hypotheses ({st.n_no_hyps} empty lists, {st.n_single} single, "
+        f"{st.n_empty_text} empty texts, {st.n_duplicates} duplicates) in {st.seconds:.2f}s"
+    )
+    if lms:
+        print(f"{'component':<24} {'scored':>8} {'cached':>8} {'oov':>8} {'hyps_oov':>9} {'failed':>7}")
+        for name in lms:
+            print(
+                f"{name:<24} {st.scored[name]:>8} {st.cached[name]:>8} {st.oov[name]:>8} "
+                f"{st.hyps_with_oov[name]:>9} {st.failed[name]:>7}"
+            )
+    if args.output:
+        write_nbest_jsonl(args.output, out)
+        print(f"wrote {args.output}")
+    weights = None
+    if args.weights:
+        from recipes.commands.rescore import parse_weight_spec
+
+        weights = parse_weight_spec(args.weights)
+        texts = apply_weights(out, weights)
+        ties = count_ties(out, weights)
+        print(f"1-best under {weights}: {ties} utterances with tied top scores (first hypothesis kept)")
+        if args.onebest:
+            write_onebest(args.onebest, out, texts)
+            print(f"wrote {args.onebest}")
+    if out and all(nb.ref is not None for nb in out):
+        try:
+            rates = onebest_error_rates(out, weights)
+        except LMFusionError as e:
+            print(f"no WER: {e}")
+        else:
+            print("WER: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items()))
+    return 0
