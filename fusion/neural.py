@@ -263,6 +263,24 @@ def build_model(config: Mapping[str, Any], n_vocab: int) -> nn.Module:
     return TransformerLM(n_vocab, c["d_model"], c["layers"], c["heads"], c["d_ff"], c["dropout"], c["max_len"])
 
 
+def _padded_batch(
+    seqs: Sequence[Sequence[int]], bos: int, eos: int, device: torch.device, pad: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``[B, T]`` (``bos`` + ids) and targets ``[B, T]`` (ids + ``eos``), right-padded with ``pad``."""
+    t = max(len(s) for s in seqs) + 1
+    inp = torch.full((len(seqs), t), pad, dtype=torch.long, device=device)
+    tgt = torch.full((len(seqs), t), pad, dtype=torch.long, device=device)
+    for i, s in enumerate(seqs):
+        n = len(s)
+        inp[i, 0] = bos
+        if n:
+            ids = torch.as_tensor(list(s), dtype=torch.long, device=device)
+            inp[i, 1 : n + 1] = ids
+            tgt[i, :n] = ids
+        tgt[i, n] = eos
+    return inp, tgt
+
+
 def sequence_logprobs(
     model: nn.Module, seqs: Sequence[Sequence[int]], bos: int, eos: int, *, pad: int = 0
 ) -> list[torch.Tensor]:
@@ -272,19 +290,19 @@ def sequence_logprobs(
     """
     if not seqs:
         return []
-    dev = next(model.parameters()).device
-    t = max(len(s) for s in seqs) + 1
-    inp = torch.full((len(seqs), t), pad, dtype=torch.long, device=dev)
-    tgt = torch.full((len(seqs), t), pad, dtype=torch.long, device=dev)
-    for i, s in enumerate(seqs):
-        n = len(s)
-        inp[i, 0] = bos
-        if n:
-            ids = torch.as_tensor(list(s), dtype=torch.long, device=dev)
-            inp[i, 1 : n + 1] = ids
-            tgt[i, :n] = ids
-        tgt[i, n] = eos
+    inp, tgt = _padded_batch(seqs, bos, eos, next(model.parameters()).device, pad)
     lp = torch.log_softmax(model(inp).float(), dim=-1).gather(2, tgt[..., None])[..., 0]
+    return [lp[i, : len(s) + 1] for i, s in enumerate(seqs)]
+
+
+def sequence_distributions(
+    model: nn.Module, seqs: Sequence[Sequence[int]], bos: int, *, pad: int = 0
+) -> list[torch.Tensor]:
+    """For each id sequence, the next-symbol log-probs ``[len + 1, V]`` at every position (one forward)."""
+    if not seqs:
+        return []
+    inp, _ = _padded_batch(seqs, bos, bos, next(model.parameters()).device, pad)
+    lp = torch.log_softmax(model(inp).float(), dim=-1)
     return [lp[i, : len(s) + 1] for i, s in enumerate(seqs)]
 
 
@@ -331,7 +349,7 @@ class CachedIncrementalLM(LanguageModel):
     """Shared machinery of token-level neural LMs: prefix states, an LRU cache of pasts, batched steps.
 
     Subclasses set ``pieces`` (unit strings in id order), ``n_out``, ``eos_id``, ``bos_id``, ``unk_id``
-    and implement :meth:`_empty_past`, :meth:`_advance` and :meth:`_full_logprobs`.
+    and implement :meth:`_empty_past`, :meth:`_advance` and :meth:`full_distributions`.
     """
 
     pieces: list[str]
@@ -359,9 +377,36 @@ class CachedIncrementalLM(LanguageModel):
         """Feed equal-length ``ids`` rows after ``pasts``: ``(last-position log-probs [B, n_out], new pasts)``."""
         raise NotImplementedError
 
+    def full_distributions(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Per id sequence: next-symbol log-probs ``[len + 1, n_out]`` after ``<s>`` and each id, from scratch."""
+        raise NotImplementedError
+
     def _full_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Per sequence: ``ln P`` of each id then of end-of-sentence, one forward from scratch."""
-        raise NotImplementedError
+        out = []
+        for s, d in zip(seqs, self.full_distributions(seqs), strict=True):
+            tgt = torch.as_tensor([*s, self.eos_id], dtype=torch.long, device=d.device)
+            out.append(d.gather(1, tgt[:, None])[:, 0].double().cpu().numpy())
+        return out
+
+    # -- word boundaries (used by fusion.units.WordLevelLM) ----------------------------------------
+    def word_start_ids(self) -> list[int]:
+        """Ids of the pieces that begin a word (sentencepiece: a leading ``▁``; specials excluded)."""
+        return [i for i, p in enumerate(self.pieces) if p.startswith("▁") and i not in self.special_ids]
+
+    def boundary_mask(self) -> torch.Tensor:
+        """Bool ``[n_out]``: the symbols that may follow a complete word (word starts and end-of-sentence)."""
+        m = getattr(self, "_boundary_mask", None)
+        if m is None:
+            m = torch.zeros(self.n_out, dtype=torch.bool)
+            m[self.word_start_ids()] = True
+            m[self.eos_id] = True
+            self._boundary_mask = m
+        return m
+
+    def encode_word(self, word: str) -> list[str]:
+        """The pieces of one whitespace-free word as it appears in running text."""
+        return self.tokenize(word)
 
     def _past_nbytes(self, past: Any) -> int:
         if isinstance(past, torch.Tensor):
@@ -465,6 +510,12 @@ class CachedIncrementalLM(LanguageModel):
     # -- protocol --------------------------------------------------------------------------------
     def begin(self) -> State:
         return NeuralState(())
+
+    def extend_ids(self, state: State, ids: Sequence[int]) -> NeuralState:
+        """The state after the symbol ids ``ids`` (no scoring; materialised lazily)."""
+        if not isinstance(state, NeuralState):
+            raise LMFusionError(f"{self.name}: not a state of this LM: {state!r}")
+        return NeuralState(state.ids + tuple(ids))
 
     def extend(self, state: State, units: Iterable[str]) -> State:
         """The state after ``units`` (no scoring; materialised lazily)."""
@@ -625,6 +676,9 @@ class NeuralLM(CachedIncrementalLM):
     def _full_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
         lps = sequence_logprobs(self.model, seqs, self.bos_id, self.eos_id)
         return [lp.double().cpu().numpy() for lp in lps]
+
+    def full_distributions(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        return sequence_distributions(self.model, seqs, self.bos_id)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

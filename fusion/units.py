@@ -1,0 +1,359 @@
+"""Views that bridge units across tokenizers.
+
+* :class:`WordLevelLM`: a word-level view of a subword LM (sentencepiece pieces, ``▁`` starting a word),
+  so a word KenLM and a subword neural LM can be linearly interpolated per word with EM weights.
+* :class:`SlowWordLevelLM`: the same view over *any* token-level :class:`~fusion.lm.LanguageModel`
+  that can list its vocabulary (e.g. a KenLM over pieces), built only from ``score``/``score_batch``/
+  ``end``: slow, obviously correct, and the reference the fast view is tested against.
+* :class:`TokenLevelLM`: a token-level LM seen through a decoder's token list (same pieces, the
+  decoder's id order), for full-vocabulary scorers.
+
+The word probability. A word ``w`` with pieces ``p_1 .. p_n`` after history ``h`` (a state at a word
+boundary) gets
+
+    ln P(w | h) = Σ_i ln P(p_i | h, p_<i) + ln B(h, w) − ln B(h)
+
+where ``B(s)`` is the mass the subword LM gives, in state ``s``, to the symbols that may follow a complete
+word: pieces that start a new word plus end-of-sentence. ``B(h, w)`` is the end-of-word factor (without it
+"the" would also collect the mass of "they", "then", ...); dividing by ``B(h)`` conditions on a word
+starting at ``h`` (mass the LM puts on continuation pieces at a boundary is not a word). Then
+``ln P(</s> | h) = ln P_sub(</s> | h) − ln B(h)``, the sum over any closed word list plus ``</s>`` is at most
+one, and a sentence's word-level log-probability telescopes to the subword LM's sentence log-probability
+minus ``ln B(<s>)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from fusion.errors import LMFusionError, UnitMismatchError
+from fusion.lm import LanguageModel, SentenceScore, State, Units
+from fusion.neural import CachedIncrementalLM
+
+WORD_START = "▁"
+
+
+def _check_token_lm(lm: LanguageModel) -> None:
+    if lm.units.kind != "token":
+        raise UnitMismatchError(f"{lm.name!r} predicts {lm.units}; a word-level view needs a subword (token) LM")
+
+
+def _check_word(lm: LanguageModel, word: str) -> None:
+    if not word or word.split() != [word]:
+        raise LMFusionError(f"{lm.name}: word {word!r} is empty or contains whitespace")
+
+
+class WordLevelLM(LanguageModel):
+    """Word-level view of a subword neural LM (see the module docstring for the probability).
+
+    States are the subword LM's states at word boundaries. ``score_batch`` over ``B`` states x ``K``
+    words runs one batched forward per piece depth (``1 + max pieces per word``), never ``B * K``.
+
+    Args:
+        lm: a :class:`~fusion.neural.CachedIncrementalLM` (a :class:`~fusion.neural.NeuralLM`, or the HF
+            adapter) over sentencepiece-style pieces.
+        name: default ``lm.name`` (so EM weights keep the model's name).
+    """
+
+    def __init__(self, lm: CachedIncrementalLM, *, name: str | None = None, max_tokens: int = 4096) -> None:
+        _check_token_lm(lm)
+        if not isinstance(lm, CachedIncrementalLM):
+            raise LMFusionError(f"WordLevelLM needs a neural LM with cached incremental scoring; for "
+                                f"{type(lm).__name__} use SlowWordLevelLM")
+        super().__init__(name or lm.name, Units.word())
+        self.lm = lm
+        self.max_tokens = max_tokens
+        self._ids: dict[str, tuple[int, ...]] = {}
+        self._oov: dict[str, bool] = {}
+
+    # -- pieces --------------------------------------------------------------------------------
+    def word_ids(self, word: str) -> tuple[int, ...]:
+        """The subword ids of one word (memoised)."""
+        ids = self._ids.get(word)
+        if ids is None:
+            _check_word(self, word)
+            pieces = self.lm.encode_word(word)
+            if not pieces:
+                raise LMFusionError(f"{self.name}: word {word!r} encodes to no pieces")
+            ids = tuple(self.lm.unit_id(p) for p in pieces)
+            if len(self._ids) > 1_000_000:
+                self._ids.clear()
+                self._oov.clear()
+            self._ids[word] = ids
+            self._oov[word] = any(self.lm.is_oov(p) for p in pieces)
+        return ids
+
+    def is_oov(self, unit: str) -> bool:
+        """True when a piece of the word is unknown to the subword LM (scored as ``<unk>``)."""
+        self.word_ids(unit)
+        return self._oov[unit]
+
+    def tokenize(self, text: str) -> list[str]:
+        return text.split()
+
+    # -- core ----------------------------------------------------------------------------------
+    def _boundary_logmass(self, logp: torch.Tensor) -> torch.Tensor:
+        mask = self.lm.boundary_mask().to(logp.device)
+        return torch.logsumexp(logp.masked_fill(~mask, float("-inf")), dim=-1)
+
+    def begin(self) -> State:
+        return self.lm.begin()
+
+    def score(self, state: State, unit: str) -> tuple[float, State]:
+        lp, nxt = self.score_batch([state], [unit])
+        return float(lp[0, 0]), nxt[0][0]
+
+    def end(self, state: State) -> float:
+        return float(self.end_batch([state])[0])
+
+    def end_batch(self, states: Sequence[State]) -> np.ndarray:
+        if not states:
+            return np.zeros(0)
+        lp = self.lm.logprobs_tensor(states).double()
+        return (lp[:, self.lm.eos_id] - self._boundary_logmass(lp)).cpu().numpy()
+
+    def score_batch(
+        self, states: Sequence[State], candidates: Sequence[str]
+    ) -> tuple[np.ndarray, list[list[State]]]:
+        b_n, k_n = len(states), len(candidates)
+        toks = [self.word_ids(w) for w in candidates]
+        if b_n == 0 or k_n == 0:
+            return np.zeros((b_n, k_n)), [[] for _ in range(b_n)]
+        lens = np.array([len(t) for t in toks])
+        total = np.zeros((b_n, k_n), dtype=np.float64)
+        # depth 0: the states themselves
+        logp = self.lm.logprobs_tensor(states).double()
+        total -= self._boundary_logmass(logp).cpu().numpy()[:, None]
+        rows = {(b, k): b for b in range(b_n) for k in range(k_n)}
+        for d in range(int(lens.max()) + 1):
+            zd = self._boundary_logmass(logp).cpu().numpy()
+            gather_r, gather_c, gather_bk = [], [], []
+            nxt_states: dict[State, int] = {}
+            nxt_rows: dict[tuple[int, int], int] = {}
+            for (b, k), r in rows.items():
+                t = toks[k]
+                if len(t) == d:
+                    total[b, k] += zd[r]
+                    continue
+                gather_r.append(r)
+                gather_c.append(t[d])
+                gather_bk.append((b, k))
+                st = self.lm.extend_ids(states[b], t[: d + 1])
+                nxt_rows[(b, k)] = nxt_states.setdefault(st, len(nxt_states))
+            if gather_r:
+                vals = logp[torch.as_tensor(gather_r), torch.as_tensor(gather_c)].cpu().numpy()
+                for (b, k), v in zip(gather_bk, vals, strict=True):
+                    total[b, k] += v
+            if not nxt_states:
+                break
+            logp = self.lm.logprobs_tensor(list(nxt_states)).double()  # one batched forward per depth
+            rows = nxt_rows
+        nxt = [[self.lm.extend_ids(states[b], toks[k]) for k in range(k_n)] for b in range(b_n)]
+        return total, nxt  # type: ignore[return-value]
+
+    def score_pairs(self, states: Sequence[State], units: Sequence[str]) -> tuple[np.ndarray, list[State]]:
+        if len(states) != len(units):
+            raise ValueError(f"score_pairs: {len(states)} states but {len(units)} units")
+        # group by word so each group is one score_batch column
+        out = np.empty(len(states))
+        nxt: list[State] = [None] * len(states)  # type: ignore[list-item]
+        by_word: dict[str, list[int]] = {}
+        for i, u in enumerate(units):
+            by_word.setdefault(u, []).append(i)
+        for w, idx in by_word.items():
+            lp, ns = self.score_batch([states[i] for i in idx], [w])
+            for j, i in enumerate(idx):
+                out[i] = lp[j, 0]
+                nxt[i] = ns[j][0]
+        return out, nxt
+
+    # -- whole sentences: one full-sequence forward per batch ----------------------------------
+    def score_sentences(self, sentences: Iterable[Sequence[str]], *, eos: bool = True) -> list[SentenceScore]:
+        """Word scores of whole sentences from the subword LM's full-sequence distributions."""
+        sents = [list(s) for s in sentences]
+        out: list[SentenceScore | None] = [None] * len(sents)
+        order = sorted(range(len(sents)), key=lambda i: sum(len(self.word_ids(w)) for w in sents[i]))
+        batch: list[int] = []
+        ntok = 0
+        with torch.inference_mode():
+            for j, i in enumerate(order):
+                batch.append(i)
+                ntok = max(ntok, sum(len(self.word_ids(w)) for w in sents[i]) + 1)
+                if j + 1 == len(order) or ntok * (len(batch) + 1) > self.max_tokens:
+                    self._score_full([sents[b] for b in batch], batch, out, eos)
+                    batch = []
+                    ntok = 0
+        return out  # type: ignore[return-value]
+
+    def _score_full(self, sents: list[list[str]], idx: list[int], out: list[SentenceScore | None],
+                    eos: bool) -> None:
+        seqs = [[i for w in s for i in self.word_ids(w)] for s in sents]
+        dists = self.lm.full_distributions(seqs)
+        for s, seq, dist, j in zip(sents, seqs, dists, idx, strict=True):
+            d = dist.double()
+            z = self._boundary_logmass(d).cpu().numpy()  # [n + 1]
+            tgt = torch.as_tensor([*seq, self.lm.eos_id], dtype=torch.long, device=d.device)
+            lp = d.gather(1, tgt[:, None])[:, 0].cpu().numpy()
+            scores = np.empty(len(s) + int(eos))
+            a = 0
+            for k, w in enumerate(s):
+                bnd = a + len(self.word_ids(w))
+                scores[k] = lp[a:bnd].sum() - z[a] + z[bnd]
+                a = bnd
+            if eos:
+                scores[-1] = lp[a] - z[a]
+            oov = tuple(self._oov[w] for w in s)
+            self.oov_seen += sum(oov)
+            out[j] = SentenceScore(tuple(s), scores, oov)
+
+    def score_sentence(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
+        return self.score_sentences([units], eos=eos)[0]
+
+    def score_sentence_incremental(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
+        """Word by word through :meth:`score` (the incremental path)."""
+        return LanguageModel.score_sentence(self, units, eos=eos)
+
+
+class SlowWordLevelLM(LanguageModel):
+    """The word-level view over any token LM, from protocol calls only (the reference implementation).
+
+    ``B(s)`` is computed by scoring every word-start piece of the vocabulary plus ``end``: ``|V|``
+    scores per boundary, so use it for checking and for small token n-grams.
+
+    Args:
+        lm: a token-level LM whose :attr:`~fusion.lm.LanguageModel.vocab` lists its pieces.
+        encode_word: word -> pieces (default ``lm.tokenize``).
+        word_start: prefix marking a word-initial piece (``"▁"``).
+    """
+
+    def __init__(self, lm: LanguageModel, *, name: str | None = None, encode_word=None,  # type: ignore[no-untyped-def]
+                 word_start: str = WORD_START) -> None:
+        _check_token_lm(lm)
+        vocab = lm.vocab
+        if vocab is None:
+            raise LMFusionError(f"{lm.name!r} cannot list its vocabulary: the word-end mass is undefined")
+        super().__init__(name or lm.name, Units.word())
+        self.lm = lm
+        self.encode_word = encode_word or lm.tokenize
+        self.start_pieces = sorted(p for p in vocab if p.startswith(word_start))
+        if not self.start_pieces:
+            raise LMFusionError(f"{lm.name!r}: no piece starts with {word_start!r}")
+
+    def boundary_logmass(self, state: State) -> float:
+        lp, _ = self.lm.score_batch([state], self.start_pieces)
+        return float(np.logaddexp.reduce(np.append(lp[0], self.lm.end(state))))
+
+    def begin(self) -> State:
+        return self.lm.begin()
+
+    def score(self, state: State, unit: str) -> tuple[float, State]:
+        _check_word(self, unit)
+        pieces = self.encode_word(unit)
+        total = -self.boundary_logmass(state)
+        st = state
+        for p in pieces:
+            lp, st = self.lm.score(st, p)
+            total += lp
+        return total + self.boundary_logmass(st), st
+
+    def end(self, state: State) -> float:
+        return self.lm.end(state) - self.boundary_logmass(state)
+
+    def is_oov(self, unit: str) -> bool:
+        return any(self.lm.is_oov(p) for p in self.encode_word(unit))
+
+
+class TokenLevelLM(LanguageModel):
+    """A token-level LM seen through a decoder's token list, which must name the same pieces.
+
+    Scores pass through unchanged; :meth:`logprobs_all` returns columns in the decoder's token order
+    (``-inf`` for decoder-only symbols such as ``<blank>``; the ``eos_token`` column, when the decoder has
+    one, holds end-of-sentence).
+
+    Args:
+        lm: a :class:`~fusion.neural.CachedIncrementalLM`.
+        decoder_tokens: the decoder's tokens in id order.
+        decoder_only: tokens the LM need not know (blank, padding, sentence markers).
+        eos_token: the decoder's end-of-sentence token, if any.
+        units: the decoder's units (default: the LM's).
+
+    Raises:
+        UnitMismatchError: a decoder token (not in ``decoder_only``) is not an LM piece.
+    """
+
+    def __init__(
+        self,
+        lm: CachedIncrementalLM,
+        decoder_tokens: Sequence[str],
+        *,
+        decoder_only: Iterable[str] = ("<blank>", "<pad>", "<s>", "</s>", "<sos/eos>", "<eos>", "<sos>"),
+        eos_token: str | None = None,
+        unk_token: str | None = "<unk>",
+        units: Units | None = None,
+        name: str | None = None,
+    ) -> None:
+        _check_token_lm(lm)
+        super().__init__(name or lm.name, units or lm.units)
+        self.lm = lm
+        self.decoder_tokens = list(decoder_tokens)
+        skip = set(decoder_only)
+        index = np.full(len(self.decoder_tokens), -1, dtype=np.int64)
+        missing = []
+        for j, t in enumerate(self.decoder_tokens):
+            if t == eos_token:
+                index[j] = lm.eos_id
+            elif unk_token is not None and t == unk_token and lm.unk_id is not None:
+                index[j] = lm.unk_id
+            elif not lm.is_oov(t):
+                index[j] = lm.piece_to_id[t]
+            elif t not in skip:
+                missing.append(t)
+        if missing:
+            raise UnitMismatchError(
+                f"{lm.name!r} does not share the decoder's vocabulary: {len(missing)} decoder tokens are not "
+                f"its pieces (e.g. {missing[:5]}); use WordLevelLM to bridge at word boundaries")
+        self.index = index
+
+    def begin(self) -> State:
+        return self.lm.begin()
+
+    def score(self, state: State, unit: str) -> tuple[float, State]:
+        return self.lm.score(state, unit)
+
+    def end(self, state: State) -> float:
+        return self.lm.end(state)
+
+    def score_batch(
+        self, states: Sequence[State], candidates: Sequence[str]
+    ) -> tuple[np.ndarray, list[list[State]]]:
+        return self.lm.score_batch(states, candidates)
+
+    def score_pairs(self, states: Sequence[State], units: Sequence[str]) -> tuple[np.ndarray, list[State]]:
+        return self.lm.score_pairs(states, units)
+
+    def end_batch(self, states: Sequence[State]) -> np.ndarray:
+        return self.lm.end_batch(states)
+
+    def score_sentences(self, sentences: Iterable[Sequence[str]], *, eos: bool = True) -> list[SentenceScore]:
+        return self.lm.score_sentences(sentences, eos=eos)
+
+    @property
+    def vocab(self) -> frozenset[str] | None:
+        return self.lm.vocab
+
+    def is_oov(self, unit: str) -> bool:
+        return self.lm.is_oov(unit)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.lm.tokenize(text)
+
+    def logprobs_all(self, states: Sequence[State]) -> np.ndarray:
+        """``[B, len(decoder_tokens)]`` next-token log-probs in the decoder's order."""
+        lp = self.lm.logprobs_tensor(states).double().cpu().numpy()
+        out = np.full((lp.shape[0], len(self.index)), -np.inf)
+        ok = self.index >= 0
+        out[:, ok] = lp[:, self.index[ok]]
+        return out
