@@ -169,12 +169,12 @@ class KenLM(LanguageModel):
 
     # -- sentences: KenLM's own C++ loop ------------------------------------------------------
     def score_sentence(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
-        for u in units:
-            if not u or u.split() != [u]:
-                raise LMFusionError(f"{self.name}: unit {u!r} is empty or contains whitespace")
         full = list(self.model.full_scores(" ".join(units), bos=True, eos=eos))
-        lps = np.fromiter((s[0] for s in full), dtype=np.float64, count=len(full)) * LN10
-        oov = tuple(bool(s[2]) for s in full[: len(units)])
+        if len(full) != len(units) + int(eos):
+            bad = [u for u in units if not u or u.split() != [u]]
+            raise LMFusionError(f"{self.name}: units {bad!r} are empty or contain whitespace")
+        lps = np.array([f[0] for f in full], dtype=np.float64) * LN10
+        oov = tuple([f[2] for f in full[: len(units)]])
         self.oov_seen += sum(oov)
         return SentenceScore(tuple(units), lps, oov)
 

@@ -130,7 +130,7 @@ def test_missing_and_malformed_files_name_the_file(tmp_path: Path) -> None:
         KenLM(bad)
     broken = tmp_path / "broken.arpa"
     broken.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0\t<s>\n\\end\\\n")
-    with pytest.raises(InputError, match="broken.arpa"):
+    with pytest.raises(InputError, match=r"broken\.arpa"):
         KenLM(broken)
     empty = tmp_path / "empty.arpa"
     empty.write_text("")

@@ -87,5 +87,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{'model':<32} {'sents':>7} {'preds':>8} {'oov':>6} {'logprob(ln)':>13} {'ppl':>10}")
         for r in reports:
-            print(f"{r.name:<32} {r.n_sentences:>7} {r.n_predictions:>8} {r.n_oov:>6} {r.logprob:>13.2f} {r.ppl:>10.2f}")
+            print(
+                f"{r.name:<32} {r.n_sentences:>7} {r.n_predictions:>8} {r.n_oov:>6} {r.logprob:>13.2f} {r.ppl:>10.2f}"
+            )
     return 0

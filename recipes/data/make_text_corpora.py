@@ -37,7 +37,8 @@ def normalise(sentence: str) -> str | None:
 
 
 def bible_sentences() -> list[str]:
-    books = ["Gen", "Exo", "Deu", "Jos", "Jdg", "Rut", "1Sa", "2Sa", "1Ki", "Psa", "Pro", "Isa", "Mat", "Luk", "Joh", "Act"]
+    books = ["Gen", "Exo", "Deu", "Jos", "Jdg", "Rut", "1Sa", "2Sa", "1Ki",
+             "Psa", "Pro", "Isa", "Mat", "Luk", "Joh", "Act"]
     out = []
     for b in books:
         txt = subprocess.run(["bible", "-f", f"{b}1:1-{b}150:200"], capture_output=True, text=True).stdout
