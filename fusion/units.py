@@ -357,3 +357,26 @@ class TokenLevelLM(LanguageModel):
         ok = self.index >= 0
         out[:, ok] = lp[:, self.index[ok]]
         return out
+
+
+def word_view(lm: LanguageModel) -> LanguageModel:
+    """``lm`` at word level: itself when it predicts words, else the fast or slow word-level view."""
+    if lm.units.kind == "word":
+        return lm
+    if isinstance(lm, CachedIncrementalLM):
+        return WordLevelLM(lm)
+    return SlowWordLevelLM(lm)
+
+
+def bridge_units(models: Sequence[LanguageModel], units: str = "auto") -> list[LanguageModel]:
+    """Make models comparable and mixable.
+
+    Args:
+        units: ``"auto"`` (if the models' units differ, view every subword LM at word level),
+            ``"word"`` (always view them at word level) or ``"token"`` (leave them as they are).
+    """
+    if units not in ("auto", "word", "token"):
+        raise LMFusionError(f"units must be 'auto', 'word' or 'token', got {units!r}")
+    if units == "token" or (units == "auto" and len({m.units for m in models}) <= 1):
+        return list(models)
+    return [word_view(m) for m in models]

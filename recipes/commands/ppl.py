@@ -12,12 +12,19 @@ def add_lm_arguments(p: argparse.ArgumentParser) -> None:
         help="LMs: KenLM files (ARPA/binary) or neural LM checkpoint directories",
     )
     p.add_argument("--spm", help="sentencepiece model of token-level KenLM n-grams")
+    p.add_argument(
+        "--units", choices=["auto", "word", "token"], default="auto",
+        help="auto: when the LMs' units differ (word KenLM + subword neural LM), score subword LMs per word; "
+        "word: always per word; token: as they are",
+    )
 
 
 def load_lms(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     from fusion.loading import load_lm
+    from fusion.units import bridge_units
 
-    return [load_lm(spec, tokenizer=args.spm) for spec in args.lm]
+    models = [load_lm(spec, tokenizer=args.spm) for spec in args.lm]
+    return bridge_units(models, getattr(args, "units", "auto"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
