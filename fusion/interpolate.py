@@ -11,7 +11,7 @@ The math lives in the pure functions :func:`linear_mix_logprobs` and :func:`logl
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -163,11 +163,11 @@ class _Mixture(LanguageModel):
         self.oov_seen += sum(oov)
         return SentenceScore(tuple(units), lp, oov)
 
-    def score_sentences(self, sentences, *, eos: bool = True) -> list[SentenceScore]:  # type: ignore[no-untyped-def]
-        sentences = [list(s) for s in sentences]
-        per = [m.score_sentences(sentences, eos=eos) for m in self.models]
+    def score_sentences(self, sentences: Iterable[Sequence[str]], *, eos: bool = True) -> list[SentenceScore]:
+        sents = [list(s) for s in sentences]
+        per = [m.score_sentences(sents, eos=eos) for m in self.models]
         out = []
-        for j, units in enumerate(sentences):
+        for j, units in enumerate(sents):
             comps = [p[j] for p in per]
             lp = self._combine(np.stack([c.logprobs for c in comps]))
             oov = tuple(all(c.oov[i] for c in comps) for i in range(len(units)))

@@ -10,6 +10,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fusion.errors import InputError
 from fusion.lm import Units
@@ -118,7 +119,7 @@ def train_sentencepiece(
             raise InputError("training text not found", path=f)
     prefix = Path(model_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    opts: dict[str, object] = {
+    opts: dict[str, Any] = {
         "input": ",".join(str(f) for f in text_files),
         "model_prefix": str(prefix),
         "vocab_size": vocab_size,
