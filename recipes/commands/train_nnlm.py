@@ -1,0 +1,67 @@
+"""``lmfusion train-nnlm``: train (or resume) a small LSTM / Transformer LM over a sentencepiece vocabulary."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "train-nnlm",
+        help="train a neural LM (LSTM or Transformer) on text; checkpoints atomically and resumes",
+    )
+    p.add_argument("--text", nargs="+", required=True, help="training text files, one sentence per line")
+    p.add_argument("--dev", nargs="*", default=[], help="held-out text for dev perplexity")
+    p.add_argument("--spm", required=True, help="sentencepiece model (trained on --text when it does not exist "
+                   "and --spm-vocab-size is given)")
+    p.add_argument("--spm-vocab-size", type=int, help="train the sentencepiece model first, with this many pieces")
+    p.add_argument("-o", "--output", required=True, help="checkpoint directory")
+    p.add_argument("--arch", choices=["lstm", "transformer"], default="lstm")
+    p.add_argument("--emb", type=int, help="LSTM embedding size")
+    p.add_argument("--hidden", type=int, help="LSTM hidden size")
+    p.add_argument("--d-model", type=int, help="Transformer width")
+    p.add_argument("--heads", type=int, help="Transformer attention heads")
+    p.add_argument("--d-ff", type=int, help="Transformer feed-forward size")
+    p.add_argument("--max-len", type=int, help="Transformer positions")
+    p.add_argument("--layers", type=int, help="layers")
+    p.add_argument("--dropout", type=float, help="dropout")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in all")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="most padded tokens per batch (4096)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate + checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--name", default="nnlm", help="model name in reports and weights")
+    p.add_argument("--no-resume", action="store_true", help="start over even when the output has a checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fusion.nnlm_train import TrainConfig, train_nnlm
+    from fusion.tokenizers import train_sentencepiece
+
+    spm = Path(args.spm)
+    if not spm.is_file() and args.spm_vocab_size:
+        prefix = spm.with_suffix("") if spm.suffix == ".model" else spm
+        spm = train_sentencepiece(args.text, prefix, vocab_size=args.spm_vocab_size).path
+        print(f"trained sentencepiece model {spm}")
+    keys = {"lstm": ("emb", "hidden", "layers", "dropout"),
+            "transformer": ("d_model", "heads", "d_ff", "max_len", "layers", "dropout")}[args.arch]
+    model = {"arch": args.arch, **{k: getattr(args, k) for k in keys if getattr(args, k) is not None}}
+    cfg = TrainConfig(
+        text=list(args.text), dev=list(args.dev), spm=str(spm), output=args.output, model=model,
+        epochs=args.epochs, max_steps=args.max_steps, batch_tokens=args.batch_tokens, lr=args.lr,
+        eval_every=args.eval_every, seed=args.seed, threads=args.threads, device=args.device, name=args.name,
+        resume=not args.no_resume, progress=not args.quiet,
+    )
+    res = train_nnlm(cfg)
+    if res.resumed_from_step:
+        print(f"resumed from step {res.resumed_from_step}")
+    ppl = "n/a" if res.dev_ppl is None else f"{res.dev_ppl:.2f}"
+    print(f"{res.steps} steps ({res.epochs_done:.2f} epochs); dev ppl (per piece, with </s>) {ppl}; "
+          f"checkpoint {res.output}")
+    return 0
