@@ -1,0 +1,26 @@
+"""The README's first Python example runs as written (from the repository root)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_python_example_runs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    shutil.copytree(REPO / "data", tmp_path / "data")
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(blocks[0], "README.md", "exec"), {})
+    finally:
+        os.chdir(old)
+    out = capsys.readouterr().out
+    assert "'tech'" in out and "mix" in out
+    assert (tmp_path / "bible.bin").is_file() and (tmp_path / "tech.bin").is_file()
