@@ -97,7 +97,7 @@ def test_resume_with_other_settings_is_refused(small_text, tiny_spm, tmp_path: P
 def test_corrupt_training_state(small_text, tiny_spm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     train_nnlm(_cfg(small_text, tiny_spm, tmp_path / "d", max_steps=2))
     (tmp_path / "d" / "train-state.pt").write_bytes(b"garbage")
-    with pytest.raises(InputError, match="train-state.pt: unreadable training state"):
+    with pytest.raises(InputError, match=r"train-state\.pt: unreadable training state"):
         train_nnlm(_cfg(small_text, tiny_spm, tmp_path / "d", max_steps=3))
 
 
