@@ -379,40 +379,52 @@ def line_search(problem: TuningProblem, w: np.ndarray, d: np.ndarray, lo: float,
     # prefer the interval holding γ = 0 (no move), else the nearest to it
     dist = np.where((edges[:-1] <= 0) & (0 <= edges[1:]), 0.0, np.abs(mids))
     i = int(np.argmin(np.where(choose, dist, np.inf)))
-    gamma = 0.0 if edges[i] < 0 < edges[i + 1] else float(mids[i])
+    tol = _merge_tol(lo, hi)
+    gamma = 0.0 if edges[i] + tol < 0 < edges[i + 1] - tol else float(mids[i])
     return LineSearchResult(edges, errs.astype(np.int64), gamma, int(errs[i]))
 
 
 def line_search_reference(problem: TuningProblem, w: np.ndarray, d: np.ndarray, lo: float, hi: float) -> int:
     """Minimum total errors along ``w + γ d`` on ``(lo, hi)`` by brute force: the slow reference.
 
-    Every pairwise intersection of every utterance's lines is a candidate breakpoint; the error is
-    evaluated (plain loop) at the midpoint of every pair of consecutive candidates.
+    Exact rational arithmetic (the float inputs are converted exactly): every pairwise intersection of
+    every utterance's lines is a candidate breakpoint, and the 1-bests (first on exact ties) are found
+    at the midpoint of every pair of consecutive candidates.
     """
-    pts = {lo, hi}
+    from fractions import Fraction
+
+    wq = [Fraction(float(x)) for x in w]
+    dq = [Fraction(float(x)) for x in d]
+    lines = []
     for f in problem.feats:
-        a = combine(f, w) if len(f) else np.zeros(0)
-        b = combine(f, d) if len(f) else np.zeros(0)
-        for i in range(len(f)):
-            for j in range(i + 1, len(f)):
-                if b[i] != b[j]:
-                    x = float((a[j] - a[i]) / (b[i] - b[j]))
-                    if lo < x < hi:
-                        pts.add(x)
-    tol = _merge_tol(lo, hi)
-    srt: list[float] = []
-    for x in sorted(pts):
-        if not srt or x - srt[-1] > tol:
-            srt.append(x)
-    if srt[-1] < hi:
-        srt[-1] = hi
-    total = problem._check_rate_defined()
-    best = math.inf
+        fq = [[Fraction(float(x)) for x in row] for row in f]
+        lines.append(
+            [
+                (
+                    sum((x * y for x, y in zip(row, wq, strict=True)), Fraction(0)),
+                    sum((x * y for x, y in zip(row, dq, strict=True)), Fraction(0)),
+                )
+                for row in fq
+            ]
+        )
+    qlo, qhi = Fraction(float(lo)), Fraction(float(hi))
+    pts = {qlo, qhi}
+    for ls in lines:
+        for (ai, bi), (aj, bj) in itertools.combinations(ls, 2):
+            if bi != bj:
+                x = (aj - ai) / (bi - bj)
+                if qlo < x < qhi:
+                    pts.add(x)
+    srt = sorted(pts)
+    best: int | None = None
     for x0, x1 in itertools.pairwise(srt):
-        g = 0.5 * (x0 + x1)
-        e = round(error_rate_reference(problem, problem.weights_dict(w + g * d)) * total)
-        best = min(best, e)
-    return int(best)
+        g = (x0 + x1) / 2
+        errs = 0
+        for ls, e, n in zip(lines, problem.errors, problem.ref_lengths, strict=True):
+            errs += int(e[first_argmax([a + g * b for a, b in ls])]) if ls else int(n)
+        best = errs if best is None else min(best, errs)
+    assert best is not None
+    return best
 
 
 # ----------------------------------------------------------------------------------------------
