@@ -48,6 +48,8 @@ CONFIG_NAME = "lmfusion-lm.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "lmfusion-neural-lm"
 FORMAT_VERSION = 1
+HF_FORMAT = "lmfusion-hf-lm"
+"""``lmfusion-lm.json`` of this format marks a Hugging Face model directory (see :mod:`fusion.hf_lm`)."""
 
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "lstm": {"emb": 128, "hidden": 256, "layers": 1, "dropout": 0.1},
@@ -756,11 +758,8 @@ def save_checkpoint(
 PICKLE_HINT = "lmfusion never unpickles weights; convert them with safetensors.torch.save_file"
 
 
-def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, refusing pickles and explaining truncated or corrupt files."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def check_safetensors_file(path: str | Path) -> None:
+    """Refuse pickles and truncated or corrupt safetensors files with a located, specific error."""
     path = Path(path)
     if not path.is_file():
         raise InputError("weights file not found", path=path)
@@ -776,13 +775,24 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     n = int.from_bytes(head[:8], "little")
     if n <= 0 or 8 + n > size:
         raise InputError(f"truncated or corrupt safetensors file (header says {n} bytes, file has {size})", path=path)
+    with path.open("rb") as f:
+        f.seek(8)
+        raw = f.read(n)
     try:
-        hdr = json.loads(Path(path).read_bytes()[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError("corrupt safetensors header (not JSON)", path=path) from None
-    end = max((int(v["data_offsets"][1]) for k, v in hdr.items() if k != "__metadata__"), default=0)
+        hdr = json.loads(raw)
+        end = max((int(v["data_offsets"][1]) for k, v in hdr.items() if k != "__metadata__"), default=0)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise InputError("corrupt safetensors header", path=path) from None
     if 8 + n + end > size:
         raise InputError(f"truncated safetensors file: tensors need {8 + n + end} bytes, file has {size}", path=path)
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, refusing pickles and explaining truncated or corrupt files."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    check_safetensors_file(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -855,11 +865,20 @@ def load_lm(
 ) -> NeuralLM:
     """Open a checkpoint directory (``lmfusion-lm.json`` + ``model.safetensors`` + sentencepiece model).
 
+    A Hugging Face model directory whose ``lmfusion-lm.json`` says ``{"format": "lmfusion-hf-lm"}`` (see
+    :func:`fusion.hf_lm.mark_hf_dir`) opens as a :class:`fusion.hf_lm.HFCausalLM`.
+
     Raises:
         InputError: missing files, an unknown tokenizer, a config that does not match the weights,
             a truncated file, or a pickle where safetensors were expected (each names the file).
     """
     d = Path(path)
+    raw = read_json(d / CONFIG_NAME) if d.is_dir() else None
+    if isinstance(raw, dict) and raw.get("format") == HF_FORMAT:
+        from fusion.hf_lm import HFCausalLM
+
+        return HFCausalLM.from_pretrained(d, name=name or raw.get("name") or d.name, device=str(device),  # type: ignore[return-value]
+                                          dtype=dtype, **kwargs)
     cfg = read_checkpoint_config(d)
     cfg_path = d / CONFIG_NAME
     try:

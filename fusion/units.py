@@ -24,7 +24,7 @@ minus ``ln B(<s>)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ class WordLevelLM(LanguageModel):
             raise ValueError(f"score_pairs: {len(states)} states but {len(units)} units")
         # group by word so each group is one score_batch column
         out = np.empty(len(states))
-        nxt: list[State] = [None] * len(states)  # type: ignore[list-item]
+        nxt: list[State] = [None] * len(states)
         by_word: dict[str, list[int]] = {}
         for i, u in enumerate(units):
             by_word.setdefault(u, []).append(i)
@@ -229,8 +229,8 @@ class SlowWordLevelLM(LanguageModel):
         word_start: prefix marking a word-initial piece (``"▁"``).
     """
 
-    def __init__(self, lm: LanguageModel, *, name: str | None = None, encode_word=None,  # type: ignore[no-untyped-def]
-                 word_start: str = WORD_START) -> None:
+    def __init__(self, lm: LanguageModel, *, name: str | None = None,
+                 encode_word: Callable[[str], list[str]] | None = None, word_start: str = WORD_START) -> None:
         _check_token_lm(lm)
         vocab = lm.vocab
         if vocab is None:
