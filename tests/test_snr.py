@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import wave
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_estimates_are_monotone_in_true_snr_for_both_methods() -> None:
     x = _speech()
     for method in ("noise_floor", "wada"):
         ests = [estimate_snr(_mix(x, s, 3), 16000, method=method) for s in (-5, 0, 5, 10, 20, 30)]
-        assert all(a < b for a, b in zip(ests, ests[1:], strict=False)), (method, ests)
+        assert all(a < b for a, b in itertools.pairwise(ests)), (method, ests)
 
 
 def test_scale_invariance_and_clean_speech_saturates_high() -> None:

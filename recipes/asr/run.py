@@ -365,7 +365,8 @@ def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
             "metric": "WER (word edit distance / reference words) on the dev n-best lists",
             "method": f"{tuned['method']} over cached n-best scores, am fixed at 1",
             "components": tuned["components"],
-            "dev_nbest": {"path": str(p["dev_nbest"]), "sha1": hash_path(p["dev_nbest"])},
+            "dev_nbest": {"path": str(p["dev_nbest"]),
+                          "sha1": hash_path(p["dev_nbest"]) if p["dev_nbest"].exists() else None},
             "interpolation": "EM on each domain's held-out text: " + ", ".join(
                 f"{d}: {v['heldout']}" for d, v in em.items()),
             "lms": {d: str(p["lms"] / f"{d}.bin") for d in [*cfg["text"]["domains"], "general"]},
