@@ -1,0 +1,321 @@
+"""The compiled frame loop of the CTC prefix beam search (numba).
+
+:func:`run_frames` advances the search over frames ``t0..T`` in one call and returns to Python only
+when it is done, when the node arrays are full, or when a word completion (or a token, with
+token-level LMs) needs an LM score that is not in the cache yet. It mutates nothing persistent
+in a frame before it knows it can finish that frame, so Python can compute the missing LM scores,
+add them to the cache and call again from the same frame.
+
+It implements exactly the semantics of :class:`decoders.ctc._Search` (the numpy version) and of
+:func:`decoders.ctc.reference_beam_search` (the plain one); the tests check all three agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.typed import Dict
+
+NEG = -np.inf
+
+STATUS_DONE = 0
+STATUS_NEED_LM = 1
+STATUS_GROW = 2
+STATUS_DEAD = 3
+
+
+_KEY3 = types.UniTuple(types.int64, 3)
+
+
+@njit(cache=True)
+def new_child_index():
+    """An empty ``parent * V + token -> node`` map (made in compiled code: fast)."""
+    return Dict.empty(types.int64, types.int64)
+
+
+@njit(cache=True)
+def new_lm_index():
+    """An empty ``(context, word code, token) -> entry`` map."""
+    return Dict.empty(_KEY3, types.int64)
+
+
+@njit(cache=True, inline="always")
+def _lae(a: float, b: float) -> float:
+    if a == NEG:
+        return b
+    if b == NEG:
+        return a
+    if a > b:
+        return a + np.log1p(np.exp(b - a))
+    return b + np.log1p(np.exp(a - b))
+
+
+@njit(cache=True)
+def run_frames(
+    arr, t0, t_off, cand_ptr, cand_tok,
+    parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, child,
+    ids, pb, pnb, blast, brank, state,
+    trie_tab, terminal, completes, pure_delim, toklen, start_trie,
+    lm_index, oov_index, e_delta, e_ctx, e_oov, e_comp,
+    blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm,
+    req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
+):
+    """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``.
+
+    Returns a status: done, need LM (requests in ``req_*``), grow the node arrays, or every
+    hypothesis dead.
+    """
+    for i in range(n_ins):
+        key = (ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])
+        if ins_keys[i, 1] < 0:
+            oov_index[key] = ins_vals[i]
+        else:
+            lm_index[key] = ins_vals[i]
+    T = arr.shape[0]
+    V = arr.shape[1]
+    M = comp.shape[1]
+    n = state[0]
+    B = state[1]
+    cap = state[2]
+    for t in range(t0, T):
+        state[3] = t
+        c0 = cand_ptr[t]
+        c1 = cand_ptr[t + 1]
+        C = c1 - c0
+        if n + B * C + 1 > cap:
+            state[0] = n
+            state[1] = B
+            return STATUS_GROW
+        lpb = arr[t, blank]
+        s_pb = np.empty(B)
+        s_pnb = np.empty(B)
+        tot = np.empty(B)
+        for i in range(B):
+            tt = _lae(pb[i], pnb[i])
+            tot[i] = tt
+            s_pb[i] = tt + lpb
+            lt = blast[i]
+            s_pnb[i] = pnb[i] + arr[t, lt] if lt < V else NEG
+        # extensions
+        K = B * C
+        k_pid = np.empty(K, np.int64)
+        k_tok = np.empty(K, np.int64)
+        k_ext = np.empty(K)
+        k_child = np.empty(K, np.int64)
+        nk = 0
+        for i in range(B):
+            p = ids[i]
+            for j in range(c0, c1):
+                c = cand_tok[j]
+                e = (pb[i] if blast[i] == c else tot[i]) + arr[t, c]
+                if e == NEG:
+                    continue
+                if pure_delim[c] and wlen[p] == 0:
+                    s_pnb[i] = _lae(s_pnb[i], e)
+                    continue
+                ck = p * V + c
+                ch = child[ck] if ck in child else -1
+                if ch >= 0 and pos[ch] >= 0:
+                    q = pos[ch]
+                    s_pnb[q] = _lae(s_pnb[q], e)
+                    continue
+                k_pid[nk] = p
+                k_tok[nk] = c
+                k_ext[nk] = e
+                k_child[nk] = ch
+                nk += 1
+        s_stay = np.empty(B)
+        best = NEG
+        for i in range(B):
+            s_stay[i] = _lae(s_pb[i], s_pnb[i]) + brank[i]
+            if s_stay[i] > best:
+                best = s_stay[i]
+        thr = best + prune
+        if B >= W and nk > 0:
+            srt = np.sort(s_stay)
+            kth = srt[B - W]
+            if kth > thr:
+                thr = kth
+        # exact scores of candidates (or LM requests)
+        k_score = np.empty(nk)
+        k_fixed = np.empty(nk)
+        k_rank = np.empty(nk)
+        k_trie = np.empty(nk, np.int64)
+        k_wlen = np.empty(nk, np.int64)
+        k_entry = np.empty(nk, np.int64)
+        k_compl = np.empty(nk, np.int64)
+        nreq = 0
+        for k in range(nk):
+            e = k_ext[k]
+            ch = k_child[k]
+            k_score[k] = NEG
+            if ch >= 0:
+                sc = e + rank[ch]
+                if sc >= thr:
+                    k_score[k] = sc
+                continue
+            p = k_pid[k]
+            c = k_tok[k]
+            compl = completes[c] and wlen[p] > 0
+            if has_trie:
+                if completes[c]:
+                    nt = start_trie[c]
+                elif trie[p] < 0:
+                    nt = -1
+                else:
+                    nt = trie_tab[trie[p] + 1, c]
+            else:
+                nt = 0
+            nwl = toklen[c] if completes[c] else wlen[p] + toklen[c]
+            ptn = trie[p]
+            known = has_trie and ptn >= 0 and terminal[ptn]
+            if constrained:
+                if nt < 0:
+                    continue
+                if compl and not known:
+                    continue
+            partial = 0.0
+            if has_trie and nt < 0 and nwl > 0:
+                scale = nwl / unk_avg
+                if scale < 1.0:
+                    scale = 1.0
+                partial = unk_score * scale
+            if lm_nonneg:
+                # LM log-probs are <= 0: a completion adds at most the word bonus (and OOV weight)
+                ub = e + fixed[p] + partial
+                if compl:
+                    ub += w_words
+                    if has_trie and not known:
+                        ub += w_oov
+                    elif w_oov > 0:
+                        ub += w_oov
+                if ub < thr:
+                    continue
+            f = fixed[p]
+            entry = -1
+            if compl or token_lm:
+                code = 0
+                if compl:
+                    code = ptn + 1 if known else -(p + 1)
+                key = (ctx[p], code, c if token_lm else -1)
+                if code < 0:
+                    entry = oov_index[key] if key in oov_index else -1
+                else:
+                    entry = lm_index[key] if key in lm_index else -1
+                if entry < 0:
+                    req_pid[nreq] = p
+                    req_tok[nreq] = c
+                    req_code[nreq] = code
+                    nreq += 1
+                    continue
+                f += e_delta[entry]
+            r = f + partial
+            sc = e + r
+            if sc >= thr:
+                k_score[k] = sc
+                k_fixed[k] = f
+                k_rank[k] = r
+                k_trie[k] = nt
+                k_wlen[k] = nwl
+                k_entry[k] = entry
+                k_compl[k] = 1 if compl else 0
+        if nreq > 0:
+            state[0] = n
+            state[1] = B
+            state[4] = nreq
+            return STATUS_NEED_LM
+        # pool: stays then candidates
+        P = B + nk
+        score = np.empty(P)
+        best = NEG
+        for i in range(B):
+            score[i] = s_stay[i]
+        for k in range(nk):
+            score[B + k] = k_score[k]
+        for i in range(P):
+            if score[i] > best:
+                best = score[i]
+        if best == NEG:
+            state[0] = n
+            state[1] = B
+            return STATUS_DEAD
+        cut = best + prune
+        nsel = 0
+        for i in range(P):
+            if score[i] >= cut:
+                nsel += 1
+        if nsel > W:
+            order = np.argsort(-score, kind="mergesort")[:W]
+            sel = np.sort(order)
+        else:
+            sel = np.empty(nsel, np.int64)
+            q = 0
+            for i in range(P):
+                if score[i] >= cut:
+                    sel[q] = i
+                    q += 1
+        nb = sel.shape[0]
+        n_ids = np.empty(nb, np.int64)
+        n_pb = np.empty(nb)
+        n_pnb = np.empty(nb)
+        n_last = np.empty(nb, np.int64)
+        n_rank = np.empty(nb)
+        for q in range(nb):
+            i = sel[q]
+            if i < B:
+                n_ids[q] = ids[i]
+                n_pb[q] = s_pb[i]
+                n_pnb[q] = s_pnb[i]
+                n_last[q] = blast[i]
+                n_rank[q] = brank[i]
+                continue
+            k = i - B
+            ch = k_child[k]
+            n_pb[q] = NEG
+            n_pnb[q] = k_ext[k]
+            if ch >= 0:
+                n_ids[q] = ch
+                n_last[q] = tok[ch]
+                n_rank[q] = rank[ch]
+                continue
+            p = k_pid[k]
+            c = k_tok[k]
+            parent[n] = p
+            tok[n] = c
+            frame[n] = t + t_off
+            fixed[n] = k_fixed[k]
+            rank[n] = k_rank[k]
+            trie[n] = k_trie[k]
+            wlen[n] = k_wlen[k]
+            nwords[n] = nwords[p] + k_compl[k]
+            en = k_entry[k]
+            if en >= 0:
+                ctx[n] = e_ctx[en]
+                noov[n] = noov[p] + e_oov[en]
+                for m in range(M):
+                    comp[n, m] = comp[p, m] + e_comp[en, m]
+            else:
+                ctx[n] = ctx[p]
+                noov[n] = noov[p]
+                for m in range(M):
+                    comp[n, m] = comp[p, m]
+            pos[n] = -1
+            child[p * V + c] = n
+            n_ids[q] = n
+            n_last[q] = c
+            n_rank[q] = k_rank[k]
+            n += 1
+        for i in range(B):
+            pos[ids[i]] = -1
+        for q in range(nb):
+            ids[q] = n_ids[q]
+            pb[q] = n_pb[q]
+            pnb[q] = n_pnb[q]
+            blast[q] = n_last[q]
+            brank[q] = n_rank[q]
+            pos[n_ids[q]] = q
+        B = nb
+    state[0] = n
+    state[1] = B
+    state[3] = T
+    return STATUS_DONE
