@@ -61,9 +61,11 @@ def default_bounds(component: str) -> tuple[float, float]:
 @dataclass(frozen=True)
 class _Padded:
     feats: np.ndarray  # [U, N, C], zeros in padding
+    feats_cm: np.ndarray  # [C, U, N], the same, component-major (contiguous per component)
     errors: np.ndarray  # [U, N]; an empty utterance's row is all ref_length
     valid: np.ndarray  # [U, N] bool
     has_hyps: np.ndarray  # [U] bool
+    bias: np.ndarray  # [U, N]: 0 for a hypothesis, -inf for padding
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,7 +156,8 @@ class TuningProblem:
             feats[i, :k] = f
             errors[i, :k] = e
             valid[i, :k] = True
-        return _Padded(feats, errors, valid, valid.any(axis=1))
+        cm = np.ascontiguousarray(np.moveaxis(feats, 2, 0))
+        return _Padded(feats, cm, errors, valid, valid.any(axis=1), np.where(valid, 0.0, -np.inf))
 
     # -- weights -------------------------------------------------------------------------------
     def weight_vector(self, weights: Mapping[str, float]) -> np.ndarray:
@@ -210,6 +213,14 @@ def combine(feats: np.ndarray, w: np.ndarray) -> np.ndarray:
     return s
 
 
+def combine_cm(feats_cm: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`combine` over component-major features ``[C, ...]``: the same operations in the same order."""
+    s = feats_cm[0] * w[0]
+    for k in range(1, feats_cm.shape[0]):
+        s = s + feats_cm[k] * w[k]
+    return s
+
+
 def first_argmax(scores: Sequence[float]) -> int:
     """Index of the first maximum (plain loop; the reference tie rule)."""
     best, arg = -math.inf, -1
@@ -223,7 +234,7 @@ def best_indices(problem: TuningProblem, weights: Mapping[str, float] | np.ndarr
     """``[U]`` index of each utterance's 1-best under ``weights`` (``-1`` for an empty list)."""
     w = problem.weight_vector(weights) if isinstance(weights, Mapping) else np.asarray(weights, np.float64)
     p = problem._padded
-    s = np.where(p.valid, combine(p.feats, w), -np.inf)
+    s = np.where(p.valid, combine_cm(p.feats_cm, w), -np.inf)
     idx = np.argmax(s, axis=1)
     return np.where(p.has_hyps, idx, -1)
 
@@ -231,7 +242,7 @@ def best_indices(problem: TuningProblem, weights: Mapping[str, float] | np.ndarr
 def total_errors(problem: TuningProblem, w: np.ndarray) -> int:
     """Total edit distance of the 1-bests under the weight vector ``w`` ``[C]`` (vectorised)."""
     p = problem._padded
-    s = np.where(p.valid, combine(p.feats, w), -np.inf)
+    s = np.where(p.valid, combine_cm(p.feats_cm, w), -np.inf)
     idx = np.argmax(s, axis=1)  # an empty row is all -inf -> 0, whose error is the ref length
     return int(np.take_along_axis(p.errors, idx[:, None], axis=1).sum())
 
@@ -263,15 +274,112 @@ def total_errors_batch(problem: TuningProblem, W: np.ndarray, *, max_elems: int 
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
     p = problem._padded
     u, n, c = p.feats.shape
-    flat = p.feats.reshape(u * n, c)
-    bias = np.where(p.valid, 0.0, -np.inf).reshape(u, n, 1)
+    flat_t = p.feats_cm.reshape(c, u * n)
+    bias = np.where(p.valid, 0.0, -np.inf)[None]  # [1, U, N]
     out = np.empty(len(W), dtype=np.int64)
     step = max(1, max_elems // max(1, u * n))
     for start in range(0, len(W), step):
         chunk = W[start : start + step]
-        s = (flat @ chunk.T).reshape(u, n, len(chunk)) + bias
-        idx = np.argmax(s, axis=1)  # [U, g]
-        out[start : start + len(chunk)] = np.take_along_axis(p.errors, idx, axis=1).sum(axis=0)
+        s = (chunk @ flat_t).reshape(len(chunk), u, n) + bias
+        idx = np.argmax(s, axis=2)  # [g, U]
+        out[start : start + len(chunk)] = np.take_along_axis(p.errors[None], idx[..., None], axis=2).sum(axis=(1, 2))
+    return out
+
+
+def _wmax(lo: np.ndarray, hi: np.ndarray) -> float:
+    return float(np.maximum(np.abs(lo), np.abs(hi)).sum())
+
+
+def dominated_reference(feats: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``[n]`` bools: hypothesis ``i`` loses to one single ``j`` for every ``w`` in the box (plain loops)."""
+    n = len(feats)
+    margin = 1e-9 * max(1.0, float(np.abs(feats).max(initial=0.0)) * _wmax(lo, hi))
+    out = np.zeros(n, dtype=bool)
+    for i in range(n):
+        for j in range(n):
+            worst = sum(min(dk * lo[k], dk * hi[k]) for k, dk in enumerate(feats[j] - feats[i]))
+            if worst > margin:
+                out[i] = True
+                break
+    return out
+
+
+def _keep_in_box(p: _Padded, lo: np.ndarray, hi: np.ndarray, *, exact: bool, top: int = 12) -> np.ndarray:
+    """``[U, N]`` mask of hypotheses not shown to be dominated in the box.
+
+    Every hypothesis is tested against the ``top`` best-scoring ones at the box centre (cheap, and where
+    dominators usually are). With ``exact``, the survivors are then tested pairwise (utterances sorted by
+    survivor count, so each chunk is padded only to its own width), which drops exactly the hypotheses
+    :func:`dominated_reference` drops.
+    """
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    free = [k for k in range(len(lo)) if half[k] > 0]
+    u, n = p.valid.shape
+
+    def worst(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
+        """min over the box of (f_b - f_a) · w for fa [C, u, A], fb [C, u, B] -> [u, A, B]."""
+        out = combine_cm(fb, mid)[:, None, :] - combine_cm(fa, mid)[:, :, None]
+        for k in free:
+            out -= half[k] * np.abs(fb[k][:, None, :] - fa[k][:, :, None])
+        return out
+
+    margin = 1e-9 * np.maximum(1.0, np.abs(p.feats_cm).max(axis=(0, 2)) * _wmax(lo, hi))[:, None, None]  # [U,1,1]
+    keep = p.valid.copy()
+    if n > top:
+        score = combine_cm(p.feats_cm, mid) + p.bias
+        cand = np.argpartition(-score, top, axis=1)[:, :top]
+        rows = np.arange(u)[:, None]
+        beaten = worst(p.feats_cm, p.feats_cm[:, rows, cand]) > margin  # [U, N, top]
+        beaten &= p.valid[rows, cand][:, None, :]  # padding is no dominator
+        keep &= ~beaten.any(axis=2)
+    if not exact:
+        return keep
+    counts = keep.sum(axis=1)
+    order = np.argsort(counts, kind="stable")
+    survivors = np.argsort(~keep, axis=1, kind="stable")  # kept hypotheses first, in order
+    for s in range(0, u, 256):
+        r = order[s : s + 256]
+        width = int(counts[r].max(initial=0))
+        if width < 2:
+            continue
+        idx = survivors[r, :width]  # [c, width]
+        ok = np.arange(width)[None, :] < counts[r][:, None]
+        f = p.feats_cm[:, r[:, None], idx]  # [C, c, width]
+        lost = ((worst(f, f) > margin[r]) & ok[:, None, :]).any(axis=2) & ok  # [c, width]
+        rr, cc = np.nonzero(lost)
+        keep[r[rr], idx[rr, cc]] = False
+    return keep
+
+
+def prune_dominated(problem: TuningProblem, lo: np.ndarray, hi: np.ndarray, *, exact: bool = True) -> TuningProblem:
+    """Drop hypotheses that cannot be a 1-best for any weights in the box ``lo <= w <= hi``.
+
+    Hypothesis ``i`` is dropped when a single other hypothesis ``j`` beats it everywhere in the box:
+    ``min_w (f_j - f_i) · w > 0``, which for a box is ``Σ_k min(Δ_k lo_k, Δ_k hi_k) > 0`` (a small
+    margin guards against rounding). Such an ``i`` is never the argmax nor tied for it, so every
+    1-best, and so every error count, is unchanged for weights in the box. Order is kept.
+
+    Each hypothesis is first tested against the 12 best at the box centre (fast, prunes most); with
+    ``exact`` (the default) the survivors are then tested against each other.
+    """
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    p = problem._padded
+    keep = _keep_in_box(p, lo, hi, exact=exact)
+    counts = keep.sum(axis=1)
+    width = max(int(counts.max(initial=0)), 1)
+    idx = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    valid = np.arange(width)[None, :] < counts[:, None]
+    feats = np.where(valid[:, :, None], np.take_along_axis(p.feats, idx[:, :, None], axis=1), 0.0)
+    errors = np.where(valid, np.take_along_axis(p.errors, idx, axis=1), problem.ref_lengths[:, None])
+    out = object.__new__(TuningProblem)  # every part is derived from a validated problem: skip re-validation
+    object.__setattr__(out, "components", problem.components)
+    object.__setattr__(out, "feats", [feats[i, :c] for i, c in enumerate(counts)])
+    object.__setattr__(out, "errors", [errors[i, :c] for i, c in enumerate(counts)])
+    object.__setattr__(out, "ref_lengths", problem.ref_lengths)
+    object.__setattr__(out, "utt_ids", problem.utt_ids)
+    cm = np.ascontiguousarray(np.moveaxis(feats, 2, 0))
+    out.__dict__["_padded"] = _Padded(feats, cm, errors, valid, valid.any(axis=1), np.where(valid, 0.0, -np.inf))
     return out
 
 
@@ -295,10 +403,6 @@ class LineSearchResult:
     best_errors: int
 
 
-def _pick_first(mask: np.ndarray) -> np.ndarray:
-    return np.argmax(mask, axis=1)
-
-
 def _merge_tol(lo: float, hi: float) -> float:
     """Breakpoints closer than this are one point; intervals narrower than it are not candidates."""
     return 1e-9 * max(1.0, hi - lo, abs(lo), abs(hi))
@@ -308,51 +412,48 @@ def line_search(problem: TuningProblem, w: np.ndarray, d: np.ndarray, lo: float,
     """Exact error profile along ``w + γ d``, ``γ ∈ [lo, hi]``, by sweeping each utterance's upper envelope.
 
     All utterances are swept together: at each step every utterance moves from its current envelope line
-    to the next one (the steeper line with the nearest intersection; the steepest on ties), so the number
-    of numpy steps is the longest envelope, not the number of utterances.
+    to the next one (the steeper line with the nearest intersection), so the number of numpy steps is the
+    longest envelope, not the number of utterances. Where several lines meet at one point the sweep may
+    visit them one by one; the zero-width intervals between are merged away.
     """
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
         raise LMFusionError(f"line_search: bad interval [{lo}, {hi}]")
     p = problem._padded
-    a = combine(p.feats, w)
-    b = combine(p.feats, d)
-    valid = p.valid
-    # 1-best just right of lo: highest value, then steepest, then first.
-    v = np.where(valid, a + lo * b, -np.inf)
-    cand = v == v.max(axis=1, keepdims=True)
-    bc = np.where(cand, b, -np.inf)
-    cand &= b == bc.max(axis=1, keepdims=True)
-    cur = _pick_first(cand)
-    err0 = int(np.take_along_axis(p.errors, cur[:, None], axis=1).sum())
+    a = combine_cm(p.feats_cm, w) + p.bias  # padding: -inf intercept, slope 0: never on an envelope
+    b = combine_cm(p.feats_cm, d)
+    errors = p.errors
+    # 1-best at lo (first on ties; a steeper tied line takes over at γ = lo in the first sweep step)
+    cur = np.argmax(a + lo * b, axis=1)
+    err0 = int(np.take_along_axis(errors, cur[:, None], axis=1).sum())
 
     bp_g: list[np.ndarray] = []
     bp_d: list[np.ndarray] = []
     act = np.nonzero(p.has_hyps)[0]
     g = np.full(len(cur), lo, dtype=np.float64)
-    while act.size:
-        ca = cur[act]
-        a_c = a[act, ca][:, None]
-        b_c = b[act, ca][:, None]
-        ba = b[act]
-        steeper = valid[act] & (ba > b_c)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = (a_c - a[act]) / (ba - b_c)
-        x = np.where(steeper, np.maximum(x, g[act][:, None]), np.inf)
-        xmin = x.min(axis=1)
-        go = xmin < hi
-        if not go.any():
-            break
-        tie = steeper & (x == xmin[:, None])
-        bt = np.where(tie, ba, -np.inf)
-        tie &= ba == bt.max(axis=1, keepdims=True)
-        nxt = _pick_first(tie)
-        rows = act[go]
-        nx = nxt[go]
-        bp_g.append(xmin[go])
-        bp_d.append(p.errors[rows, nx] - p.errors[rows, cur[rows]])
-        cur[rows] = nx
-        g[rows] = xmin[go]
-        act = rows
+    with np.errstate(divide="ignore", invalid="ignore"):
+        while act.size:
+            full = act.size == len(cur)
+            ca = cur[act]
+            aa = a if full else a[act]
+            ba = b if full else b[act]
+            ar = np.arange(len(act))
+            a_c = aa[ar, ca][:, None]
+            b_c = ba[ar, ca][:, None]
+            den = ba - b_c
+            x = np.divide(a_c - aa, den, out=np.full(den.shape, np.inf), where=den > 0)
+            np.maximum(x, g[act][:, None], out=x)
+            nxt = np.argmin(x, axis=1)  # the nearest crossing; the first line on exact ties
+            xmin = x[ar, nxt]
+            go = xmin < hi
+            if not go.any():
+                break
+            rows = act[go]
+            nx = nxt[go]
+            bp_g.append(xmin[go])
+            bp_d.append(errors[rows, nx] - errors[rows, cur[rows]])
+            cur[rows] = nx
+            g[rows] = xmin[go]
+            act = rows
 
     if bp_g:
         gs = np.concatenate(bp_g)
@@ -671,44 +772,65 @@ def _tune_mert(
     rng: np.random.Generator,
     *,
     seed: int,
-    restarts: int = 8,
-    random_directions: int = 2,
-    max_passes: int = 20,
+    restarts: int = 1,
+    random_directions: int = 1,
+    max_line_searches: int = 200,
+    seed_grid: int = 3,
+    prune: bool = True,
 ) -> _Out:
+    """Powell-style exact line searches from the start point (or the best point of a coarse grid with
+    ``seed_grid`` points per weight, when that grid is better and has at most 729 points) and from
+    ``restarts`` random points. Directions cycle through the axes plus ``random_directions`` random
+    unit vectors; a start stops after a full cycle without improvement (or ``max_line_searches``).
+    With ``prune``, hypotheses dominated everywhere in the box are dropped first (exactly: the line
+    searches see the same envelopes)."""
     prob = space.problem
+    if prune:  # hypotheses that lose everywhere in the box never touch an envelope
+        prob = prune_dominated(prob, space.full(space.lo), space.full(space.hi))
     m = len(space.free)
     n_evals = 0
     trace: list[tuple[int, int]] = []
     best_x, best_e = None, None
-    starts = [space.clip(space.init_raw.copy())] + [space.random(rng) for _ in range(restarts)]
+    starts = [space.clip(space.init_raw.copy())]
+    if seed_grid >= 2 and seed_grid**m <= 729:  # start from the coarse grid's best instead, if it is better
+        axes = [np.linspace(space.lo[j], space.hi[j], seed_grid) for j in range(m)]
+        xs = np.array([starts[0], *itertools.product(*axes)], dtype=np.float64)
+        W = np.tile(space.base, (len(xs), 1))
+        W[:, space.free] = xs
+        errs = total_errors_batch(prob, W)
+        n_evals += len(xs)
+        starts = [xs[int(np.argmin(errs))]]
+    starts += [space.random(rng) for _ in range(restarts)]
     n_ls = 0
     for x in starts:
         e = total_errors(prob, space.full(x))
         n_evals += 1
-        for _ in range(max_passes):
-            dirs = list(np.eye(m))
-            for _ in range(random_directions if m > 1 else 0):
+        failures, k = 0, 0
+        cycle = m + (random_directions if m > 1 else 0)
+        while failures < cycle and n_ls < max_line_searches * len(starts):
+            if k % cycle < m:
+                dx = np.eye(m)[k % cycle]
+            else:
                 v = rng.normal(size=m)
-                dirs.append(v / np.linalg.norm(v))
-            improved = False
-            for dx in dirs:
-                lo, hi = _feasible(space, x, dx)
-                if hi - lo <= 0:
-                    continue
-                d = np.zeros(len(prob.components))
-                d[space.free] = dx
-                res = line_search(prob, space.full(x), d, lo, hi)
-                n_ls += 1
-                if res.best_errors < e and res.gamma != 0.0:
-                    x_new = space.clip(x + res.gamma * dx)
-                    e_new = total_errors(prob, space.full(x_new))
-                    n_evals += 1
-                    if e_new < e:
-                        x, e, improved = x_new, e_new, True
-            if not improved:
-                break
+                dx = v / np.linalg.norm(v)
+            k += 1
+            failures += 1
+            lo, hi = _feasible(space, x, dx)
+            if hi - lo <= 0:
+                continue
+            d = np.zeros(len(prob.components))
+            d[space.free] = dx
+            res = line_search(prob, space.full(x), d, lo, hi)
+            n_ls += 1
+            if res.best_errors < e and res.gamma != 0.0:
+                x_new = space.clip(x + res.gamma * dx)
+                e_new = total_errors(prob, space.full(x_new))
+                n_evals += 1
+                if e_new < e:
+                    x, e, failures = x_new, e_new, 0
         if best_e is None or e < best_e:
             best_x, best_e = x, e
             trace.append((n_evals + n_ls, e))
     assert best_x is not None
-    return best_x, n_evals + n_ls, trace, {"line_searches": n_ls, "restarts": restarts}
+    extra = {"line_searches": n_ls, "starts": len(starts), "hyps_searched": prob.n_hyps}
+    return best_x, n_evals + n_ls, trace, extra

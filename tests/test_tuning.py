@@ -13,10 +13,12 @@ from fusion.errors import LMFusionError, WeightsError
 from fusion.tuning import (
     TuningProblem,
     best_indices,
+    dominated_reference,
     error_rate,
     error_rate_reference,
     line_search,
     line_search_reference,
+    prune_dominated,
     total_errors,
     total_errors_batch,
     tune,
@@ -213,3 +215,33 @@ def test_mert_restarts_are_seeded() -> None:
     b = tune(p, "mert", seed=3, restarts=3)
     assert a.weights == b.weights and a.error_rate == b.error_rate
     assert a.extra["line_searches"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Pruning hypotheses dominated in the box
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pruning_matches_the_pairwise_reference_and_keeps_every_error_count(seed: int) -> None:
+    p = random_problem(seed, u=30, n=20, integer=seed == 2) if seed != 1 else correlated_problem(seed, u=30, n=25)
+    lo, hi = np.array([1.0, 0.0, -2.0]), np.array([1.0, 2.0, 2.0])
+    for exact in (True, False):
+        q = prune_dominated(p, lo, hi, exact=exact)
+        for f, g in zip(p.feats, q.feats, strict=True):
+            want = f[~dominated_reference(f, lo, hi)]
+            if exact:
+                assert np.array_equal(g, want)
+            else:  # the fast pass drops a subset of what the exhaustive test drops
+                assert all(any(np.array_equal(row, r) for r in f) for row in g) and len(g) >= len(want)
+        rng = np.random.default_rng(seed)
+        for _ in range(30):
+            w = lo + (hi - lo) * rng.random(3)
+            assert total_errors(q, w) == total_errors(p, w)
+    assert prune_dominated(p, lo, hi).n_hyps < p.n_hyps
+
+
+def test_mert_with_and_without_pruning_agree() -> None:
+    p = correlated_problem(8, u=80)
+    a = tune(p, "mert", seed=2, prune=True)
+    b = tune(p, "mert", seed=2, prune=False)
+    assert a.weights == b.weights and a.error_rate == b.error_rate
+    assert a.extra["hyps_searched"] < b.extra["hyps_searched"]
