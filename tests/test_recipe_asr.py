@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _constructed_lists(rng: np.random.Generator) -> list[NBestList]:
     """Noisy utterances need dlm weight > ~4 to pick the right hypothesis; clean ones need < ~0.8."""
     out = []
-    for cond in ("15", "clean"):
-        for i in range(16):
+    for cond, n in (("15", 20), ("clean", 12)):  # more noisy data: the global weight follows the noisy optimum
+        for i in range(n):
             ref = f"word{i} other words here"
             if cond == "15":  # the right answer has a worse acoustic score but a much better LM score
                 d_am, d_lm = -(3.0 + rng.uniform(0, 1)), 1.0
@@ -36,11 +36,13 @@ def _constructed_lists(rng: np.random.Generator) -> list[NBestList]:
     return out
 
 
-def test_per_condition_tuning_recovers_condition_specific_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("mode", "folds"), [("full", 1), ("full", 4), ("scale", 4)])
+def test_per_condition_tuning_recovers_condition_specific_weights(tmp_path: Path, mode: str, folds: int) -> None:
     cfg = validate({"work_dir": str(tmp_path / "w"), "text": {"domains": ["d"]},
                     "nbest": {"dev": "unused", "test": "unused"},
                     "conditions": {"buckets": {"15": 15, "clean": 45}, "min_utts": 8},
-                    "tune": {"free": ["dlm"], "bounds": {"dlm": [0, 10]}}}, SCHEMA)  # fmt: skip
+                    "tune": {"free": ["dlm"], "bounds": {"dlm": [0.5, 10]}, "per_condition": mode,
+                             "cv_folds": folds, "scale_bounds": [0, 20]}}, SCHEMA)  # fmt: skip
     w = Path(cfg["work_dir"])
     write_nbest_jsonl(w / "rescored" / "dev.jsonl", _constructed_lists(np.random.default_rng(0)))
     (w / "interpolation.json").write_text(json.dumps({"d": {"weights": {"d": 0.7, "general": 0.3},
@@ -51,6 +53,12 @@ def test_per_condition_tuning_recovers_condition_specific_weights(tmp_path: Path
     by = {(c["domain"], c["bucket"]): c for c in tuned["conditions"]}
     assert by[("d", "15")]["weights"]["dlm"] > 4.0 and by[("d", "15")]["dev_wer"] == 0.0
     assert by[("d", "clean")]["weights"]["dlm"] < 0.8 and by[("d", "clean")]["dev_wer"] == 0.0
+    # CV keeps a condition's own weights where its parent's (the global ones) fail it; backing off is
+    # only allowed where the parent's weights are already perfect there
+    assert not all(by[("d", b)]["backoff"] for b in ("15", "clean"))
+    for b in ("15", "clean"):
+        if by[("d", b)]["backoff"]:
+            assert by[("d", b)]["cv"]["wer_parent"] == 0.0
     assert tuned["global"]["dev_wer"] > 0.0  # one weight cannot serve both conditions
     prof = FusionProfile.load(w / "profile.json")
     assert prof.select({"domain": "d", "snr": "15"}).fusion["dlm"] > 4.0
@@ -60,6 +68,33 @@ def test_per_condition_tuning_recovers_condition_specific_weights(tmp_path: Path
     lo, hi = by[("d", "clean")]["weights"]["dlm"], by[("d", "15")]["weights"]["dlm"]
     assert mid == pytest.approx((lo + hi) / 2)
     assert prof.provenance["metric"].startswith("WER")
+
+
+def test_cv_backs_off_when_conditions_do_not_differ(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    lists = []
+    for cond in ("15", "clean"):  # the same random distribution in both conditions: nothing to learn
+        for i in range(24):
+            hyps = tuple(ScoredHypothesis(f"w{i} h{k}" + " x" * int(rng.integers(0, 3)),
+                                          {"am": float(rng.normal(-50, 3)), "dlm": float(rng.normal(-20, 3)),
+                                           "words": 2.0}) for k in range(4))  # fmt: skip
+            ref = f"w{i} h{int(rng.integers(0, 4))}"
+            lists.append(NBestList(f"{cond}-{i}", hyps, ref, {"domain": "d", "snr": cond}))
+    cfg = validate({"work_dir": str(tmp_path / "w"), "text": {"domains": ["d"]},
+                    "nbest": {"dev": "unused", "test": "unused"},
+                    "conditions": {"buckets": {"15": 15, "clean": 45}, "min_utts": 8},
+                    "tune": {"free": ["dlm", "words"], "per_condition": "full", "cv_folds": 4}}, SCHEMA)  # fmt: skip
+    w = Path(cfg["work_dir"])
+    write_nbest_jsonl(w / "rescored" / "dev.jsonl", lists)
+    Pipeline(w, log=None, progress=False).run([s for s in build_stages(cfg) if s.name == "tune"])
+    tuned = json.loads((w / "tuning.json").read_text())
+    backed = [c for c in tuned["conditions"] if c["backoff"]]
+    assert backed, "random conditions should not all keep their own (over-fitted) weights"
+    for c in backed:
+        assert c["cv"]["wer_own"] >= c["cv"]["wer_parent"]
+        kept = {f"{x['domain'] or '*'}/{x['bucket'] or '*'}": x["weights"] for x in tuned["conditions"]}
+        kept["*/*"] = tuned["global"]["weights"]
+        assert c["weights"] == kept[c["parent"]]  # backed off = exactly the parent's weights
 
 
 def _tiny_inputs(tmp_path: Path) -> Path:

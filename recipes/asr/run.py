@@ -102,6 +102,10 @@ SCHEMA: dict[str, Field] = {
     "tune": Field(schema={
         "method": Field(str, "mert", choices=("mert", "grid", "coordinate", "optuna")),
         "free": Field(list, ["lm", "dlm", "words"], items=Field(str), check=non_empty),
+        "per_condition": Field(str, "scale", choices=("scale", "full"),
+                               doc="per condition tune an LM scale + word bonus (scale) or every weight (full)"),
+        "scale_bounds": Field(list, [0.0, 4.0], items=Field(float)),
+        "cv_folds": Field(int, 5, doc="K-fold CV on dev decides if a condition keeps its own weights (<2: always)"),
         "bounds": Field(dict, {"lm": [0, 15], "dlm": [0, 15], "nnlm": [0, 15], "words": [-10, 10]},
                         check=_bounds_check),
     }),
@@ -290,26 +294,94 @@ def stage_rescore(cfg: Mapping[str, Any], ctx: StageContext) -> None:
                 out[i] = nb
         write_nbest_jsonl(p[f"{split}_rescored"], [nb for nb in out if nb is not None])
 
+LENGTH = ("words", "tokens")
+
+
+def _scaled_problem(prob: Any, base: Mapping[str, float]) -> Any:
+    """Collapse the LM columns into one ``lm_scale`` column ``Σ_k base[k] * score_k`` (am, length kept)."""
+    from fusion.tuning import TuningProblem
+
+    comps = prob.components
+    lm_idx = [i for i, c in enumerate(comps) if c != "am" and c not in LENGTH]
+    keep = [i for i, c in enumerate(comps) if c == "am" or c in LENGTH]
+    wv = np.array([float(base.get(comps[i], 0.0)) for i in lm_idx])
+    feats = [np.column_stack([f[:, keep], f[:, lm_idx] @ wv]) for f in prob.feats]
+    names = (*tuple(comps[i] for i in keep), "lm_scale")
+    return TuningProblem(names, feats, prob.errors, prob.ref_lengths, prob.utt_ids)
+
+
 def _tune_subset(nbs: Sequence[NBestList], comps: Sequence[str], cfg: Mapping[str, Any],
-                 init: Mapping[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+                 init: Mapping[str, float] | None = None, *, scale: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Tune on some lists (am fixed at 1). With ``scale``: only one factor on all LM weights of ``init``
+    (the LM scale) and the length bonus are free, which needs far less data than every weight."""
     from decoders.nbest import to_tuning_problem
     from fusion.tuning import tune
 
     prob = to_tuning_problem(nbs, comps)
     bounds = {k: tuple(v) for k, v in cfg["tune"]["bounds"].items() if k in comps and k != "am"}
     init = {k: v for k, v in (init or {}).items() if k in comps and k != "am"}
-    res = tune(prob, cfg["tune"]["method"], fixed={"am": 1.0}, bounds=bounds, init=init or None, seed=cfg["seed"])
-    return {"weights": res.weights, "dev_wer": res.error_rate, "n_utts": len(nbs),
-            "start_dev_wer": res.start_error_rate, "oracle_dev_wer": prob.oracle_error_rate()}  # fmt: skip
+    if scale and init:
+        sp = _scaled_problem(prob, init)
+        lb = {k: v for k, v in bounds.items() if k in sp.components}
+        lb["lm_scale"] = tuple(cfg["tune"]["scale_bounds"])
+        sinit = {**{k: v for k, v in init.items() if k in sp.components}, "lm_scale": 1.0}
+        res = tune(sp, cfg["tune"]["method"], fixed={"am": 1.0}, bounds=lb, init=sinit, seed=cfg["seed"])
+        a = res.weights["lm_scale"]
+        weights = {"am": 1.0, **{k: (v if k in LENGTH else a * v) for k, v in init.items()}}
+        for k in sp.components:
+            if k in LENGTH:
+                weights[k] = res.weights[k]
+        extra: dict[str, Any] = {"lm_scale": a}
+    else:
+        res = tune(prob, cfg["tune"]["method"], fixed={"am": 1.0}, bounds=bounds, init=init or None, seed=cfg["seed"])
+        weights, extra = res.weights, {}
+    from fusion.tuning import error_rate
+
+    return {"weights": weights, "dev_wer": error_rate(prob, weights), "n_utts": len(nbs),
+            "start_dev_wer": res.start_error_rate, "oracle_dev_wer": prob.oracle_error_rate(), **extra}  # fmt: skip
+
+
+def cv_errors(nbs: Sequence[NBestList], comps: Sequence[str], cfg: Mapping[str, Any], base: Mapping[str, float],
+              folds: int, seed: int) -> tuple[int, int, int]:  # fmt: skip
+    """K-fold cross-validation on dev: ``(errors with weights tuned on the other folds, errors with
+    ``base`` weights, reference words)``, summed over the held-out folds."""
+    from decoders.nbest import to_tuning_problem
+    from fusion.tuning import error_rate
+
+    order = np.random.default_rng(seed).permutation(len(nbs))
+    parts = [order[k::folds] for k in range(folds)]
+    e_tuned = e_base = words = 0
+    for k in range(folds):
+        held = [nbs[i] for i in parts[k]]
+        train = [nbs[i] for j, part in enumerate(parts) if j != k for i in part]
+        if not held or not train:
+            continue
+        w = _tune_subset(train, comps, cfg, init=base, scale=cfg["tune"]["per_condition"] == "scale")["weights"]
+        prob = to_tuning_problem(held, comps)
+        n = prob.total_ref_length
+        e_tuned += round(error_rate(prob, w) * n)
+        e_base += round(error_rate(prob, base) * n)
+        words += n
+    return e_tuned, e_base, words
+
 
 def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
+    """Global, then per domain / bucket / (domain, bucket) weights, each started from its parent's.
+
+    With ``tune.cv_folds`` > 1 a condition keeps its own weights only if they beat its parent's in
+    K-fold cross-validation on dev; otherwise it backs off to the parent's weights (recorded).
+    """
     from tqdm import tqdm
+
+    from decoders.nbest import to_tuning_problem
+    from fusion.tuning import error_rate
 
     p = _paths(cfg)
     dev = read_nbest_jsonl(p["dev_rescored"])
     comps = _components(cfg)
     min_utts = cfg["conditions"]["min_utts"]
-    out: dict[str, Any] = {"components": comps, "method": cfg["tune"]["method"]}
+    folds = cfg["tune"]["cv_folds"]
+    out: dict[str, Any] = {"components": comps, "method": cfg["tune"]["method"], "cv_folds": folds}
     out["no_lm"] = _tune_subset(dev, ["am", "words"], cfg)
     glob = _tune_subset(dev, comps, cfg)
     out["global"] = glob
@@ -319,19 +391,34 @@ def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
         groups[(d, None)].append(nb)
         groups[(None, b)].append(nb)
         groups[(d, b)].append(nb)
+    kept: dict[tuple[str | None, str | None], dict[str, float]] = {(None, None): glob["weights"]}
     conds = []
-    for (d, b), nbs in tqdm(sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or "")),
-                            desc="tune per condition", disable=not ctx.progress):  # fmt: skip
-        if (d is None and b is None) or len(nbs) < min_utts:
+    # parents first: (d, *) and (*, b) before (d, b)
+    todo = sorted((k for k in groups if k != (None, None)), key=lambda k: (k[0] is not None and k[1] is not None,
+                                                                          k[0] or "", k[1] or ""))  # fmt: skip
+    for d, b in tqdm(todo, desc="tune per condition", disable=not ctx.progress):
+        nbs = groups[(d, b)]
+        if len(nbs) < min_utts:
             continue
-        r = _tune_subset(nbs, comps, cfg, init=glob["weights"])
-        from decoders.nbest import to_tuning_problem
-        from fusion.tuning import error_rate
-
-        r["global_dev_wer"] = error_rate(to_tuning_problem(nbs, comps), glob["weights"])
+        parent_key = (d, None) if (d is not None and b is not None and (d, None) in kept) else (None, None)
+        parent = kept[parent_key]
+        r = _tune_subset(nbs, comps, cfg, init=parent, scale=cfg["tune"]["per_condition"] == "scale")
+        prob = to_tuning_problem(nbs, comps)
+        r["global_dev_wer"] = error_rate(prob, glob["weights"])
+        r["parent"] = "/".join(x or "*" for x in parent_key)
+        if folds > 1:
+            e_t, e_p, n = cv_errors(nbs, comps, cfg, parent, folds, cfg["seed"])
+            r["cv"] = {"folds": folds, "wer_own": e_t / n, "wer_parent": e_p / n, "ref_words": n}
+            if e_t >= e_p:  # own weights do not generalise: back off to the parent's
+                r["tuned_weights"], r["weights"] = r["weights"], dict(parent)
+                r["dev_wer"] = error_rate(prob, parent)
+                r["backoff"] = True
+        r.setdefault("backoff", False)
+        kept[(d, b)] = r["weights"]
         conds.append({"domain": d, "bucket": b, **r})
     out["conditions"] = conds
     atomic_write_json(p["tune"], out)
+
 
 def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     p = _paths(cfg)
@@ -340,7 +427,7 @@ def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     interp = {dom: v["weights"] for dom, v in em.items()}
 
     def measured(r: Mapping[str, Any]) -> dict[str, Any]:
-        keys = ("dev_wer", "global_dev_wer", "oracle_dev_wer", "n_utts")
+        keys = ("dev_wer", "global_dev_wer", "oracle_dev_wer", "n_utts", "parent", "backoff", "cv")
         return {k: r[k] for k in keys if k in r}
 
     conds = tuple(
@@ -562,16 +649,27 @@ def stage_report(cfg: Mapping[str, Any], ctx: StageContext) -> None:
         w = ", ".join(f"{k} {x:.3f}" for k, x in v["weights"].items())
         ppl = v["ppl"]
         lines.append(f"| {dom} | {w} | {ppl[dom]:.1f} / {ppl['general']:.1f} / {ppl['mix']:.1f} |")
+    what = "one LM scale on the parent weights + word bonus" if cfg["tune"]["per_condition"] == "scale" else "all"
     lines += ["", "## Fusion weights per condition (dev)", "",
-              "| condition | dev utts | " + " | ".join(comps) + " | dev WER tuned | dev WER global w. |",
-              "|" + "---|" * (len(comps) + 4)]  # fmt: skip
+              f"Per condition: {what}"
+              f", started from the parent's weights (global, or the domain's); kept only if better than the "
+              f"parent's in {tuned.get('cv_folds', 0)}-fold cross-validation on dev, else backed off to the parent.",
+              "",
+              "| condition | dev utts | " + " | ".join(comps) + " | LM scale (tuned) | dev WER | dev WER global w. "
+              "| CV WER own / parent | kept |",
+              "|" + "---|" * (len(comps) + 7)]  # fmt: skip
     g = tuned["global"]
     gw = " | ".join(f"{g['weights'][c]:.2f}" for c in comps)
-    lines.append(f"| global | {g['n_utts']} | {gw} | {_pct(g['dev_wer'])} | {_pct(g['dev_wer'])} |")
+    lines.append(f"| global | {g['n_utts']} | {gw} | 1.00 | {_pct(g['dev_wer'])} | {_pct(g['dev_wer'])} | | |")
     for c in tuned["conditions"]:
         name = f"{c['domain'] or '*'}/{c['bucket'] or '*'}"
-        lines.append(f"| {name} | {c['n_utts']} | " + " | ".join(f"{c['weights'][k]:.2f}" for k in comps)
-                     + f" | {_pct(c['dev_wer'])} | {_pct(c['global_dev_wer'])} |")  # fmt: skip
+        cv = c.get("cv")
+        cvs = f"{_pct(cv['wer_own'])} / {_pct(cv['wer_parent'])}" if cv else ""
+        kept = f"no (-> {c['parent']})" if c.get("backoff") else "yes"
+        scale = f"{c['lm_scale']:.2f}" if "lm_scale" in c else ""
+        ws = " | ".join(f"{c['weights'][k]:.2f}" for k in comps)
+        lines.append(f"| {name} | {c['n_utts']} | {ws} | {scale} | {_pct(c['dev_wer'])} | "
+                     f"{_pct(c['global_dev_wer'])} | {cvs} | {kept} |")  # fmt: skip
     lines += ["", "## Test WER (%) per condition", "", wer_table_markdown(ev), "",
               "Gap closed = (1-best WER - system WER) / (1-best WER - oracle WER).", "",
               "## Per-condition vs global weights (paired bootstrap, test)", "",
