@@ -21,9 +21,12 @@ carried through and counted in :class:`RescoreStats`.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ __all__ = [
     "apply_weights",
     "best_indices",
     "count_ties",
+    "flat_texts",
     "format_nbest_tsv",
     "iter_nbest_jsonl",
     "onebest_error_rates",
@@ -62,6 +66,8 @@ __all__ = [
     "rescore",
     "rescore_with_stats",
     "scale_scores",
+    "score_hypotheses",
+    "score_texts",
     "summarize",
     "to_tuning_problem",
     "write_kaldi_nbest",
@@ -393,12 +399,11 @@ class RescoreStats:
     n_duplicates: int
     """Hypotheses whose text repeats an earlier one of the same utterance (kept, scored once)."""
     scored: dict[str, int] = field(default_factory=dict)
-    """Distinct texts each LM scored."""
+    """Texts each LM scored (repeats once each, except for a word KenLM)."""
     cached: dict[str, int] = field(default_factory=dict)
     """Hypotheses whose score for that LM was already in the input and reused."""
     oov: dict[str, int] = field(default_factory=dict)
-    """Out-of-vocabulary units seen by each LM over the distinct texts it scored."""
-    hyps_with_oov: dict[str, int] = field(default_factory=dict)
+    """Out-of-vocabulary units seen by each LM over the texts it scored (-1: not counted)."""
     failed: dict[str, int] = field(default_factory=dict)
     """Distinct texts an LM could not score (error or non-finite result) and that got ``floor_score``."""
     seconds: float = 0.0
@@ -429,59 +434,187 @@ def summarize(nbests: Sequence[NBestList]) -> dict[str, int]:
     }
 
 
-def _oov_count(lm: LanguageModel, units: Sequence[str], vocab: frozenset[str] | None) -> int:
-    if vocab is not None:
-        return sum(1 for u in units if u not in vocab)
-    return sum(1 for u in units if lm.is_oov(u))
+@dataclass(frozen=True)
+class TextScores:
+    """Scores of distinct texts under one LM (natural log, ``</s>`` included)."""
+
+    scores: np.ndarray
+    """``[T]``, aligned with the texts given."""
+    oov: int
+    """Out-of-vocabulary units over the texts scored; -1 when not counted."""
+    failed: int
+    """Texts the LM raised on or gave a non-finite score; they hold ``floor_score``."""
 
 
-def _score_texts(
+def _kenlm_word_model(lm: LanguageModel) -> object | None:
+    """The ``kenlm.Model`` of a word-level :class:`~fusion.ngram.KenLM` (the fast path), else None."""
+    from fusion.ngram import KenLM
+    from fusion.tokenizers import WordTokenizer
+
+    if isinstance(lm, KenLM) and isinstance(lm.tokenizer, WordTokenizer):
+        return lm.model
+    return None
+
+
+def score_texts(
     lm: LanguageModel,
-    texts: list[str],
+    texts: Sequence[str],
     *,
-    batch_size: int,
-    progress: bool,
-    floor_score: float,
-) -> tuple[np.ndarray, int, int, int]:
-    """Score distinct texts with one LM: ``(scores, oov units, texts with oov, failures)``."""
+    batch_size: int = 256,
+    progress: bool = False,
+    floor_score: float = -1e4,
+    count_oov: bool = True,
+) -> TextScores:
+    """Score whole texts with ``lm``: ``Σ ln P`` over its units plus ``ln P(</s>)``.
+
+    A word-level KenLM goes through ``kenlm.Model.score`` directly (it splits on whitespace itself,
+    so texts need no tokenizing); any other LM gets ``lm.tokenize`` and batches of ``batch_size``
+    sentences through ``lm.score_sentences``, sorted by length so a neural LM pads little. A batch that
+    raises is retried sentence by sentence; a sentence that still fails, or scores NaN/inf, gets
+    ``floor_score`` and is counted (with a warning), so one bad hypothesis never stops a file.
+    """
     from tqdm import tqdm
 
-    out = np.empty(len(texts), dtype=np.float64)
-    oov = hyps_oov = failed = 0
-    units = [lm.tokenize(t) for t in texts]
-    vocab = lm.vocab
-    fast = getattr(lm, "sentence_logprob", None)
-    # sort by length so a neural LM's batches pad little; n-gram LMs do not care
-    order = sorted(range(len(texts)), key=lambda i: len(units[i])) if fast is None else list(range(len(texts)))
-    bar = tqdm(total=len(texts), desc=f"rescore {lm.name}", unit="sent", disable=not progress, leave=False)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = [units[i] for i in idx]
-        try:
-            if fast is not None:
-                vals = np.fromiter((fast(" ".join(u)) for u in batch), dtype=np.float64, count=len(batch))
+    n = len(texts)
+    out = np.empty(n, dtype=np.float64)
+    oov = 0
+    bar = tqdm(total=n, desc=f"rescore {lm.name}", unit="sent", disable=not progress, leave=False)
+    model = _kenlm_word_model(lm)
+    if model is not None:
+        from fusion.ngram import LN10
+
+        step = max(batch_size, 8192)
+        score = model.score  # type: ignore[attr-defined]
+        for s in range(0, n, step):
+            chunk = texts[s : s + step]
+            out[s : s + len(chunk)] = np.fromiter(map(score, chunk), dtype=np.float64, count=len(chunk))
+            bar.update(len(chunk))
+        out *= LN10
+        if count_oov:  # by word type: one split of everything, then one membership test per type
+            counts = Counter(" ".join(texts).split())
+            oov = sum(c for w, c in counts.items() if w not in model)  # type: ignore[operator]
+        units_all: list[list[str]] = []
+    else:
+        units_all = [lm.tokenize(t) for t in texts]
+        order = sorted(range(n), key=lambda i: len(units_all[i]))
+        for s in range(0, n, batch_size):
+            idx = order[s : s + batch_size]
+            batch = [units_all[i] for i in idx]
+            try:
+                vals = np.array([x.total for x in lm.score_sentences(batch)], dtype=np.float64)
+            except Exception:  # one bad sentence must not sink the batch: retry one by one
+                vals = np.empty(len(batch), dtype=np.float64)
+                for j, u in enumerate(batch):
+                    try:
+                        vals[j] = lm.score_sentence(u).total
+                    except Exception as e:
+                        warnings.warn(f"{lm.name}: cannot score {' '.join(u)!r}: {e}", stacklevel=2)
+                        vals[j] = np.nan
+            out[idx] = vals
+            bar.update(len(idx))
+        if count_oov:
+            vocab = lm.vocab
+            if vocab is not None:
+                oov = sum(1 for units in units_all for u in units if u not in vocab)
             else:
-                vals = np.array([s.total for s in lm.score_sentences(batch)], dtype=np.float64)
-        except Exception:  # one bad sentence must not sink the batch: retry one by one
-            vals = np.empty(len(batch), dtype=np.float64)
-            for j, u in enumerate(batch):
-                try:
-                    vals[j] = lm.score_sentence(u).total
-                except Exception as e:
-                    warnings.warn(f"{lm.name}: cannot score {' '.join(u)!r}: {e}", stacklevel=3)
-                    vals[j] = np.nan
-        for i in idx:
-            k = _oov_count(lm, units[i], vocab)
-            oov += k
-            hyps_oov += k > 0
-        bad = ~np.isfinite(vals)
-        if bad.any():
-            failed += int(bad.sum())
-            vals = np.where(bad, floor_score, vals)
-        out[idx] = vals
-        bar.update(len(idx))
+                oov = sum(1 for units in units_all for u in units if lm.is_oov(u))
     bar.close()
-    return out, oov, hyps_oov, failed
+    bad = ~np.isfinite(out)
+    failed = int(bad.sum())
+    if failed:
+        out[bad] = floor_score
+        warnings.warn(f"{lm.name}: {failed} texts could not be scored; they got {floor_score}", stacklevel=2)
+    return TextScores(out, oov if count_oov else -1, failed)
+
+
+def flat_texts(nbests: Sequence[NBestList]) -> list[str]:
+    """Every hypothesis text, utterance by utterance (the order of :func:`score_hypotheses`)."""
+    return [h.text for nb in nbests for h in nb.hyps]
+
+
+def score_hypotheses(
+    nbests: Sequence[NBestList],
+    lm: LanguageModel,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    floor_score: float = -1e4,
+    count_oov: bool = True,
+) -> tuple[np.ndarray, TextScores]:
+    """One LM's score for every hypothesis, as a flat ``[H]`` array in :func:`flat_texts` order (a
+    column of the score cache). Texts repeated across hypotheses are scored once (except by a word
+    KenLM, for which a repeat costs less to score than to look up)."""
+    texts = flat_texts(nbests)
+    if _kenlm_word_model(lm) is not None:  # scoring a repeat costs KenLM less than finding it
+        ts = score_texts(
+            lm, texts, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
+        )
+        return ts.scores, ts
+    distinct = list(dict.fromkeys(texts))
+    ts = score_texts(
+        lm, distinct, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
+    )
+    if len(distinct) == len(texts):
+        return ts.scores, ts
+    table = dict(zip(distinct, ts.scores.tolist(), strict=True))
+    return np.fromiter(map(table.__getitem__, texts), dtype=np.float64, count=len(texts)), ts
+
+
+def _word_count(text: str) -> int:
+    """Whitespace words in ``text`` (counting spaces when the text is already normalised)."""
+    if not text:
+        return 0
+    if "  " in text or text[0] == " " or text[-1] == " " or "\t" in text or "\n" in text or "\r" in text:
+        return len(text.split())
+    return text.count(" ") + 1
+
+
+def _fast_record_ok() -> bool:
+    """Whether :class:`ScoredHypothesis` is a plain frozen dataclass whose instances can be filled
+    through ``__dict__`` (no ``__post_init__``, no slots): 2x cheaper than ``__init__`` per record."""
+    return (
+        not hasattr(ScoredHypothesis, "__post_init__")
+        and "__slots__" not in ScoredHypothesis.__dict__
+        and [f.name for f in dataclasses.fields(ScoredHypothesis)] == ["text", "scores", "tokens", "words"]
+    )
+
+
+def _make_hyp(text: str, scores: dict[str, float], tokens: tuple[str, ...], words: tuple) -> ScoredHypothesis:  # type: ignore[type-arg]
+    h = object.__new__(ScoredHypothesis)
+    d = h.__dict__
+    d["text"] = text
+    d["scores"] = scores
+    d["tokens"] = tokens
+    d["words"] = words
+    return h
+
+
+def _build_records(
+    nbests: Sequence[NBestList],
+    names: list[str],
+    cols: list[list[float]],
+    single: list[float] | None,
+    word_count: bool,
+) -> list[NBestList]:
+    out = []
+    k = 0
+    name0 = names[0] if names else ""
+    make = _make_hyp if _fast_record_ok() else ScoredHypothesis
+    for nb in nbests:
+        hyps = []
+        for h in nb.hyps:
+            new = h.scores.copy() if isinstance(h.scores, dict) else dict(h.scores)
+            if single is not None:
+                new[name0] = single[k]
+            else:
+                for name, col in zip(names, cols, strict=True):
+                    new[name] = col[k]
+            if word_count:
+                new[WORDS] = float(_word_count(h.text))
+            hyps.append(make(h.text, new, h.tokens, h.words))
+            k += 1
+        out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
+    return out
 
 
 def rescore_with_stats(
@@ -493,6 +626,7 @@ def rescore_with_stats(
     progress: bool = False,
     overwrite: bool = False,
     floor_score: float = -1e4,
+    count_oov: bool = True,
 ) -> tuple[list[NBestList], RescoreStats]:
     """:func:`rescore`, also returning the :class:`RescoreStats`."""
     t0 = time.perf_counter()
@@ -500,44 +634,43 @@ def rescore_with_stats(
         raise LMFusionError(f"floor_score must be a finite log-probability (<= 0), got {floor_score}")
     if batch_size < 1:
         raise LMFusionError(f"batch_size must be >= 1, got {batch_size}")
-    for name in lms:
-        if name == WORDS and word_count:
-            raise LMFusionError(f"an LM may not be named {WORDS!r}: that is the word-count component")
+    if word_count and WORDS in lms:
+        raise LMFusionError(f"an LM may not be named {WORDS!r}: that is the word-count component")
     base = summarize(nbests)
-    new_scores: dict[str, dict[str, float]] = {}  # lm name -> text -> score
+    columns: dict[str, list[float]] = {}
     scored: dict[str, int] = {}
     cached: dict[str, int] = {}
     oov: dict[str, int] = {}
-    with_oov: dict[str, int] = {}
     failed: dict[str, int] = {}
     for name, lm in lms.items():
-        todo: dict[str, None] = {}
-        hits = 0
-        for nb in nbests:
-            for h in nb.hyps:
-                if not overwrite and name in h.scores:
-                    hits += 1
-                elif h.text not in todo:
-                    todo[h.text] = None
-        texts = list(todo)
-        vals, n_oov, n_hyp_oov, n_fail = _score_texts(
-            lm, texts, batch_size=batch_size, progress=progress, floor_score=floor_score
+        # the score cache: hypotheses that already carry this component keep it (unless overwrite)
+        hits = 0 if overwrite else sum(1 for nb in nbests for h in nb.hyps if name in h.scores)
+        todo = nbests
+        if hits:
+            todo = [NBestList(nb.utt_id, tuple(h for h in nb.hyps if name not in h.scores)) for nb in nbests]
+        vals, ts = score_hypotheses(
+            todo, lm, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
         )
-        new_scores[name] = dict(zip(texts, vals.tolist(), strict=True))
-        scored[name], cached[name], oov[name], with_oov[name], failed[name] = len(texts), hits, n_oov, n_hyp_oov, n_fail
-        if n_fail:
-            warnings.warn(f"{name}: {n_fail} hypotheses could not be scored; they got {floor_score}", stacklevel=2)
-    out = []
-    for nb in nbests:
-        hyps = []
-        for h in nb.hyps:
-            extra = {name: table[h.text] for name, table in new_scores.items() if h.text in table}
-            if overwrite:
-                extra = {name: table[h.text] for name, table in new_scores.items()}
-            if word_count:
-                extra[WORDS] = float(len(h.text.split()))
-            hyps.append(ScoredHypothesis(h.text, {**h.scores, **extra}, h.tokens, h.words) if extra else h)
-        out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
+        if hits:  # spread the new scores back over the hypotheses that lacked them
+            col: list[float] = []
+            it = iter(vals.tolist())
+            for nb in nbests:
+                col.extend(h.scores[name] if name in h.scores else next(it) for h in nb.hyps)
+            columns[name] = col
+        else:
+            columns[name] = vals.tolist()
+        scored[name], cached[name], oov[name], failed[name] = len(ts.scores), hits, ts.oov, ts.failed
+    names = list(columns)
+    cols = [columns[k] for k in names]
+    single = cols[0] if len(cols) == 1 else None
+    gc_was_on = gc.isenabled()
+    gc.disable()  # millions of small acyclic records: generational GC passes would dominate the build
+    try:
+        out = _build_records(nbests, names, cols, single, word_count)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
     stats = RescoreStats(
         n_utts=base["utts"],
         n_hyps=base["hyps"],
@@ -548,7 +681,6 @@ def rescore_with_stats(
         scored=scored,
         cached=cached,
         oov=oov,
-        hyps_with_oov=with_oov,
         failed=failed,
         seconds=time.perf_counter() - t0,
     )
@@ -564,6 +696,7 @@ def rescore(
     progress: bool = False,
     overwrite: bool = False,
     floor_score: float = -1e4,
+    count_oov: bool = True,
 ) -> list[NBestList]:
     """Add one score component per LM (keyed by the mapping's names) and ``words`` to every hypothesis.
 
@@ -577,6 +710,7 @@ def rescore(
         progress: show a tqdm bar per LM.
         overwrite: re-score components already present instead of reusing them (the score cache).
         floor_score: the score of a text an LM fails on (counted in the stats, with a warning).
+        count_oov: count out-of-vocabulary units per LM (in the stats).
     """
     return rescore_with_stats(
         nbests,
@@ -586,6 +720,7 @@ def rescore(
         progress=progress,
         overwrite=overwrite,
         floor_score=floor_score,
+        count_oov=count_oov,
     )[0]
 
 

@@ -193,8 +193,16 @@ def test_rescore_adds_kenlm_scores_and_counts_edge_cases(bible_lm) -> None:  # t
     # an empty hypothesis is ln P(</s> | <s>)
     assert out[2].hyps[0].scores["ngram"] == pytest.approx(bible_lm.end(bible_lm.begin()))
     assert (st.n_utts, st.n_hyps, st.n_no_hyps, st.n_single, st.n_empty_text, st.n_duplicates) == (4, 6, 1, 1, 1, 1)
-    assert st.scored["ngram"] == 5  # the duplicate text is scored once
-    assert st.oov["ngram"] >= 2 and st.hyps_with_oov["ngram"] >= 1  # 日本, naïve: never seen by the bible LM
+    assert st.scored["ngram"] == 6  # a word KenLM scores repeats again (cheaper than looking them up)
+    # records built by the fast path are ordinary, equal, frozen ScoredHypothesis values
+    h = out[0].hyps[0]
+    assert h == ScoredHypothesis(h.text, dict(h.scores), h.tokens, h.words)
+    with pytest.raises(AttributeError):
+        h.text = "changed"  # type: ignore[misc]
+    assert h.with_scores(x=1.0).scores["x"] == 1.0
+    # 日本, naïve, café...: never seen by the bible LM; counted over the texts scored, as the per-word path says
+    want = sum(bible_lm.is_oov(w) for nb in nbs for h in nb.hyps for w in h.text.split())
+    assert st.oov["ngram"] == want >= 2
     assert st.failed["ngram"] == 0
 
 
@@ -208,7 +216,7 @@ def test_score_cache_is_reused_unless_overwrite(bible_lm) -> None:  # type: igno
     assert st.cached["ngram"] == 6 and st.scored["ngram"] == 0
     fresh, st2 = rescore_with_stats(tampered, {"ngram": bible_lm}, overwrite=True)
     assert fresh[0].hyps[0].scores["ngram"] == pytest.approx(h0.scores["ngram"])
-    assert st2.scored["ngram"] == 5
+    assert st2.scored["ngram"] == 6
 
 
 class PreferReference(LanguageModel):
@@ -275,7 +283,8 @@ def test_rescoring_with_a_reference_preferring_lm_reduces_wer(bible_lm) -> None:
     nbs = noisy_lists(60, seed=1)
     refs = [nb.ref or "" for nb in nbs]
     before = wer(refs, apply_weights(nbs, {"am": 1.0}))
-    out = rescore(nbs, {"oracle": PreferReference(refs), "ngram": bible_lm})
+    out, st = rescore_with_stats(nbs, {"oracle": PreferReference(refs), "ngram": bible_lm})
+    assert st.scored["oracle"] == len({h.text for nb in nbs for h in nb.hyps})  # repeats scored once
     assert wer(refs, apply_weights(out, {"am": 1.0, "oracle": 1.0})) == 0.0 < before
     # a real n-gram trained in-domain also helps
     assert wer(refs, apply_weights(out, {"am": 1.0, "ngram": 0.5})) < before

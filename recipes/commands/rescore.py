@@ -148,12 +148,9 @@ def run(args: argparse.Namespace) -> int:
         f"{st.n_empty_text} empty texts, {st.n_duplicates} duplicates) in {st.seconds:.2f}s"
     )
     if lms:
-        print(f"{'component':<24} {'scored':>8} {'cached':>8} {'oov':>8} {'hyps_oov':>9} {'failed':>7}")
+        print(f"{'component':<24} {'scored':>8} {'cached':>8} {'oov':>8} {'failed':>7}")
         for name in lms:
-            print(
-                f"{name:<24} {st.scored[name]:>8} {st.cached[name]:>8} {st.oov[name]:>8} "
-                f"{st.hyps_with_oov[name]:>9} {st.failed[name]:>7}"
-            )
+            print(f"{name:<24} {st.scored[name]:>8} {st.cached[name]:>8} {st.oov[name]:>8} {st.failed[name]:>7}")
     if args.output:
         write_nbest_jsonl(args.output, out)
         print(f"wrote {args.output}")
