@@ -244,7 +244,10 @@ def write_kaldi_nbest(
     names: tuple[str, str] = ("am", "lm"),
 ) -> None:
     """Write the Kaldi triplet (keys ``<utt>-<n>``, ``n`` from 1; costs are negated scores), atomically."""
-    t, a, lm_lines, r = [], [], [], []
+    t: list[str] = []
+    a: list[str] = []
+    lm_lines: list[str] = []
+    r: list[str] = []
     for nb in nbests:
         if nb.ref is not None:
             r.append(f"{nb.utt_id} {nb.ref}".rstrip() + "\n")
@@ -492,7 +495,7 @@ def score_texts(
         out *= LN10
         if count_oov:  # by word type: one split of everything, then one membership test per type
             counts = Counter(" ".join(texts).split())
-            oov = sum(c for w, c in counts.items() if w not in model)  # type: ignore[operator]
+            oov = sum(c for w, c in counts.items() if w not in model)  # type: ignore[misc,operator]
         units_all: list[list[str]] = []
     else:
         units_all = [lm.tokenize(t) for t in texts]
@@ -579,7 +582,9 @@ def _fast_record_ok() -> bool:
     )
 
 
-def _make_hyp(text: str, scores: dict[str, float], tokens: tuple[str, ...], words: tuple) -> ScoredHypothesis:  # type: ignore[type-arg]
+def _make_hyp(
+    text: str, scores: dict[str, float], tokens: tuple[str, ...], words: tuple[tuple[str, int, int], ...]
+) -> ScoredHypothesis:
     h = object.__new__(ScoredHypothesis)
     d = h.__dict__
     d["text"] = text

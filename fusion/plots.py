@@ -90,6 +90,7 @@ def plot_error_surface(
             ax.set_ylabel(f"dev {metric} (%)")
             ax.legend()
         else:
+            assert y is not None
             mesh = ax.pcolormesh(xs, ys, 100 * rates, shading="nearest", cmap="viridis_r")
             fig.colorbar(mesh, ax=ax, label=f"dev {metric} (%)")
             ax.plot(

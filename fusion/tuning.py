@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -157,7 +157,8 @@ class TuningProblem:
             errors[i, :k] = e
             valid[i, :k] = True
         cm = np.ascontiguousarray(np.moveaxis(feats, 2, 0))
-        return _Padded(feats, cm, errors, valid, valid.any(axis=1), np.where(valid, 0.0, -np.inf))
+        has = np.asarray(valid.any(axis=1), dtype=bool)
+        return _Padded(feats, cm, errors, valid, has, np.where(valid, 0.0, -np.inf))
 
     # -- weights -------------------------------------------------------------------------------
     def weight_vector(self, weights: Mapping[str, float]) -> np.ndarray:
@@ -221,7 +222,7 @@ def combine_cm(feats_cm: np.ndarray, w: np.ndarray) -> np.ndarray:
     return s
 
 
-def first_argmax(scores: Sequence[float]) -> int:
+def first_argmax(scores: Sequence[Any]) -> int:
     """Index of the first maximum (plain loop; the reference tie rule)."""
     best, arg = -math.inf, -1
     for i, s in enumerate(scores):
@@ -652,7 +653,13 @@ def tune(
     x_start = space.init_raw
     e_start = total_errors(problem, space.full(x_start))
     rng = np.random.default_rng(seed)
-    fn = {"mert": _tune_mert, "grid": _tune_grid, "coordinate": _tune_coordinate, "optuna": _tune_optuna}[method]
+    fns: dict[str, Callable[..., _Out]] = {
+        "mert": _tune_mert,
+        "grid": _tune_grid,
+        "coordinate": _tune_coordinate,
+        "optuna": _tune_optuna,
+    }
+    fn = fns[method]
     x_best, n_evals, trace, extra = fn(space, rng, seed=seed, **opts)
     e_best = total_errors(problem, space.full(x_best))  # the canonical evaluation decides
     if e_best >= e_start:
