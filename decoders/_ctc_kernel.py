@@ -53,11 +53,11 @@ def _lae(a: float, b: float) -> float:
 @njit(cache=True)
 def run_frames(
     arr, t0, t_off, cand_ptr, cand_tok,
-    parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, child,
+    parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, child, whash,
     ids, pb, pnb, blast, brank, state,
     trie_tab, terminal, completes, pure_delim, toklen, start_trie,
-    lm_index, oov_index, e_delta, e_ctx, e_oov, e_comp,
-    blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm,
+    lm_index, e_delta, e_ctx, e_oov, e_comp,
+    blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look,
     req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
 ):
     """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``.
@@ -66,11 +66,7 @@ def run_frames(
     hypothesis dead.
     """
     for i in range(n_ins):
-        key = (ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])
-        if ins_keys[i, 1] < 0:
-            oov_index[key] = ins_vals[i]
-        else:
-            lm_index[key] = ins_vals[i]
+        lm_index[(ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])] = ins_vals[i]
     T = arr.shape[0]
     V = arr.shape[1]
     M = comp.shape[1]
@@ -175,11 +171,14 @@ def run_frames(
                 if compl and not known:
                     continue
             partial = 0.0
-            if has_trie and nt < 0 and nwl > 0:
-                scale = nwl / unk_avg
-                if scale < 1.0:
-                    scale = 1.0
-                partial = unk_score * scale
+            if has_trie and nwl > 0:
+                if nt < 0:
+                    scale = nwl / unk_avg
+                    if scale < 1.0:
+                        scale = 1.0
+                    partial = unk_score * scale
+                else:
+                    partial = look[nt]
             if lm_nonneg:
                 # LM log-probs are <= 0: a completion adds at most the word bonus (and OOV weight)
                 ub = e + fixed[p] + partial
@@ -196,12 +195,10 @@ def run_frames(
             if compl or token_lm:
                 code = 0
                 if compl:
-                    code = ptn + 1 if known else -(p + 1)
+                    # in-lexicon words by trie node; others by a 62-bit hash of their tokens
+                    code = ptn + 1 if known else -1 - (whash[p] & 0x3FFFFFFFFFFFFFFF)
                 key = (ctx[p], code, c if token_lm else -1)
-                if code < 0:
-                    entry = oov_index[key] if key in oov_index else -1
-                else:
-                    entry = lm_index[key] if key in lm_index else -1
+                entry = lm_index[key] if key in lm_index else -1
                 if entry < 0:
                     req_pid[nreq] = p
                     req_tok[nreq] = c
@@ -300,6 +297,10 @@ def run_frames(
                 for m in range(M):
                     comp[n, m] = comp[p, m]
             pos[n] = -1
+            if completes[c]:
+                whash[n] = c + 1 if toklen[c] > 0 else 0
+            else:
+                whash[n] = whash[p] * 1000003 + c + 1
             child[p * V + c] = n
             n_ids[q] = n
             n_last[q] = c

@@ -78,6 +78,9 @@ class CTCOptions:
             word (open-vocabulary mode with a lexicon).
         unk_prefix_avg_len: past this many characters, ``unk_prefix_score`` grows with the open
             word's length (``unk_prefix_score * len / unk_prefix_avg_len``).
+        lookahead: while a word is open and can still become known words, rank it by the best
+            weighted word-LM score (from the sentence start) among those words, as flashlight-text's
+            smeared lexicon trie does; the true score replaces it when the word completes.
         eos: add each LM's end-of-sentence score to the final hypotheses.
         check_normalized: reject emission rows that are not log-probabilities (logsumexp != 0).
         backend: ``"numba"`` (the compiled frame loop), ``"numpy"`` (vectorised per frame), or
@@ -91,6 +94,7 @@ class CTCOptions:
     lexicon_constrained: bool = False
     unk_prefix_score: float = -10.0
     unk_prefix_avg_len: int = 6
+    lookahead: bool = False
     eos: bool = True
     check_normalized: bool = True
     backend: str = "auto"
@@ -333,6 +337,7 @@ class CTCDecoder:
                 "lexicon_constrained needs a lexicon: pass lexicon= or use word LMs that list their vocabulary"
             )
         self.trie = TokenTrie(self.lexicon, self.vocab.text) if self.lexicon is not None else None
+        self.look = self._lookahead_table()
         # per-label arrays for the hot loop
         V = len(self.vocab)
         self._completes = np.array(self.vocab.completes, dtype=bool)
@@ -508,13 +513,31 @@ class CTCDecoder:
             return word not in self.lexicon
         return bool(self.word_lms) and all(self.lms[k].is_oov(word) for k in self.word_lms)
 
+    def _lookahead_table(self) -> np.ndarray:
+        """Per trie node, the look-ahead score of an open word at it (all zero without ``lookahead``)."""
+        lex = self.lexicon
+        if lex is None:
+            return np.zeros(1)
+        if not self.options.lookahead or not self.word_lms:
+            return np.zeros(lex.n_nodes)
+        words = list(lex.words)
+        total = np.zeros(len(words))
+        for k in self.word_lms:
+            lm = self.lms[k]
+            lps, _ = lm.score_batch([lm.begin()], words)
+            total += self.w_lm[k] * np.asarray(lps[0], dtype=np.float64)
+        return lex.smear_max(dict(zip(words, total.tolist(), strict=True)))
+
     def _partial(self, trie_node: np.ndarray, wlen: np.ndarray) -> np.ndarray:
-        """Ranking-only score of open words (0 while they can still become a known word)."""
+        """Ranking-only score of open words: the look-ahead while they can still become a known
+        word (0 without ``lookahead``), the unknown-prefix penalty once they cannot."""
         o = self.options
         if self.trie is None:
             return np.zeros(len(wlen))
         scale = np.maximum(1.0, wlen / o.unk_prefix_avg_len)
-        return np.where((trie_node == DEAD) & (wlen > 0), o.unk_prefix_score * scale, 0.0)
+        alive = trie_node != DEAD
+        look = np.where(alive & (wlen > 0), self.look[np.where(alive, trie_node, 0)], 0.0)
+        return np.where(~alive & (wlen > 0), o.unk_prefix_score * scale, look)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -526,7 +549,7 @@ class _FusionCache:
     A context is an interned tuple of per-LM states (id 0: every LM's ``begin()``); an entry is the
     fused result of one ``(context, completed word, token)`` step. ``lm_index`` (numba searches)
     maps ``(context, word code, token)`` to an entry, for in-lexicon words (code = trie node + 1)
-    and for no word (code 0); OOV words are keyed per search.
+    for other words (code = -1 - a 62-bit hash of their tokens) and for no word (code 0).
     """
 
     def __init__(self, lms: Sequence[LanguageModel], n_lms: int) -> None:
@@ -1124,7 +1147,7 @@ class _NumbaSearch(_Search):
         self.K = K
         self.child_nb = K.new_child_index()
         self.sh.numba_index()
-        self.oov_index = K.new_lm_index()
+        self.whash = np.zeros(self.cap, np.int64)
         W = dec.options.beam_width
         self.b_ids = np.zeros(W + 1, np.int64)
         self.b_pb = np.zeros(W + 1)
@@ -1219,13 +1242,14 @@ class _NumbaSearch(_Search):
             status = K.run_frames(
                 arr, t, self.t, cand_ptr, cand_tok,
                 self.parent, self.tok, self.frame, self.fixed, self.rank, self.trie, self.wlen, self.ctx,
-                self.nwords, self.noov, self.comp, self.pos, self.child_nb,
+                self.nwords, self.noov, self.comp, self.pos, self.child_nb, self.whash,
                 self.b_ids, self.b_pb, self.b_pnb, self.b_last, self.b_rank, self.state,
                 self.trie_tab, self.terminal, d._completes, d._pure_delim, self.toklen64, self.start64,
-                sh.lm_index, self.oov_index, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
+                sh.lm_index, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
                 blank, W, float(o.beam_prune_logp), not bool((d.w_lm < 0).any()), d.weights["words"],
                 d.weights["oov"], float(o.unk_prefix_score),
                 float(o.unk_prefix_avg_len), bool(o.lexicon_constrained), d.trie is not None, bool(d.token_lms),
+                d.look,
                 self.req[0], self.req[1], self.req[2], np.ascontiguousarray(ins[:, :3]), ins[:, 3].copy(), len(ins),
             )
             t = int(self.state[3])
@@ -1234,6 +1258,9 @@ class _NumbaSearch(_Search):
             if status == K.STATUS_GROW:
                 self.n = int(self.state[0])
                 self._grow(self.n + W * (1 + cmax) + 1)
+                wh = np.zeros(self.cap, np.int64)
+                wh[: self.n] = self.whash[: self.n]
+                self.whash = wh
                 self.state[2] = self.cap
             elif status == K.STATUS_NEED_LM:
                 self._answer(int(self.state[4]))
@@ -1432,9 +1459,11 @@ def _ref_rank(dec: CTCDecoder, prefix: tuple[int, ...]) -> float | None:
             completed = completed[:-1]
         if not alive or any(w not in lex for w, _ in completed):
             return None
+        return fixed + (float(dec.look[lex.walk(0, cur)]) if cur else 0.0)
+    if not cur:
         return fixed
-    if alive or not cur:
-        return fixed
+    if alive:
+        return fixed + float(dec.look[lex.walk(0, cur)])
     return fixed + o.unk_prefix_score * max(1.0, len(cur) / o.unk_prefix_avg_len)
 
 

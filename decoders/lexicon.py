@@ -39,6 +39,7 @@ class Lexicon:
     def __init__(self, words: Iterable[str]) -> None:
         uniq = sorted({w for w in words if w})
         children: list[dict[str, int]] = [{}]
+        parent: list[int] = [-1]
         term: list[bool] = [False]
         word_of: list[str | None] = [None]
         for w in uniq:
@@ -49,6 +50,7 @@ class Lexicon:
                     nxt = len(children)
                     children[node][ch] = nxt
                     children.append({})
+                    parent.append(node)
                     term.append(False)
                     word_of.append(None)
                 node = nxt
@@ -59,6 +61,24 @@ class Lexicon:
         self._children = children
         self.terminal = np.array(term, dtype=bool)
         self.word_of = word_of
+        self.parent = np.array(parent, dtype=np.int64)
+
+    def smear_max(self, word_scores: dict[str, float]) -> np.ndarray:
+        """Per node, the best score of a word below it (flashlight's ``SmearingMode.MAX`` look-ahead).
+
+        Words missing from ``word_scores`` count as ``-inf``; the root gets 0.
+        """
+        out = np.full(self.n_nodes, -np.inf)
+        for node, w in enumerate(self.word_of):
+            if w is not None:
+                out[node] = word_scores.get(w, -np.inf)
+        # children always have larger ids than their parent: one reverse sweep propagates maxima up
+        for node in range(self.n_nodes - 1, 0, -1):
+            p = self.parent[node]
+            if out[node] > out[p]:
+                out[p] = out[node]
+        out[0] = 0.0
+        return out
 
     @property
     def n_nodes(self) -> int:

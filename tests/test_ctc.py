@@ -190,10 +190,11 @@ def _noisy(n: int, seed: int = 3, domain: str = "bible") -> tuple[list[str], lis
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("constrained", [False, True])
-def test_word_lm_fusion_equals_reference(bible_lm: KenLM, backend: str, constrained: bool) -> None:
+@pytest.mark.parametrize(("constrained", "lookahead"), [(False, False), (True, False), (False, True), (True, True)])
+def test_word_lm_fusion_equals_reference(bible_lm: KenLM, backend: str, constrained: bool, lookahead: bool) -> None:
     _, ems = _noisy(3)
-    opts = CTCOptions(beam_width=6, nbest=4, lexicon_constrained=constrained, backend=backend)
+    opts = CTCOptions(beam_width=6, nbest=4, lexicon_constrained=constrained, lookahead=lookahead, backend=backend,
+                      beam_prune_logp=-25.0 if constrained else -10.0)
     dec = CTCDecoder(CHAR_LABELS, [bible_lm], {"lm": 0.6, "words": 1.2, "oov": -4.0}, options=opts)
     for em in ems:
         _same_nbest(dec.decode(em), reference_beam_search(dec, em))
@@ -313,7 +314,7 @@ def test_neural_and_interpolated_lms_through_the_same_hook(bible_lm: KenLM, tiny
     mix = LinearInterpolation([KenLM(bible_lm.path, name="kenlm"), WordLevelLM(nn_lm, name="nnw")], [0.7, 0.3],
                               name="mix")
     _, ems = _noisy(1, seed=13)
-    ems = [ems[0][:70]]
+    ems = [ems[0][:45]]
     for lms, w in (([word_nn], {"nnlm": 0.3}), ([mix], {"mix": 0.5}), ([bible_lm, word_nn], {"lm": 0.5, "nnlm": 0.2})):
         dec = CTCDecoder(CHAR_LABELS, lms, {**w, "words": 1.0}, options=CTCOptions(beam_width=3, nbest=3))
         _same_nbest(dec.decode(ems[0]), reference_beam_search(dec, ems[0]), tol=1e-4)
@@ -399,6 +400,18 @@ def test_torch_input(bible_lm: KenLM) -> None:
 # ----------------------------------------------------------------------------------------------
 # Lexicon and emissions helpers
 # ----------------------------------------------------------------------------------------------
+def test_lookahead_is_the_best_word_below(bible_lm: KenLM) -> None:
+    lex = Lexicon(["cat", "car", "dog"])
+    look = lex.smear_max({"cat": -2.0, "car": -1.0, "dog": -5.0})
+    assert look[lex.walk(0, "ca")] == -1.0 and look[lex.walk(0, "cat")] == -2.0 and look[lex.walk(0, "d")] == -5.0
+    assert look[0] == 0.0
+    dec = CTCDecoder(CHAR_LABELS, [bible_lm], {"lm": 0.5}, options=CTCOptions(lookahead=True))
+    node = dec.lexicon.walk(0, "lor")  # type: ignore[union-attr]
+    below = [w for w in dec.lexicon.words if w.startswith("lor")]  # type: ignore[union-attr]
+    best = max(0.5 * bible_lm.score(bible_lm.begin(), w)[0] for w in below)
+    assert dec.look[node] == pytest.approx(best)
+
+
 def test_lexicon_trie_steps_by_tokens() -> None:
     lex = Lexicon(["cat", "car", "cart", "dog", ""])
     assert len(lex) == 4 and "cart" in lex and "ca" not in lex
