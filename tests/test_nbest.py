@@ -442,3 +442,22 @@ def test_cli_rescore_then_tune(tmp_path: Path, bible_arpa: Path, capsys: pytest.
     (tmp_path / "bad.jsonl").write_text('{"utt_id": "a", "hyps": []}\n{"utt_id": 5}\n')
     assert main(["-q", "rescore", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_cli_reads_kaldi_and_tsv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recipes.cli import main
+
+    nbs = [nb for nb in edge_case_lists() if nb.hyps]
+    files = [tmp_path / n for n in ("text", "ac", "lm")]
+    write_kaldi_nbest(*files, nbs, refs=tmp_path / "ref")
+    out = tmp_path / "k.jsonl"
+    args = ["-q", "rescore", *map(str, files), "--format", "kaldi", "--refs", str(tmp_path / "ref"), "-o", str(out)]
+    assert main([*args, "--weights", "am=1,lm=1", "--onebest", str(tmp_path / "1b")]) == 0
+    back = read_nbest_jsonl(out)
+    assert back[0].hyps[0].scores == {"am": -10.5, "lm": -7.25, "words": 3.0}
+    assert (tmp_path / "1b").read_text().splitlines()[0] == "u1 a cat"  # -9 - 8 beats -10.5 - 7.25
+    assert main([*args, "--cost"]) == 2  # would negate the costs back
+    write_nbest_tsv(tmp_path / "n.tsv", nbs)
+    assert main(["-q", "rescore", str(tmp_path / "n.tsv"), "--format", "tsv", "--cost", "-o", str(out)]) == 0
+    assert read_nbest_jsonl(out)[0].hyps[0].scores["am"] == 10.5  # --cost negated the TSV scores
+    capsys.readouterr()

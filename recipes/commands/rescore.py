@@ -21,7 +21,11 @@ def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input"
         help="multiply input scores to get natural log: a number for every component (-1 for costs, "
         "'log10' for log10 scores), or NAME=FACTOR,... per component",
     )
-    p.add_argument("--cost", action="store_true", help="input scores are costs (negated): same as --score-scale -1")
+    p.add_argument(
+        "--cost",
+        action="store_true",
+        help="JSONL/TSV scores are costs (negated): same as --score-scale -1 (Kaldi costs are converted anyway)",
+    )
     p.add_argument("--refs", help="references, Kaldi-style '<utt> words' lines (overrides refs in the file)")
     p.add_argument("--words-txt", help="Kaldi symbol table, when the Kaldi text holds integer word ids")
 
@@ -34,6 +38,8 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list:  # type: ign
         raise LMFusionError("give --cost or --score-scale, not both")
     scale = "-1" if args.cost else args.score_scale
     if args.format == "kaldi":
+        if args.cost:
+            raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
         if len(paths) != 3:
             raise LMFusionError(f"--format kaldi needs three files (text ac_cost lm_cost), got {len(paths)}")
         return read_nbest(paths, "kaldi", scale=scale, refs=args.refs, words_txt=args.words_txt)
@@ -100,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--no-word-count", action="store_true", help="do not add the 'words' component")
     p.add_argument("--overwrite", action="store_true", help="re-score components already in the input")
+    p.add_argument(
+        "--no-oov-count", action="store_true", help="skip counting out-of-vocabulary words (faster with KenLM)"
+    )
     p.add_argument("--batch-size", type=int, default=256, help="sentences per LM call, across utterances (256)")
     p.add_argument("-o", "--output", help="JSONL to write, with every new component score per hypothesis")
     p.add_argument("--weights", help="fusion weights: JSON from `lmfusion tune` or NAME=VALUE,...")
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        count_oov=not args.no_oov_count,
     )
     print(
         f"{st.n_utts} utterances, {st.n_hyps} hypotheses ({st.n_no_hyps} empty lists, {st.n_single} single, "
