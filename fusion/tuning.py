@@ -661,6 +661,10 @@ def tune(
     }
     fn = fns[method]
     x_best, n_evals, trace, extra = fn(space, rng, seed=seed, **opts)
+    extra = {
+        **extra,
+        "bounds": {k: (float(lo), float(hi)) for k, lo, hi in zip(space.names, space.lo, space.hi, strict=True)},
+    }
     e_best = total_errors(problem, space.full(x_best))  # the canonical evaluation decides
     if e_best >= e_start:
         x_best, e_best = x_start, e_start

@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--restarts", type=int, default=8, help="MERT random restarts (8)")
     p.add_argument("--trials", type=int, default=200, help="optuna trials (200)")
     p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples on test (0: none)")
+    p.add_argument(
+        "--baseline",
+        choices=["first", "start"],
+        default="first",
+        help="what the bootstrap compares the tuned weights with: each list's first hypothesis (the "
+        "recogniser's 1-best when lists are in decoder order; default) or the start weights",
+    )
     p.add_argument("-o", "--output", help="JSON file for the tuned weights with dev and test WER")
     p.add_argument("--plot", help="save a plot of dev WER over two weights (PNG)")
     p.add_argument("--plot-axes", default=None, help="the plot's weights X[,Y] (default: the first LM and 'words')")
@@ -129,8 +136,12 @@ def run(args: argparse.Namespace) -> int:
         ws = " ".join(f"{k}={v:.4g}" for k, v in w.items())
         print(f"{name:<12} {pct(d):>9} {pct(t):>9} {s:>8.2f}  {ws}")
     print(
+        f"{'first hyp':<12} {pct(dev_p.first_error_rate()):>9} {pct(test_p.first_error_rate() if test_p else None):>9}"
+    )
+    print(
         f"{'oracle':<12} {pct(dev_p.oracle_error_rate()):>9} {pct(test_p.oracle_error_rate() if test_p else None):>9}"
     )
+    print("bounds: " + ", ".join(f"{k}={lo:g}:{hi:g}" for k, (lo, hi) in best_res.extra["bounds"].items()))
 
     boot = None
     if test_p is not None and args.bootstrap > 0:
@@ -143,10 +154,12 @@ def run(args: argparse.Namespace) -> int:
                 [e[i] if i >= 0 else n for e, i, n in zip(test_p.errors, idx, test_p.ref_lengths, strict=True)]
             )
 
-        boot = bootstrap_from_counts(
-            errs(start), errs(best_res.weights), test_p.ref_lengths, n=args.bootstrap, seed=args.seed
-        )
-        print(f"test {metric}, tuned - start: {boot}")
+        if args.baseline == "first":
+            base = np.array([e[0] if len(e) else n for e, n in zip(test_p.errors, test_p.ref_lengths, strict=True)])
+        else:
+            base = errs(start)
+        boot = bootstrap_from_counts(base, errs(best_res.weights), test_p.ref_lengths, n=args.bootstrap, seed=args.seed)
+        print(f"test {metric}, tuned - {args.baseline}: {boot}")
 
     if args.plot:
         from fusion.plots import plot_error_surface
@@ -178,13 +191,14 @@ def run(args: argparse.Namespace) -> int:
             "unit": args.unit,
             "components": comps,
             "fixed": fixed,
-            "bounds": {k: list(v) for k, v in bounds.items()},
+            "bounds": {k: list(v) for k, v in best_res.extra["bounds"].items()},
             "seed": args.seed,
             "dev": {
                 "files": args.dev,
                 "n_utts": dev_p.n_utts,
                 "error_rate": best_res.error_rate,
                 "start_error_rate": best_res.start_error_rate,
+                "first_error_rate": dev_p.first_error_rate(),
                 "oracle_error_rate": dev_p.oracle_error_rate(),
             },
             "test": None
@@ -194,10 +208,18 @@ def run(args: argparse.Namespace) -> int:
                 "n_utts": test_p.n_utts,
                 "error_rate": best_test,
                 "start_error_rate": error_rate(test_p, start),
+                "first_error_rate": test_p.first_error_rate(),
                 "oracle_error_rate": test_p.oracle_error_rate(),
                 "bootstrap": None
                 if boot is None
-                else {"delta": boot.delta, "lo": boot.lo, "hi": boot.hi, "n": boot.n, "alpha": boot.alpha},
+                else {
+                    "baseline": args.baseline,
+                    "delta": boot.delta,
+                    "lo": boot.lo,
+                    "hi": boot.hi,
+                    "n": boot.n,
+                    "alpha": boot.alpha,
+                },
             },
             "methods": {r.method: {"dev": r.error_rate, "test": t, "weights": r.weights} for r, t in results},
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
