@@ -632,10 +632,11 @@ def tune(
     """Find weights minimising the dev error rate of ``problem``.
 
     Args:
-        method: ``"mert"`` (exact line searches; opts ``restarts=8``, ``random_directions=2``,
-            ``max_passes=20``), ``"grid"`` (opts ``points=20`` per free weight, an int or a per-name
-            mapping), ``"coordinate"`` (opts ``points=41``, ``max_passes=10``) or ``"optuna"``
-            (opts ``n_trials=200``).
+        method: ``"mert"`` (exact line searches; opts ``restarts=1`` random starts, ``random_directions=1``
+            per cycle, ``seed_grid=3`` points per weight of the coarse grid that may replace the start,
+            ``prune=True``, ``max_line_searches=200`` per start), ``"grid"`` (opts ``points=20`` per free
+            weight, an int or a per-name mapping), ``"coordinate"`` (opts ``points=41``, ``max_passes=10``)
+            or ``"optuna"`` (opts ``n_trials=200``).
         fixed: weights held constant (scale invariance: fix one, usually ``am=1``).
         init: the start point for the free weights (default 0 each); the result is never worse
             than it on ``problem``.
