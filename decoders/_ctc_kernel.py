@@ -57,7 +57,7 @@ def run_frames(
     ids, pb, pnb, blast, brank, state,
     trie_tab, terminal, completes, pure_delim, toklen, start_trie,
     lm_index, e_delta, e_ctx, e_oov, e_comp,
-    blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look,
+    blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look, oov_uniform,
     req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
 ):
     """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``.
@@ -196,7 +196,12 @@ def run_frames(
                 code = 0
                 if compl:
                     # in-lexicon words by trie node; others by a 62-bit hash of their tokens
-                    code = ptn + 1 if known else -1 - (whash[p] & 0x3FFFFFFFFFFFFFFF)
+                    if known:
+                        code = ptn + 1
+                    elif oov_uniform:
+                        code = -1  # every unknown word scores alike (KenLM maps them all to <unk>)
+                    else:
+                        code = -1 - (whash[p] & 0x3FFFFFFFFFFFFFFF)
                 key = (ctx[p], code, c if token_lm else -1)
                 entry = lm_index[key] if key in lm_index else -1
                 if entry < 0:

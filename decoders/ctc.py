@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,7 +225,9 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
     if bad.any():
         t, v = np.argwhere(bad)[0]
         kind = "NaN" if np.isnan(arr[t, v]) else "+inf"
-        raise InputError(f"{what} contain {kind} (first at frame {t}, label {v}); {int(bad.sum())} bad cells", field=what)
+        raise InputError(
+            f"{what} contain {kind} (first at frame {t}, label {v}); {int(bad.sum())} bad cells", field=what
+        )
     if check_normalized:
         m = arr.max(axis=1, keepdims=True)
         if not np.isfinite(m).all():
@@ -325,26 +327,38 @@ class CTCDecoder:
         self.weights = validate_weights(weights or {}, self.lm_names)
         self.w_lm = np.array([self.weights[n] for n in self.lm_names], dtype=np.float64)
         # lexicon / trie
+        default_lexicon = lexicon is None
         if isinstance(lexicon, Lexicon):
             self.lexicon: Lexicon | None = lexicon
         elif lexicon is not None:
             self.lexicon = Lexicon(lexicon)
         else:
             vocabs = [self.lms[i].vocab for i in self.word_lms]
-            self.lexicon = Lexicon(frozenset().union(*vocabs)) if vocabs and all(v is not None for v in vocabs) else None  # type: ignore[arg-type]
+            known = vocabs and all(v is not None for v in vocabs)
+            self.lexicon = Lexicon(frozenset().union(*vocabs)) if known else None  # type: ignore[arg-type]
         if self.options.lexicon_constrained and self.lexicon is None:
             raise LMFusionError(
                 "lexicon_constrained needs a lexicon: pass lexicon= or use word LMs that list their vocabulary"
             )
         self.trie = TokenTrie(self.lexicon, self.vocab.text) if self.lexicon is not None else None
         self.look = self._lookahead_table()
+        from fusion.ngram import KenLM
+
+        # KenLM scores every out-of-vocabulary word as <unk>: with the lexicon made of the KenLMs'
+        # vocabularies, all unknown words after one context share one LM entry
+        self._oov_uniform = (
+            default_lexicon and self.lexicon is not None and bool(self.word_lms)
+            and all(type(self.lms[k]) is KenLM for k in self.word_lms)
+        )
         # per-label arrays for the hot loop
         V = len(self.vocab)
         self._completes = np.array(self.vocab.completes, dtype=bool)
         self._pure_delim = np.array([c and not t for c, t in zip(self.vocab.completes, self.vocab.text, strict=True)])
         self._toklen = np.array([len(t) for t in self.vocab.text], dtype=np.int32)
         self._start_trie = (
-            self.trie.step(np.zeros(V, dtype=np.int64), np.arange(V)) if self.trie is not None else np.zeros(V, np.int32)
+            self.trie.step(np.zeros(V, dtype=np.int64), np.arange(V))
+            if self.trie is not None
+            else np.zeros(V, np.int32)
         )
         self._start_trie[~self._completes] = 0  # unused for non-completing labels
         self._start_trie[self._pure_delim] = 0
@@ -375,7 +389,9 @@ class CTCDecoder:
             return "numpy"
         if not dense_ok:
             if want == "numba":
-                raise LMFusionError("the numba backend needs a dense lexicon table; this vocabulary x lexicon is too big")
+                raise LMFusionError(
+                    "the numba backend needs a dense lexicon table; this vocabulary x lexicon is too big"
+                )
             return "numpy"
         return "numba"
 
@@ -678,22 +694,30 @@ class _Search:
         lex = self.d.lexicon
         if tn >= 0 and lex is not None and lex.terminal[tn]:
             return lex.word_of[tn]  # type: ignore[return-value]
-        w = self.word_memo.get(node)
+        memo = self.word_memo
+        w = memo.get(node)
         if w is not None:
             return w
-        parts = []
+        # walk up to a memoised node or the word's first token, then memoise on the way down
         text = self.d.vocab.text
         completes = self.d.vocab.completes
+        chain: list[tuple[int, int]] = []
         nd = node
+        base = ""
         while nd > 0:
+            hit = memo.get(nd)
+            if hit is not None:
+                base = hit
+                break
             t = int(self.tok[nd])
-            parts.append(text[t])
+            chain.append((nd, t))
             if completes[t]:
                 break
             nd = int(self.parent[nd])
-        w = "".join(reversed(parts))
-        self.word_memo[node] = w
-        return w
+        for nd, t in reversed(chain):
+            base = text[t] if completes[t] else base + text[t]
+            memo[nd] = base
+        return base
 
     # -- LM extension (Python path: word completions and token LMs) -----------------------------
     def _extend(self, ctxs: list[int], words: list[str], toks: list[int]) -> list[tuple[float, np.ndarray, int, bool]]:
@@ -725,6 +749,8 @@ class _Search:
                     deltas[j, k] = lp
                     new_states[j][k] = ns
             wb, wo = d.weights["words"], d.weights["oov"]
+            w_lm = d.w_lm.tolist()
+            drows = deltas.tolist()
             for j, key in enumerate(miss):
                 st = tuple(new_states[j])
                 cid = sh.ctx_index.get(st)
@@ -735,7 +761,7 @@ class _Search:
                 word = key[1]
                 oov = bool(word) and d._is_oov(word)
                 comp = deltas[j]
-                w = float(np.dot(d.w_lm, comp)) if M else 0.0
+                w = sum(a * b for a, b in zip(w_lm, drows[j], strict=True))
                 if word:
                     w += wb + (wo if oov else 0.0)
                 cache[key] = (w, comp, cid, oov)
@@ -803,7 +829,8 @@ class _Search:
         if new is None and n_ex == 0:
             self._select_stays(pb2, pnb2, s_stay)
             return
-        score = np.concatenate((s_stay, ex_score, new["score"])) if new is not None else np.concatenate((s_stay, ex_score))
+        parts = (s_stay, ex_score, new["score"]) if new is not None else (s_stay, ex_score)
+        score = np.concatenate(parts)
         best = float(score.max())
         if not math.isfinite(best):
             raise LMFusionError(f"CTC search: every hypothesis has zero probability at frame {self.t}")
@@ -915,7 +942,8 @@ class _Search:
         toklen = d._toklen[ctok]
         if d.trie is not None:
             step = d.trie.step(self.trie[pid], ctok)
-            trie = np.where(comp_tok, d._start_trie[ctok], step) if d._has_completing_text else np.where(comp_tok, 0, step)
+            start = d._start_trie[ctok] if d._has_completing_text else 0
+            trie = np.where(comp_tok, start, step)
         else:
             trie = np.zeros(n, np.int32)
         wlen = np.where(comp_tok, toklen, pwlen + toklen)
@@ -1021,8 +1049,8 @@ class _Search:
                 mask[np.flatnonzero(fix), am[fix]] = True
                 has |= fix
         tt, vv = np.nonzero(mask)
-        bounds = np.searchsorted(tt, np.arange(T + 1)).tolist()
-        has_l = has.tolist()
+        bounds: list[int] = np.searchsorted(tt, np.arange(T + 1)).tolist()
+        has_l: list[bool] = list(has.tolist())  # type: ignore[arg-type]
         t = 0
         while t < T:
             if has_l[t]:
@@ -1131,7 +1159,9 @@ class _Search:
             " ".join(w for w, _ in pieces), dict(scores), tuple(vocab.labels[t] for t in toks), tuple(words)
         )
 
-    def finish(self, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None) -> NBestList:
+    def finish(
+        self, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None
+    ) -> NBestList:
         fin = self.finals(self.d.options.nbest)
         hyps = tuple(self.hypothesis(node, scores) for _, node, scores in fin)
         return NBestList(utt_id, hyps, ref, dict(tags or {}))
@@ -1173,41 +1203,34 @@ class _NumbaSearch(_Search):
 
     def _answer(self, nreq: int) -> None:
         """Score the kernel's LM requests and add them to its cache."""
-        pids = self.req[0][:nreq].tolist()
-        toks = self.req[1][:nreq].tolist()
+        pid_arr = self.req[0][:nreq]
+        pids = pid_arr.tolist()
+        pctx = self.ctx[pid_arr].tolist()
+        toks = self.req[1][:nreq].tolist() if self.d.token_lms else [-1] * nreq
         codes = self.req[2][:nreq].tolist()
-        lex = self.d.lexicon
-        keys, ctxs, words, tk = [], [], [], []
+        word_of = self.d.lexicon.word_of if self.d.lexicon is not None else []
+        keys, words = [], []
         seen: set[tuple[int, int, int]] = set()
-        token_lm = bool(self.d.token_lms)
-        for p, c, code in zip(pids, toks, codes, strict=True):
-            key = (int(self.ctx[p]), code, c if token_lm else -1)
+        for p, cx, c, code in zip(pids, pctx, toks, codes, strict=True):
+            key = (cx, code, c)
             if key in seen:
                 continue
             seen.add(key)
             keys.append(key)
-            ctxs.append(key[0])
-            if code == 0:
-                words.append("")
-            elif code > 0:
-                words.append(lex.word_of[code - 1])  # type: ignore[union-attr]
-            else:
-                words.append(self._open_word(p))
-            tk.append(key[2])
-        res = self._extend(ctxs, words, tk)
+            words.append("" if code == 0 else (word_of[code - 1] if code > 0 else self._open_word(p)))
+        res = self._extend([k[0] for k in keys], words, [k[2] for k in keys])
         sh = self.sh
-        need = sh.n_entries + len(keys)
-        if need > len(sh.e_delta):
-            sh.alloc_entries(max(need, 2 * len(sh.e_delta)))
-        for key, (w, comp, cid, oov) in zip(keys, res, strict=True):
-            i = sh.n_entries
-            sh.e_delta[i] = w
-            sh.e_ctx[i] = cid
-            sh.e_oov[i] = int(oov)
-            if self.M:
-                sh.e_comp[i] = comp
-            self._ins.append((*key, i))
-            sh.n_entries += 1
+        a = sh.n_entries
+        b = a + len(keys)
+        if b > len(sh.e_delta):
+            sh.alloc_entries(max(b, 2 * len(sh.e_delta)))
+        sh.e_delta[a:b] = [r[0] for r in res]
+        sh.e_ctx[a:b] = [r[2] for r in res]
+        sh.e_oov[a:b] = [r[3] for r in res]
+        if self.M:
+            sh.e_comp[a:b] = np.stack([r[1] for r in res])
+        self._ins.extend((*key, a + j) for j, key in enumerate(keys))
+        sh.n_entries = b
 
     def feed_array(self, arr: np.ndarray) -> None:
         if self.w_am != 1.0:
@@ -1249,7 +1272,7 @@ class _NumbaSearch(_Search):
                 blank, W, float(o.beam_prune_logp), not bool((d.w_lm < 0).any()), d.weights["words"],
                 d.weights["oov"], float(o.unk_prefix_score),
                 float(o.unk_prefix_avg_len), bool(o.lexicon_constrained), d.trie is not None, bool(d.token_lms),
-                d.look,
+                d.look, d._oov_uniform,
                 self.req[0], self.req[1], self.req[2], np.ascontiguousarray(ins[:, :3]), ins[:, 3].copy(), len(ins),
             )
             t = int(self.state[3])
@@ -1304,7 +1327,7 @@ class CTCStream:
         if self._search.t == 0:
             return ScoredHypothesis("", {c: 0.0 for c in self.decoder.components})
         fin = self._search.finals(1)
-        total, node, scores = fin[0]
+        _, node, scores = fin[0]
         return self._search.hypothesis(node, scores)
 
     def finish(self, *, utt_id: str = "utt", ref: str | None = None) -> NBestList:
@@ -1488,7 +1511,7 @@ def reference_beam_search(dec: CTCDecoder, logprobs: Any) -> list[tuple[str, flo
             cand = [int(np.argmax(lp))]
         nxt: dict[tuple[int, ...], list[float]] = {}
 
-        def add(p: tuple[int, ...], b: float, nb: float) -> None:
+        def add(p: tuple[int, ...], b: float, nb: float, nxt: dict[tuple[int, ...], list[float]] = nxt) -> None:
             cur = nxt.setdefault(p, [NEG_INF, NEG_INF])
             cur[0] = lae(cur[0], b)
             cur[1] = lae(cur[1], nb)
@@ -1539,15 +1562,15 @@ def reference_beam_search(dec: CTCDecoder, logprobs: Any) -> list[tuple[str, flo
                 comp[dec.lm_names[k]] += m.end(states[k])
         noov = sum(int(dec._is_oov(w)) for w in words)
         scores = {"am": am / dec.weights["am"], **comp, "words": float(len(words)), "oov": float(noov)}
-        w = dec.weights
-        total = am + sum(w[n] * comp[n] for n in dec.lm_names) + w["words"] * len(words) + w["oov"] * noov
+        wts = dec.weights
+        total = am + sum(wts[n] * comp[n] for n in dec.lm_names) + wts["words"] * len(words) + wts["oov"] * noov
         text = " ".join(words)
         if text in out:
             t0, s0 = out[text]
             merged = lae(s0["am"], scores["am"])
             if total > t0:
                 t0, s0 = total, scores
-            t0 += (merged - s0["am"]) * w["am"]
+            t0 += (merged - s0["am"]) * wts["am"]
             s0 = {**s0, "am": merged}
             out[text] = (t0, s0)
         else:

@@ -212,7 +212,7 @@ def test_token_lm_and_negative_weight_equal_reference(bible_lm: KenLM, tech_lm: 
 
 
 def test_lexicon_constrained_outputs_only_known_words(bible_lm: KenLM) -> None:
-    refs, ems = _noisy(4, seed=7)
+    _, ems = _noisy(4, seed=7)
     dec = CTCDecoder(CHAR_LABELS, [bible_lm], {"lm": 0.5, "words": 1.0},
                      options=CTCOptions(beam_width=16, lexicon_constrained=True))
     vocab = bible_lm.vocab
@@ -256,7 +256,7 @@ def test_components_rebuild_the_fused_score_and_roundtrip(bible_lm: KenLM, tmp_p
 
 
 def test_word_frames_are_ordered_and_inside_the_utterance() -> None:
-    refs, ems = _noisy(3)
+    _, ems = _noisy(3)
     dec = CTCDecoder(CHAR_LABELS, options=CTCOptions(beam_width=8))
     for em in ems:
         h = dec.decode(em).hyps[0]
