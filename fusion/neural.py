@@ -182,8 +182,9 @@ class _Block(nn.Module):
 class TransformerLM(nn.Module):
     """Decoder-only Transformer with learned positions.
 
-    A past is the key/value cache of one row, ``[P, layers, 2, heads, d_head]`` (time first, so rows of
-    different lengths pad together).
+    A past is a :class:`KVRef`: a row of a shared, preallocated key/value buffer and the prefix length it
+    owns. A batched step whose rows all extend the newest entries of one buffer writes the new keys and
+    values in place (no copy of the prefixes); otherwise the rows are first copied into a fresh buffer.
     """
 
     def __init__(
@@ -216,10 +217,8 @@ class TransformerLM(nn.Module):
                 f"sequence of {n} positions (with <s>) exceeds the transformer's max_len {self.max_len}"
             )
 
-    def empty_past(self) -> torch.Tensor:
-        p = next(self.parameters())
-        dh = self.d_model // self.heads
-        return torch.zeros(0, self.n_layers, 2, self.heads, dh, device=p.device, dtype=p.dtype)
+    def empty_past(self) -> None:
+        return None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         _b, t = ids.shape
@@ -230,31 +229,98 @@ class TransformerLM(nn.Module):
             x, _, _ = blk(x, None, None, None)
         return self.out(self.ln_f(x))
 
-    def advance(self, pasts: Sequence[torch.Tensor], ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _new_buffer(self, pasts: Sequence[KVRef | None], cap: int) -> KVBuffer:
+        """A buffer with one row per past, holding a copy of each past's prefix."""
+        p = next(self.parameters())
+        dh = self.d_model // self.heads
+        buf = KVBuffer(torch.zeros(self.n_layers, 2, len(pasts), cap, self.heads, dh, device=p.device,
+                                   dtype=p.dtype))
+        groups: dict[int, tuple[KVBuffer, list[int], list[int], int]] = {}
+        for i, r in enumerate(pasts):
+            if r is None or r.length == 0:
+                continue
+            g = groups.setdefault(id(r.buf), (r.buf, [], [], 0))
+            g[1].append(i)
+            g[2].append(r.row)
+            groups[id(r.buf)] = (g[0], g[1], g[2], max(g[3], r.length))
+        for src, dst, rows, n in groups.values():
+            d = torch.as_tensor(dst, device=p.device)
+            buf.kv[:, :, d, :n] = src.kv[:, :, torch.as_tensor(rows, device=p.device), :n]
+        buf.used = [0 if r is None else r.length for r in pasts]
+        return buf
+
+    def advance(self, pasts: Sequence[KVRef | None], ids: torch.Tensor) -> tuple[torch.Tensor, list[KVRef]]:
         b, t = ids.shape
-        lens = [int(p.shape[0]) for p in pasts]
-        pmax = max(lens)
-        self._check_len(pmax + t)
         dev = ids.device
-        kv = nn.utils.rnn.pad_sequence(list(pasts), batch_first=True)  # [B, Pmax, L, 2, h, dh]
-        lens_t = torch.tensor(lens, device=dev)
-        pos = lens_t[:, None] + torch.arange(t, device=dev)[None]
+        lens = [0 if r is None else r.length for r in pasts]
+        pmax = max(lens)
+        total = pmax + t
+        self._check_len(total)
+        first = pasts[0]
+        fast = first is not None and total <= first.buf.kv.shape[3]
+        if fast:
+            assert first is not None
+            rows_l = []
+            for r in pasts:
+                if r is None or r.buf is not first.buf or r.buf.used[r.row] != r.length:
+                    fast = False
+                    break
+                rows_l.append(r.row)
+            fast = fast and len(set(rows_l)) == len(rows_l)
+        if fast:
+            assert first is not None
+            buf = first.buf
+            rows = rows_l
+        else:
+            cap = min(self.max_len, max(32, 2 * total))
+            buf = self._new_buffer(pasts, cap)
+            rows = list(range(b))
+        n_rows = buf.kv.shape[2]
+        whole = rows == list(range(n_rows))
+        rows_t = torch.as_tensor(rows, device=dev)
+        lens_t = torch.as_tensor(lens, device=dev)
+        pos = lens_t[:, None] + torch.arange(t, device=dev)[None]  # [B, T] positions written
         x = self.drop(self.embed(ids) + self.pos(pos))
-        past_ok = torch.arange(pmax, device=dev)[None, :] < lens_t[:, None]  # [B, Pmax]
-        causal = torch.ones(t, t, dtype=torch.bool, device=dev).tril()
-        mask = torch.cat([past_ok[:, None, :].expand(b, t, pmax), causal[None].expand(b, t, t)], dim=2)[:, None]
-        new_k, new_v = [], []
+        keys = torch.arange(total, device=dev)
+        mask = (keys[None, None, :] <= pos[:, :, None])[:, None]  # [B, 1, T, S]: own prefix + causal
+        hd = self.d_model // self.heads
         for i, blk in enumerate(self.blocks):
-            pk = kv[:, :, i, 0].transpose(1, 2) if pmax else None  # [B, h, Pmax, dh]
-            pv = kv[:, :, i, 1].transpose(1, 2) if pmax else None
-            x, k, v = blk(x, pk, pv, mask)
-            new_k.append(k)
-            new_v.append(v)
+            q, k, v = blk.qkv(blk.ln1(x)).view(b, t, 3, self.heads, hd).unbind(2)  # [B, T, h, dh]
+            buf.kv[i, 0][rows_t[:, None], pos] = k
+            buf.kv[i, 1][rows_t[:, None], pos] = v
+            kk = buf.kv[i, 0, :, :total] if whole else buf.kv[i, 0, rows_t, :total]
+            vv = buf.kv[i, 1, :, :total] if whole else buf.kv[i, 1, rows_t, :total]
+            a = F.scaled_dot_product_attention(q.transpose(1, 2), kk.transpose(1, 2), vv.transpose(1, 2),
+                                               attn_mask=mask)
+            x = x + blk.drop(blk.proj(a.transpose(1, 2).reshape(b, t, self.d_model)))
+            x = x + blk.drop(blk.ff2(F.gelu(blk.ff1(blk.ln2(x)))))
         logits = self.out(self.ln_f(x))
-        # new: [B, T, L, 2, h, dh]
-        new = torch.stack([torch.stack(new_k, 1), torch.stack(new_v, 1)], 2).permute(0, 4, 1, 2, 3, 5)
-        out = [torch.cat([pasts[i], new[i]], dim=0) for i in range(b)]
+        per_pos = buf.kv[:, :, 0, 0].nbytes
+        out = []
+        for r, n in zip(rows, lens, strict=True):
+            buf.used[r] = n + t
+            out.append(KVRef(buf, r, n + t, (n + t) * per_pos))
         return logits, out
+
+
+class KVBuffer:
+    """Preallocated keys/values ``[layers, 2, rows, capacity, heads, d_head]``; ``used[row]`` positions claimed."""
+
+    __slots__ = ("kv", "used")
+
+    def __init__(self, kv: torch.Tensor) -> None:
+        self.kv = kv
+        self.used: list[int] = [0] * kv.shape[2]
+
+
+@dataclass(frozen=True)
+class KVRef:
+    """A prefix's key/value cache: positions ``[0, length)`` of ``buf``'s row ``row``."""
+
+    buf: KVBuffer
+    row: int
+    length: int
+    nbytes: int
 
 
 def build_model(config: Mapping[str, Any], n_vocab: int) -> nn.Module:
@@ -411,8 +477,11 @@ class CachedIncrementalLM(LanguageModel):
         return self.tokenize(word)
 
     def _past_nbytes(self, past: Any) -> int:
-        if isinstance(past, torch.Tensor):
-            return past.numel() * past.element_size()
+        if past is None:
+            return 0
+        n = getattr(past, "nbytes", None)
+        if n is not None:
+            return int(n)
         return sum(self._past_nbytes(p) for p in past)
 
     # -- unit mapping ----------------------------------------------------------------------------
@@ -667,7 +736,7 @@ class NeuralLM(CachedIncrementalLM):
         return self.tokenizer.encode(text)
 
     # -- hooks -------------------------------------------------------------------------------------
-    def _empty_past(self) -> torch.Tensor:
+    def _empty_past(self) -> Any:
         return self.model.empty_past()  # type: ignore[operator]
 
     def _advance(self, pasts: Sequence[Any], ids: list[list[int]]) -> tuple[torch.Tensor, list[Any]]:
