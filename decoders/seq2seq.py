@@ -53,6 +53,8 @@ class BeamConfig:
         early_stopping: stop an utterance once it has ``beam`` finished hypotheses (HF ``early_stopping=True``).
         pre_beam: candidates per hypothesis for partial scorers: an int, or a float times ``beam``.
         nbest: hypotheses returned per utterance (default: ``beam``).
+        final_scores: add scorers' ``final_score`` to hypotheses closed at ``max_len`` without ``</s>``
+            (``False`` reproduces ``generate()`` with a :class:`decoders.hf.FusionLogitsProcessor`).
     """
 
     beam: int = 5
@@ -61,6 +63,7 @@ class BeamConfig:
     early_stopping: bool = True
     pre_beam: float | int = 1.5
     nbest: int | None = None
+    final_scores: bool = True
 
     def __post_init__(self) -> None:
         if self.beam < 1:
@@ -225,7 +228,7 @@ def beam_search(
                     if rank < K and accepting[u] and score > NEG / 2:
                         c = cand_comps(row, k, tok)
                         fin = score
-                        if tok != eos_id:
+                        if tok != eos_id and config.final_scores:
                             for s in active:
                                 after = s.select_state(ctxs[s.name], [row], [tok])[0]
                                 f = s.final_score(after)

@@ -188,7 +188,7 @@ def test_bad_inputs(units, nnlm) -> None:
 
     with pytest.raises(LMFusionError, match="NaN"):
         beam_search(nan_step, am.init_state(), 1, eos_id=eos, start_ids=[V], config=BeamConfig(beam=2, max_len=5))
-    small = TokenLMScorer(nnlm, units[:-2] + [None], len(units) - 3, name="nnlm")
+    small = TokenLMScorer(nnlm, [*units[:-2], None], len(units) - 3, name="nnlm")
     with pytest.raises(LMFusionError, match="covers"):
         run(am, 1, eos, config=BeamConfig(beam=2, max_len=5), scorers=[small], weights={"nnlm": 0.5})
     with pytest.raises(LMFusionError, match="unique"):
