@@ -23,11 +23,15 @@ allowed, negative ones too (density-ratio terms). Every hypothesis carries its u
 components (``"am"``, each LM name, ``"words"``, ``"oov"``) so weights can be re-tuned offline
 from the n-best JSONL without decoding again.
 
-Speed: beams live in numpy arrays; each frame keeps only tokens above ``token_min_logp``, scores
-every (beam, token) extension at once, merges extensions into existing prefixes through a
-child table indexed by node ids (prefixes are nodes of a tree, created once per utterance), and
-calls the LMs only for extensions that can still enter the beam, through a cache keyed
-``(LM state, unit)`` and one ``score_pairs`` call per LM per frame (batched neural LMs).
+Speed: prefixes are nodes of a tree created once per utterance (node arrays: parent, token, LM
+context, scores), so merging an extension into an existing prefix is a table look-up. The frame
+loop runs compiled (numba, :mod:`decoders._ctc_kernel`; ``backend="numpy"`` is the vectorised
+fallback): per frame only tokens above ``token_min_logp`` extend prefixes, extensions that cannot
+reach the beam are dropped by an upper bound before any LM work, and the loop returns to Python
+only when a completed word (or a token, for token LMs) needs an LM score that is not cached yet.
+Those are scored in one ``score_pairs`` call per LM (batched neural LMs) through caches keyed
+``(LM state, unit)``, which live across the utterances a decoder decodes (bounded); unknown words
+after one context share one entry when every word LM is a KenLM (it scores them all as ``<unk>``).
 
 :func:`reference_beam_search` is the plain, slow version of the same search (prefix tuples in a
 dict, LM scores recomputed from scratch for every prefix); the tests check the fast one against it.
@@ -233,11 +237,14 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         if not np.isfinite(m).all():
             t = int(np.flatnonzero(~np.isfinite(m[:, 0]))[0])
             raise InputError(f"{what}: frame {t} has probability zero for every label", field=what)
-        lse = (m[:, 0] + np.log(np.exp(arr - m).sum(axis=1)))
-        worst = int(np.argmax(np.abs(lse)))
-        if abs(lse[worst]) > 1e-3:
+        with np.errstate(over="ignore"):
+            mass = np.exp(arr).sum(axis=1)  # 1 for log-probabilities (inf for large logits: rejected)
+        dev = np.abs(mass - 1.0)
+        worst = int(np.argmax(dev))
+        if not dev[worst] <= 1e-3:
+            lse = float(m[worst, 0] + np.log(np.exp(arr[worst] - m[worst]).sum()))
             raise InputError(
-                f"{what} are not log-probabilities: frame {worst} has logsumexp {lse[worst]:.4g} (expected 0); "
+                f"{what} are not log-probabilities: frame {worst} has logsumexp {lse:.4g} (expected 0); "
                 "apply log_softmax to the model's logits first",
                 field=what,
             )
@@ -1229,7 +1236,17 @@ class _NumbaSearch(_Search):
         sh.e_oov[a:b] = [r[3] for r in res]
         if self.M:
             sh.e_comp[a:b] = np.stack([r[1] for r in res])
-        self._ins.extend((*key, a + j) for j, key in enumerate(keys))
+        k = len(keys)
+        if self.n_ins + k > len(self.ins_vals):
+            size = max(2 * len(self.ins_vals), self.n_ins + k)
+            keys_new = np.empty((size, 3), np.int64)
+            vals_new = np.empty(size, np.int64)
+            keys_new[: self.n_ins] = self.ins_keys[: self.n_ins]
+            vals_new[: self.n_ins] = self.ins_vals[: self.n_ins]
+            self.ins_keys, self.ins_vals = keys_new, vals_new
+        self.ins_keys[self.n_ins : self.n_ins + k] = keys
+        self.ins_vals[self.n_ins : self.n_ins + k] = np.arange(a, b)
+        self.n_ins += k
         sh.n_entries = b
 
     def feed_array(self, arr: np.ndarray) -> None:
@@ -1258,10 +1275,13 @@ class _NumbaSearch(_Search):
         if len(self.req[0]) < W * cmax:
             self.req = [np.empty(W * cmax, np.int64) for _ in range(3)]
         sh = self.sh
-        self._ins: list[tuple[int, int, int, int]] = []
+        if not hasattr(self, "ins_vals"):
+            self.ins_keys = np.empty((256, 3), np.int64)
+            self.ins_vals = np.empty(256, np.int64)
+        self.n_ins = 0
         while True:
-            ins = np.array(self._ins, dtype=np.int64).reshape(-1, 4)
-            self._ins = []
+            n_ins = self.n_ins
+            self.n_ins = 0
             status = K.run_frames(
                 arr, t, self.t, cand_ptr, cand_tok,
                 self.parent, self.tok, self.frame, self.fixed, self.rank, self.trie, self.wlen, self.ctx,
@@ -1273,7 +1293,7 @@ class _NumbaSearch(_Search):
                 d.weights["oov"], float(o.unk_prefix_score),
                 float(o.unk_prefix_avg_len), bool(o.lexicon_constrained), d.trie is not None, bool(d.token_lms),
                 d.look, d._oov_uniform,
-                self.req[0], self.req[1], self.req[2], np.ascontiguousarray(ins[:, :3]), ins[:, 3].copy(), len(ins),
+                self.req[0], self.req[1], self.req[2], self.ins_keys, self.ins_vals, n_ins,
             )
             t = int(self.state[3])
             if status == K.STATUS_DONE:
