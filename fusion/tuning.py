@@ -42,6 +42,8 @@ METHODS: tuple[str, ...] = ("mert", "grid", "coordinate", "optuna")
 
 DEFAULT_FIXED: Mapping[str, float] = MappingProxyType({"am": 1.0})
 LENGTH_COMPONENTS = ("words", "tokens", "chars")
+PRUNE_AFTER = 32
+"""MERT with ``prune="auto"`` drops dominated hypotheses after this many line searches."""
 SUBTRACTED_COMPONENTS = ("ilm", "source_lm")
 
 
@@ -634,7 +636,7 @@ def tune(
     Args:
         method: ``"mert"`` (exact line searches; opts ``restarts=1`` random starts, ``random_directions=1``
             per cycle, ``seed_grid=3`` points per weight of the coarse grid that may replace the start,
-            ``prune=True``, ``max_line_searches=200`` per start), ``"grid"`` (opts ``points=20`` per free
+            ``prune="auto"``, ``max_line_searches=200`` per start), ``"grid"`` (opts ``points=20`` per free
             weight, an int or a per-name mapping), ``"coordinate"`` (opts ``points=41``, ``max_passes=10``)
             or ``"optuna"`` (opts ``n_trials=200``).
         fixed: weights held constant (scale invariance: fix one, usually ``am=1``).
@@ -788,17 +790,25 @@ def _tune_mert(
     random_directions: int = 1,
     max_line_searches: int = 200,
     seed_grid: int = 3,
-    prune: bool = True,
+    prune: bool | str = "auto",
 ) -> _Out:
     """Powell-style exact line searches from the start point (or the best point of a coarse grid with
     ``seed_grid`` points per weight, when that grid is better and has at most 729 points) and from
     ``restarts`` random points. Directions cycle through the axes plus ``random_directions`` random
     unit vectors; a start stops after a full cycle without improvement (or ``max_line_searches``).
     With ``prune``, hypotheses dominated everywhere in the box are dropped first (exactly: the line
-    searches see the same envelopes)."""
+    searches see the same envelopes); ``"auto"`` prunes once :data:`PRUNE_AFTER` line searches have run,
+    when the pruning's cost (about 20 line searches' worth) is likely to be repaid."""
+    if prune not in (True, False, "auto"):
+        raise LMFusionError(f"mert: prune must be True, False or 'auto', got {prune!r}")
     prob = space.problem
-    if prune:  # hypotheses that lose everywhere in the box never touch an envelope
-        prob = prune_dominated(prob, space.full(space.lo), space.full(space.hi))
+    pruned = False
+
+    def do_prune() -> TuningProblem:  # hypotheses that lose everywhere in the box never touch an envelope
+        return prune_dominated(space.problem, space.full(space.lo), space.full(space.hi))
+
+    if prune is True:
+        prob, pruned = do_prune(), True
     m = len(space.free)
     n_evals = 0
     trace: list[tuple[int, int]] = []
@@ -830,6 +840,8 @@ def _tune_mert(
             lo, hi = _feasible(space, x, dx)
             if hi - lo <= 0:
                 continue
+            if prune == "auto" and not pruned and n_ls == PRUNE_AFTER:  # pruning pays off on long runs
+                prob, pruned = do_prune(), True
             d = np.zeros(len(prob.components))
             d[space.free] = dx
             res = line_search(prob, space.full(x), d, lo, hi)
@@ -844,5 +856,5 @@ def _tune_mert(
             best_x, best_e = x, e
             trace.append((n_evals + n_ls, e))
     assert best_x is not None
-    extra = {"line_searches": n_ls, "starts": len(starts), "hyps_searched": prob.n_hyps}
+    extra = {"line_searches": n_ls, "starts": len(starts), "hyps_searched": prob.n_hyps, "pruned": pruned}
     return best_x, n_evals + n_ls, trace, extra

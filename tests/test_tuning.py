@@ -243,5 +243,9 @@ def test_mert_with_and_without_pruning_agree() -> None:
     p = correlated_problem(8, u=80)
     a = tune(p, "mert", seed=2, prune=True)
     b = tune(p, "mert", seed=2, prune=False)
+    c = tune(p, "mert", seed=2, prune="auto", restarts=6)  # long enough to prune part-way
+    d = tune(p, "mert", seed=2, prune=False, restarts=6)
     assert a.weights == b.weights and a.error_rate == b.error_rate
+    assert c.weights == d.weights and c.error_rate == d.error_rate
     assert a.extra["hyps_searched"] < b.extra["hyps_searched"]
+    assert c.extra["pruned"] and not d.extra["pruned"]
