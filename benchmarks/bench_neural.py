@@ -175,11 +175,11 @@ def ppl_table(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, f
     model = {"arch": args.arch, **({"emb": 128, "hidden": 256, "layers": 1, "dropout": 0.2} if args.arch == "lstm"
                                    else {"d_model": 128, "layers": 2, "heads": 4, "d_ff": 512, "dropout": 0.2,
                                          "max_len": 256})}
-    out = work / f"nnlm-{args.arch}"
+    out = work / f"nnlm-{args.arch}-spm{args.vocab}-b{args.batch_tokens}-lr{args.lr:g}-g{args.general}"
     t0 = time.perf_counter()
     res = train_nnlm(TrainConfig(text=[str(train_file)], dev=[str(TEXT / "bible.dev.txt")], spm=str(tok.path),
-                                 output=str(out), model=model, epochs=args.epochs, batch_tokens=2048, lr=3e-3,
-                                 seed=0, threads=args.threads, device=args.device, name="neural",
+                                 output=str(out), model=model, epochs=args.epochs, batch_tokens=args.batch_tokens,
+                                 lr=args.lr, seed=0, threads=args.threads, device=args.device, name="neural",
                                  progress=not args.quiet))
     train_s = time.perf_counter() - t0
     from fusion.neural import load_lm
@@ -220,7 +220,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the machines are shared)")
     ap.add_argument("--arch", default="lstm", choices=["lstm", "transformer"], help="neural LM of the ppl table")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch-tokens", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--vocab", type=int, default=1000)
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--general", type=int, default=400, help="tech training sentences added as 'general' data")

@@ -284,7 +284,8 @@ class TransformerLM(nn.Module):
         keys = torch.arange(total, device=dev)
         mask = (keys[None, None, :] <= pos[:, :, None])[:, None]  # [B, 1, T, S]: own prefix + causal
         hd = self.d_model // self.heads
-        for i, blk in enumerate(self.blocks):
+        blocks: list[_Block] = list(self.blocks)  # type: ignore[arg-type]
+        for i, blk in enumerate(blocks):
             q, k, v = blk.qkv(blk.ln1(x)).view(b, t, 3, self.heads, hd).unbind(2)  # [B, T, h, dh]
             buf.kv[i, 0][rows_t[:, None], pos] = k
             buf.kv[i, 1][rows_t[:, None], pos] = v
@@ -295,11 +296,11 @@ class TransformerLM(nn.Module):
             x = x + blk.drop(blk.proj(a.transpose(1, 2).reshape(b, t, self.d_model)))
             x = x + blk.drop(blk.ff2(F.gelu(blk.ff1(blk.ln2(x)))))
         logits = self.out(self.ln_f(x))
-        per_pos = buf.kv[:, :, 0, 0].nbytes
+        row_bytes = buf.kv[:, :, 0].nbytes  # a state is charged its row's whole capacity
         out = []
-        for r, n in zip(rows, lens, strict=True):
-            buf.used[r] = n + t
-            out.append(KVRef(buf, r, n + t, (n + t) * per_pos))
+        for row, n in zip(rows, lens, strict=True):
+            buf.used[row] = n + t
+            out.append(KVRef(buf, row, n + t, row_bytes))
         return logits, out
 
 
