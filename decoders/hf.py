@@ -117,8 +117,8 @@ class FusionLogitsProcessor:
         if torch.isnan(scores).any():
             raise LMFusionError("the model's scores contain NaN")
         ids = input_ids.detach().cpu().numpy()
-        prefixes = [tuple(int(x) for x in row[self.prompt_len :]) for row in ids]
-        hyps = [list(p) for p in prefixes]
+        prefixes = [tuple(row) for row in ids[:, self.prompt_len :].tolist()]
+        hyps = prefixes
         V = scores.shape[1]
         base = scores.detach().double().cpu().numpy()
         added = np.zeros((n, V), dtype=np.float64)
