@@ -106,7 +106,7 @@ SCHEMA: dict[str, Field] = {
                                doc="per condition tune an LM scale + word bonus (scale) or every weight (full)"),
         "scale_bounds": Field(list, [0.0, 4.0], items=Field(float)),
         "cv_folds": Field(int, 5, doc="K-fold CV on dev decides if a condition keeps its own weights (<2: always)"),
-        "bounds": Field(dict, {"lm": [0, 15], "dlm": [0, 15], "nnlm": [0, 15], "words": [-10, 10]},
+        "bounds": Field(dict, {"lm": [0, 40], "dlm": [0, 40], "nnlm": [0, 40], "words": [-40, 40]},
                         check=_bounds_check),
     }),
     "evaluate": Field(schema={
