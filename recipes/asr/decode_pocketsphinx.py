@@ -168,6 +168,37 @@ def lattice_nbest(lat: SlfLattice, lm: LMFn, *, n: int = 20, beam: int = 12, lw:
     return [(words, am, lmsc) for words, (_, am, lmsc) in best]
 
 
+def lattice_nbest_reference(lat: SlfLattice, lm: LMFn, *, n: int = 20, lw: float = 6.5, wip: float = 0.65,
+                            silprob: float = 0.005) -> list[tuple[tuple[str, ...], float, float]]:  # fmt: skip
+    """Exhaustive reference of :func:`lattice_nbest`: every start-to-end path, best segmentation per word
+    sequence, top ``n``. Exponential; for tests on small lattices only."""
+    ln_wip, ln_sil = math.log(wip), math.log(silprob)
+    out_links: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for s, e, a in lat.links:
+        out_links[s].append((e, a))
+    best: dict[tuple[str, ...], tuple[float, float, float]] = {}
+
+    def walk(node: int, words: tuple[str, ...], tot: float, am: float, lmsc: float) -> None:
+        if node == lat.end:
+            if words not in best or tot > best[words][0]:
+                best[words] = (tot, am, lmsc)
+            return
+        for nxt, a in out_links[node]:
+            w = lat.nodes[nxt].word
+            if nxt == lat.end:
+                d = lm("</s>", ("<s>", *words))
+                walk(nxt, words, tot + a + lw * d, am + a, lmsc + d)
+            elif w in FILLERS or w in ("!SENT_START", "!SENT_END"):
+                walk(nxt, words, tot + a + ln_sil, am + a, lmsc)
+            else:
+                d = lm(w, ("<s>", *words))
+                walk(nxt, (*words, w), tot + a + lw * d + ln_wip, am + a, lmsc + d)
+
+    walk(lat.start, (), 0.0, 0.0, 0.0)
+    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:n]
+    return [(words, am, lmsc) for words, (_, am, lmsc) in ranked]
+
+
 class PocketsphinxNBest:
     """A pocketsphinx decoder (the package's en-US model) plus lattice n-best extraction."""
 
