@@ -118,3 +118,15 @@ def test_condition_naming_unknown_bucket_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown bucket"):
         FusionProfile(default=ConditionWeights({"am": 1.0}), buckets=(SnrBucket("a", 1.0),),
                       conditions=(ConditionWeights({"am": 1.0}, bucket="b"),))
+
+
+def test_cli_profile_select_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recipes.cli import main
+
+    f = _profile().save(tmp_path / "p.json")
+    assert main(["profile", "select", str(f), "--tag", "domain=med", "--snr", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fusion"]["lm"] == pytest.approx(4.0 - 2.0 / 3) and out["source"].startswith("med/15..30")
+    assert main(["profile", "show", str(f)]) == 0
+    assert "med/15" in capsys.readouterr().out
+    assert main(["profile", "select", str(f), "--tag", "nonsense"]) == 2
