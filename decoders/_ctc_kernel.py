@@ -39,6 +39,24 @@ def new_lm_index():
     return Dict.empty(_KEY3, types.int64)
 
 
+@njit(cache=True)
+def token_chain(parent, tok, frame, node):
+    """The tokens and creation frames from the root to ``node``."""
+    n = 0
+    nd = node
+    while nd > 0:
+        n += 1
+        nd = parent[nd]
+    toks = np.empty(n, np.int64)
+    frames = np.empty(n, np.int64)
+    nd = node
+    for i in range(n - 1, -1, -1):
+        toks[i] = tok[nd]
+        frames[i] = frame[nd]
+        nd = parent[nd]
+    return toks, frames
+
+
 @njit(cache=True, inline="always")
 def _lae(a: float, b: float) -> float:
     if a == NEG:

@@ -1177,7 +1177,7 @@ class _Search:
 class _NumbaSearch(_Search):
     """The same search with the frame loop compiled by numba (:mod:`decoders._ctc_kernel`)."""
 
-    def __init__(self, dec: CTCDecoder, capacity: int = 4096, shared: _FusionCache | None = None) -> None:
+    def __init__(self, dec: CTCDecoder, capacity: int = 2048, shared: _FusionCache | None = None) -> None:
         super().__init__(dec, capacity, shared, dense_children=False)
         from decoders import _ctc_kernel as K
 
@@ -1199,6 +1199,10 @@ class _NumbaSearch(_Search):
         self.start64 = dec._start_trie.astype(np.int64)
         self.req = [np.empty(0, np.int64)] * 3
         self._sync()
+
+    def _tokens(self, node: int) -> tuple[list[int], list[int]]:
+        toks, frames = self.K.token_chain(self.parent, self.tok, self.frame, node)
+        return toks.tolist(), frames.tolist()
 
     def _sync(self) -> None:
         """Expose the kernel's beam as the arrays :meth:`_Search.finals` reads."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import multiprocessing as mp
@@ -31,7 +32,7 @@ from fusion.metrics import wer
 from fusion.ngram import KenLM
 
 TEXT = Path(__file__).resolve().parents[1] / "data" / "text"
-BACKENDS = ["numba", "numpy"]
+BACKENDS = ["numba", "numpy"] if importlib.util.find_spec("numba") else ["numpy"]
 
 
 def _sents(name: str, n: int) -> list[str]:
