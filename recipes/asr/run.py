@@ -66,6 +66,8 @@ SCHEMA: dict[str, Field] = {
         "domains": Field(list, items=Field(str), check=non_empty, doc="domain names: <dir>/<domain>.train.txt ..."),
         "train": Field(str, "{domain}.train.txt"),
         "heldout": Field(str, "{domain}.dev.txt"),
+        "general": Field(list, [], items=Field(str),
+                         doc="text files of the general LM (default: every domain's training text)"),
     }),
     "audio": Field(schema={
         "enabled": Field(bool, False),
@@ -144,6 +146,10 @@ def _text_files(cfg: Mapping[str, Any], key: str) -> dict[str, Path]:
     d = Path(cfg["text"]["dir"])
     return {dom: d / cfg["text"][key].format(domain=dom) for dom in cfg["text"]["domains"]}
 
+def _general_files(cfg: Mapping[str, Any]) -> list[Path]:
+    return [Path(f) for f in cfg["text"]["general"]] or list(_text_files(cfg, "train").values())
+
+
 def _bucket_of(tags: Mapping[str, Any], cfg: Mapping[str, Any]) -> str | None:
     v = tags.get(cfg["conditions"]["snr_tag"])
     if v is None:
@@ -208,7 +214,7 @@ def stage_build_lms(cfg: Mapping[str, Any], ctx: StageContext) -> None:
             build_ngram([f], out / f"{dom}.bin", order=order, progress=ctx.progress)
             ctx.mark_done(key)
     if not ctx.is_done("kenlm:general"):
-        build_ngram(list(train.values()), out / "general.bin", order=order, progress=ctx.progress)
+        build_ngram(_general_files(cfg), out / "general.bin", order=order, progress=ctx.progress)
         ctx.mark_done("kenlm:general")
     if not ctx.is_done("spm"):
         train_sentencepiece(list(train.values()), out / "spm", vocab_size=cfg["lms"]["spm_vocab"])
@@ -546,7 +552,7 @@ def stage_evaluate(cfg: Mapping[str, Any], ctx: StageContext) -> None:
             for name in ("global weights", "per-condition (tags)", "per-condition (estimated SNR)") if name in row
         }
         table["/".join(key)] = row
-    overlap = check_overlap(refs, list(_text_files(cfg, "train").values()))
+    overlap = check_overlap(refs, list(dict.fromkeys([*_text_files(cfg, "train").values(), *_general_files(cfg)])))
     st = cfg["conditions"]["snr_tag"]
     snr_err = [abs(float(nb.tags["snr_est"]) - float(nb.tags[st]))
                for nb in test if "snr_est" in nb.tags and _is_number(nb.tags.get(st))]  # fmt: skip
@@ -649,6 +655,10 @@ def stage_report(cfg: Mapping[str, Any], ctx: StageContext) -> None:
         w = ", ".join(f"{k} {x:.3f}" for k, x in v["weights"].items())
         ppl = v["ppl"]
         lines.append(f"| {dom} | {w} | {ppl[dom]:.1f} / {ppl['general']:.1f} / {ppl['mix']:.1f} |")
+    if not cfg["text"]["general"] and any(v["weights"].get("general", 1.0) < 0.01 for v in em.values()):
+        lines += ["", "The general LM is trained on every domain's training text (no `text.general` given), so it "
+                  "holds each domain's own text, diluted: EM on in-domain held-out text gives it almost no weight. "
+                  "Point `text.general` at general-purpose text for a real in-domain/general mix."]  # fmt: skip
     what = "one LM scale on the parent weights + word bonus" if cfg["tune"]["per_condition"] == "scale" else "all"
     lines += ["", "## Fusion weights per condition (dev)", "",
               f"Per condition: {what}"
@@ -703,7 +713,7 @@ def stage_report(cfg: Mapping[str, Any], ctx: StageContext) -> None:
 # ----------------------------------------------------------------------------------------------
 def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
     p = _paths(cfg)
-    train = list(_text_files(cfg, "train").values())
+    train = list(dict.fromkeys([*_text_files(cfg, "train").values(), *_general_files(cfg)]))
     held = list(_text_files(cfg, "heldout").values())
     lm_files = [p["lms"] / f"{d}.bin" for d in [*cfg["text"]["domains"], "general"]]
     stages = []
