@@ -1198,6 +1198,9 @@ class _NumbaSearch(_Search):
         self.toklen64 = dec._toklen.astype(np.int64)
         self.start64 = dec._start_trie.astype(np.int64)
         self.req = [np.empty(0, np.int64)] * 3
+        self.ins_keys = np.empty((256, 3), np.int64)  # new LM-cache entries for the kernel to index
+        self.ins_vals = np.empty(256, np.int64)
+        self.n_ins = 0
         self._sync()
 
     def _tokens(self, node: int) -> tuple[list[int], list[int]]:
@@ -1279,9 +1282,6 @@ class _NumbaSearch(_Search):
         if len(self.req[0]) < W * cmax:
             self.req = [np.empty(W * cmax, np.int64) for _ in range(3)]
         sh = self.sh
-        if not hasattr(self, "ins_vals"):
-            self.ins_keys = np.empty((256, 3), np.int64)
-            self.ins_vals = np.empty(256, np.int64)
         self.n_ins = 0
         while True:
             n_ins = self.n_ins
