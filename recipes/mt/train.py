@@ -1,0 +1,160 @@
+"""Train the recipe's phoneme-to-text Marian model on source-domain (tech) pairs, on CPU, under a time limit.
+
+    python -m recipes.mt.train runs/mt/data runs/mt/model --minutes 18 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+from fusion.io import read_sentences
+from fusion.tokenizers import train_sentencepiece
+from recipes.mt.model import Vocabs, dump_meta, marian_config, save_vocabs
+
+
+def batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed batches of pair indices, shuffled."""
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), rng.random()))
+    out, cur, longest = [], [], 0
+    for i in order:
+        longest_new = max(longest, len(pairs[i][0]) + len(pairs[i][1]))
+        if cur and longest_new * (len(cur) + 1) > max_tokens:
+            out.append(cur)
+            cur, longest_new = [], len(pairs[i][0]) + len(pairs[i][1])
+        cur.append(i)
+        longest = longest_new
+    if cur:
+        out.append(cur)
+    rng.shuffle(out)
+    return out
+
+
+def collate(pairs, idx, pad_id, eos_id):  # type: ignore[no-untyped-def]
+    import torch
+
+    src = [pairs[i][0] for i in idx]
+    tgt = [pairs[i][1] for i in idx]
+    s_len, t_len = max(map(len, src)), max(map(len, tgt))
+    input_ids = torch.full((len(idx), s_len), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(idx), s_len), dtype=torch.long)
+    labels = torch.full((len(idx), t_len), -100, dtype=torch.long)
+    dec_in = torch.full((len(idx), t_len), pad_id, dtype=torch.long)
+    for b, (s, t) in enumerate(zip(src, tgt, strict=True)):
+        input_ids[b, : len(s)] = torch.tensor(s)
+        attn[b, : len(s)] = 1
+        labels[b, : len(t)] = torch.tensor(t)
+        dec_in[b, 1 : len(t)] = torch.tensor(t[:-1])
+    return input_ids, attn, dec_in, labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("outdir", type=Path)
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock cap")
+    ap.add_argument("--cpu-minutes", type=float, default=38.0,
+                    help="budget in process CPU time (all threads): 38 = under 20 min wall on an idle 2-core CPU")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vocab-size", type=int, default=1000)
+    ap.add_argument("--src-vocab-size", type=int, default=4000)
+    ap.add_argument("--max-tokens", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+    from transformers import MarianMTModel
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    out: Path = args.outdir
+    out.mkdir(parents=True, exist_ok=True)
+    d: Path = args.data
+    spm = train_sentencepiece([d / "tech.train.txt"], out / "tgt", vocab_size=args.vocab_size)
+    src_spm = train_sentencepiece([d / "tech.train.ph"], out / "src", vocab_size=args.src_vocab_size)
+    src_lines = read_sentences(d / "tech.train.ph")
+    tgt_lines = read_sentences(d / "tech.train.txt")
+    vocabs = Vocabs(src_spm, spm)
+    save_vocabs(vocabs, out)
+    pairs = [(vocabs.encode_src(s), vocabs.encode_tgt(t)) for s, t in zip(src_lines, tgt_lines, strict=True)]
+    dev = [
+        (vocabs.encode_src(s), vocabs.encode_tgt(t))
+        for s, t in zip(read_sentences(d / "tech.dev.ph"), read_sentences(d / "tech.dev.txt"), strict=True)
+    ]
+    config = marian_config(vocabs)
+    model = MarianMTModel(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{len(pairs)} training pairs, {n_params / 1e6:.2f}M parameters", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = 200
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1))))
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)
+
+    def dev_loss() -> float:
+        model.eval()
+        tot, n = 0.0, 0
+        with torch.no_grad():
+            for idx in batches(dev, args.max_tokens, random.Random(0)):
+                x, a, di, y = collate(dev, idx, vocabs.pad_id, vocabs.eos_id)
+                logits = model(input_ids=x, attention_mask=a, decoder_input_ids=di).logits
+                tot += float(torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"))
+                n += int((y != -100).sum())
+        model.train()
+        return tot / n
+
+    t0 = time.time()
+    deadline = t0 + args.minutes * 60
+    c0 = time.process_time()
+    cpu_budget = args.cpu_minutes * 60
+
+    def out_of_time() -> bool:
+        return time.time() > deadline or time.process_time() - c0 > cpu_budget
+
+    step, epoch, best = 0, 0, float("inf")
+    model.train()
+    done = False
+    while not done:
+        epoch += 1
+        for idx in batches(pairs, args.max_tokens, rng):
+            x, a, di, y = collate(pairs, idx, vocabs.pad_id, vocabs.eos_id)
+            logits = model(input_ids=x, attention_mask=a, decoder_input_ids=di).logits
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 50 == 0:
+                print(f"epoch {epoch} step {step} loss {loss.item():.3f} {time.time() - t0:.0f}s wall "
+                      f"{(time.process_time() - c0) / 60:.1f} cpu-min", flush=True)
+            stop = out_of_time()
+            if step % 200 == 0 or stop:
+                dl = dev_loss()
+                print(f"  dev loss {dl:.3f} (ppl {math.exp(dl):.2f})", flush=True)
+                if dl < best:
+                    best = dl
+                    tmp = out / "tmp-save"
+                    model.save_pretrained(str(tmp), safe_serialization=True)
+                    for f in tmp.iterdir():
+                        shutil.move(str(f), out / f.name)
+                    tmp.rmdir()
+            if stop:
+                done = True
+                break
+    dump_meta(out, steps=step, epochs=epoch, best_dev_loss=best, minutes=(time.time() - t0) / 60,
+              cpu_minutes=(time.process_time() - c0) / 60,
+              params=n_params, pairs=len(pairs), threads=args.threads)
+    print(f"done: {step} steps, {epoch} epochs, best tech-dev loss {best:.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
