@@ -273,3 +273,13 @@ def test_bundled_nbest_lists_are_consistent() -> None:
         assert refs <= set((REPO / "data" / "text" / f"bible.{split}.txt").read_text().splitlines()) | set(
             (REPO / "data" / "text" / f"tech.{split}.txt").read_text().splitlines()
         )
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "asr.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    from recipes.config import load_config
+
+    cfg = load_config(REPO / "recipes" / "configs" / name, SCHEMA)
+    names = [s.name for s in build_stages(cfg)]
+    assert names[-3:] == ["profile", "evaluate", "report"]
+    assert ("audio" in names) == cfg["audio"]["enabled"]
