@@ -214,3 +214,19 @@ def test_processor_bad_inputs(units, nnlm) -> None:
     proc.reset()
     with pytest.raises(LMFusionError, match="covers"):
         proc(ids, torch.zeros(2, V + 5))
+
+
+def test_t5_style_model_zero_weight_equals_generate() -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    V = 40
+    cfg = T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
+                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, relative_attention_num_buckets=8)
+    torch.manual_seed(5)
+    m = T5ForConditionalGeneration(cfg).eval()
+    x = torch.randint(2, V, (2, 6), generator=torch.Generator().manual_seed(5))
+    inputs = {"input_ids": x, "attention_mask": torch.ones_like(x)}
+    g = m.generate(**inputs, num_beams=3, num_return_sequences=3, max_new_tokens=8, do_sample=False)
+    nb = hf_beam_search(m, inputs, config=BeamConfig(beam=3, max_len=8))
+    theirs = [tuple(int(t) for t in r[1:].tolist() if t not in (0, 1)) for r in g]
+    assert [tuple(int(t) for t in h.tokens) for n in nb for h in n.hyps] == theirs

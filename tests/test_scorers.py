@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from fusion.scorers import (
     units_from_pieces,
 )
 
+TEXT_DIR = Path(__file__).resolve().parents[1] / "data" / "text"
 NNLM_CFG = {"arch": "lstm", "emb": 16, "hidden": 24, "layers": 1, "dropout": 0.0}
 
 
@@ -180,3 +182,26 @@ def test_bad_inputs(nnlm, kenlm, tiny_spm, dec_units) -> None:
 
 def test_units_from_byte_bpe() -> None:
     assert units_from_pieces(["Ġthe", "re", "<|eot|>"], specials=[2], byte_bpe=True) == ["▁the", "re", None]
+
+
+def test_vocabulary_bridging_through_word_level_view(tiny_spm, dec_units, tmp_path) -> None:
+    """An LM over another tokenizer fuses at word boundaries via fusion.units.WordLevelLM."""
+    from fusion.neural import NeuralLM
+    from fusion.tokenizers import train_sentencepiece
+    from fusion.units import WordLevelLM
+
+    other = train_sentencepiece([TEXT_DIR / "bible.train.txt"], tmp_path / "other150", vocab_size=150)
+    assert other.identity != tiny_spm.identity
+    sub = NeuralLM.from_config(NNLM_CFG, other, seed=4, name="other")
+    eos = len(dec_units) - 1
+    with pytest.raises(UnitMismatchError, match="tokenizer"):
+        TokenLMScorer(sub, dec_units, eos, tokenizer_identity=tiny_spm.identity)
+    with pytest.raises(UnitMismatchError, match="cannot encode"):
+        TokenLMScorer(sub, dec_units, eos)
+    word_lm = WordLevelLM(sub)
+    sc = lm_scorer(word_lm, dec_units, eos)
+    assert isinstance(sc, WordLMScorer)
+    for text in ["and god said let there be light", "the function returns a list"]:
+        ids = encode(tiny_spm, text)
+        words = tiny_spm.decode([tiny_spm.pieces[i] for i in ids]).split()
+        assert walk(sc, ids, eos) == pytest.approx(word_lm.score_sentence(words).total, abs=1e-4)
