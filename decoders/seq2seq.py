@@ -277,9 +277,9 @@ def beam_search(
     out: list[NBestList] = []
     for u in range(n_utts):
         hyps_out = []
-        for f in finished[u][:nb]:
-            ids = [x for x in f.tokens if x != eos_id]
-            scores = {n: float(f.comps[col[n]]) for n in names}
+        for fin_h in finished[u][:nb]:
+            ids = [x for x in fin_h.tokens if x != eos_id]
+            scores = {n: float(fin_h.comps[col[n]]) for n in names}
             scores.setdefault("tokens", float(len(ids)))
             units: tuple[str, ...] = ()
             if token_units is not None:

@@ -340,7 +340,8 @@ class WordLMScorer(Scorer):
         self.vocab_size = len(self.token_units)
         self.eos_id = eos_id
         self.is_partial = bool(partial)
-        starts, texts = [], []
+        starts: list[bool] = []
+        texts: list[str | None] = []
         for i, u in enumerate(self.token_units):
             if u is None or i == eos_id:
                 starts.append(False)
