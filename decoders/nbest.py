@@ -27,7 +27,7 @@ import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,6 +46,7 @@ from fusion.errors import InputError, LMFusionError
 from fusion.io import atomic_write_text, iter_text_lines
 from fusion.lm import LanguageModel
 from fusion.metrics import Unit, edit_distance, units_of
+from fusion.profile import FusionProfile, resolve_weights
 from fusion.tuning import TuningProblem, combine
 
 __all__ = [
@@ -754,33 +755,48 @@ def _feats(nb: NBestList, names: Sequence[str]) -> np.ndarray:
     return f
 
 
-def best_indices(nbests: Sequence[NBestList], weights: Mapping[str, float]) -> list[int]:
-    """Index of each list's best hypothesis under ``weights`` (first on exact ties; -1 for an empty list)."""
-    names, w = _weight_items(weights)
-    out = []
-    for nb in nbests:
-        if not nb.hyps:
-            out.append(-1)
-        elif not names:
-            out.append(0)
-        else:
-            out.append(int(np.argmax(combine(_feats(nb, names), w))))
-    return out
+WeightsLike = Mapping[str, float] | FusionProfile
+"""Fusion weights: one mapping for every utterance, or a profile that picks them from each list's tags."""
 
 
-def apply_weights(nbests: Sequence[NBestList], weights: Mapping[str, float]) -> list[str]:
-    """1-best texts under ``weights`` (``Σ_k w_k score_k``); an empty list gives ``""``."""
+def weights_per_list(nbests: Sequence[NBestList], weights: WeightsLike) -> list[Mapping[str, float]]:
+    """The weights each n-best list is ranked with: ``weights`` itself, or the profile's pick for its tags."""
+    if isinstance(weights, FusionProfile):
+        return [resolve_weights(weights, nb.tags) for nb in nbests]
+    return [weights] * len(nbests)
+
+
+def _ranked(nbests: Sequence[NBestList], weights: WeightsLike) -> Iterator[tuple[NBestList, np.ndarray | None]]:
+    """Each list with its combined hypothesis scores (None when no weight is non-zero)."""
+    cached: tuple[int, list[str], np.ndarray] | None = None
+    for nb, wmap in zip(nbests, weights_per_list(nbests, weights), strict=True):
+        if cached is None or cached[0] != id(wmap):
+            names, w = _weight_items(wmap)
+            cached = (id(wmap), names, w)
+        _, names, w = cached
+        yield nb, (combine(_feats(nb, names), w) if names and nb.hyps else None)
+
+
+def best_indices(nbests: Sequence[NBestList], weights: WeightsLike) -> list[int]:
+    """Index of each list's best hypothesis under ``weights`` (first on exact ties; -1 for an empty list).
+
+    ``weights`` may be a :class:`~fusion.profile.FusionProfile`: each list is then ranked with the weights
+    the profile selects for its ``tags`` (domain, SNR bucket or measured SNR).
+    """
+    return [-1 if not nb.hyps else 0 if s is None else int(np.argmax(s)) for nb, s in _ranked(nbests, weights)]
+
+
+def apply_weights(nbests: Sequence[NBestList], weights: WeightsLike) -> list[str]:
+    """1-best texts under ``weights`` (``Σ_k w_k score_k``, or a profile); an empty list gives ``""``."""
     return ["" if i < 0 else nb.hyps[i].text for nb, i in zip(nbests, best_indices(nbests, weights), strict=True)]
 
 
-def count_ties(nbests: Sequence[NBestList], weights: Mapping[str, float]) -> int:
+def count_ties(nbests: Sequence[NBestList], weights: WeightsLike) -> int:
     """Utterances whose top score is shared by hypotheses with different texts (first one wins)."""
-    names, w = _weight_items(weights)
     n = 0
-    for nb in nbests:
-        if len(nb.hyps) < 2 or not names:
+    for nb, s in _ranked(nbests, weights):
+        if s is None or len(nb.hyps) < 2:
             continue
-        s = combine(_feats(nb, names), w)
         top = s == s.max()
         if len({h.text for h, t in zip(nb.hyps, top, strict=True) if t}) > 1:
             n += 1
@@ -814,7 +830,7 @@ def to_tuning_problem(nbests: Sequence[NBestList], components: Sequence[str], un
 
 
 def onebest_error_rates(
-    nbests: Sequence[NBestList], weights: Mapping[str, float] | None = None, unit: Unit = "word"
+    nbests: Sequence[NBestList], weights: WeightsLike | None = None, unit: Unit = "word"
 ) -> dict[str, float]:
     """``first`` (the list's own order), ``oracle``, and (with ``weights``) ``rescored`` error rates."""
     from fusion.metrics import error_rate_of

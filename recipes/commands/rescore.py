@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fusion.profile import FusionProfile
 
 FORMATS = ("jsonl", "kaldi", "tsv")
 
@@ -48,16 +52,20 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list:  # type: ign
     return read_nbest(paths[0], args.format, scale=scale, refs=args.refs)
 
 
-def parse_weight_spec(spec: str) -> dict[str, float]:
-    """A JSON file with ``weights`` (e.g. from ``lmfusion tune``) or ``NAME=VALUE,...``."""
+def parse_weight_spec(spec: str) -> dict[str, float] | FusionProfile:
+    """A JSON file with ``weights`` (e.g. from ``lmfusion tune``), a fusion profile (weights picked per
+    utterance from its tags), or ``NAME=VALUE,...``."""
     import math
     from pathlib import Path
 
     from fusion.errors import InputError
     from fusion.io import read_json
+    from fusion.profile import FORMAT, FusionProfile
 
     if Path(spec).is_file():
         obj = read_json(spec)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            return FusionProfile.load(spec)
         w = obj.get("weights", obj) if isinstance(obj, dict) else None
         if not isinstance(w, dict):
             raise InputError("expected an object of weights (or one under 'weights')", path=spec, field="weights")
@@ -111,7 +119,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--batch-size", type=int, default=256, help="sentences per LM call, across utterances (256)")
     p.add_argument("-o", "--output", help="JSONL to write, with every new component score per hypothesis")
-    p.add_argument("--weights", help="fusion weights: JSON from `lmfusion tune` or NAME=VALUE,...")
+    p.add_argument(
+        "--weights",
+        help="fusion weights: JSON from `lmfusion tune`, a fusion profile (weights per utterance from its tags), "
+        "or NAME=VALUE,...",
+    )
     p.add_argument("--onebest", help="write '<utt_id> <1-best text>' lines (needs --weights)")
     p.set_defaults(func=run)
 
@@ -164,20 +176,25 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         write_nbest_jsonl(args.output, out)
         print(f"wrote {args.output}")
-    weights = None
+    fusion_weights: dict[str, float] | FusionProfile | None = None
     if args.weights:
         from recipes.commands.rescore import parse_weight_spec
 
-        weights = parse_weight_spec(args.weights)
-        texts = apply_weights(out, weights)
-        ties = count_ties(out, weights)
-        print(f"1-best under {weights}: {ties} utterances with tied top scores (first hypothesis kept)")
+        fusion_weights = parse_weight_spec(args.weights)
+        texts = apply_weights(out, fusion_weights)
+        ties = count_ties(out, fusion_weights)
+        from fusion.profile import FusionProfile
+
+        shown = (
+            f"profile {fusion_weights.name!r}" if isinstance(fusion_weights, FusionProfile) else str(fusion_weights)
+        )
+        print(f"1-best under {shown}: {ties} utterances with tied top scores (first hypothesis kept)")
         if args.onebest:
             write_onebest(args.onebest, out, texts)
             print(f"wrote {args.onebest}")
     if out and all(nb.ref is not None for nb in out):
         try:
-            rates = onebest_error_rates(out, weights)
+            rates = onebest_error_rates(out, fusion_weights)
         except LMFusionError as e:
             print(f"no WER: {e}")
         else:
