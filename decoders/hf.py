@@ -34,7 +34,7 @@ class FusionLogitsProcessor:
         scorers: lmfusion scorers over the model's vocabulary (``vocab_size`` = logits width).
         weights: ``{"am": 1.0, name: weight}``; the model's log-probs are scaled by ``weights["am"]``.
         pre_beam: candidates per row for partial scorers (top-k of the model + full scorers);
-            other tokens get ``-inf``. Default ``2 * num_beams``-like 16.
+            other tokens get ``-inf`` (use at least ``2 * num_beams``, what generate() looks at).
         prompt_len: number of leading ``input_ids`` that are the prompt; ``None``: the length at
             the first call of each ``generate()`` run.
         record: keep every call's added fused scores in :attr:`history` (for tests/diagnostics).

@@ -12,8 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
-from fusion.io import read_sentences
-from fusion.tokenizers import train_sentencepiece
+from fusion.io import read_json, read_sentences
+from fusion.tokenizers import SentencePieceTokenizer, train_sentencepiece
 from recipes.mt.model import Vocabs, dump_meta, marian_config, save_vocabs
 
 
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="continue from the weights saved in OUTDIR")
     args = ap.parse_args(argv)
 
     import torch
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.outdir
     out.mkdir(parents=True, exist_ok=True)
     d: Path = args.data
-    spm = train_sentencepiece([d / "tech.train.txt"], out / "tgt", vocab_size=args.vocab_size)
-    src_spm = train_sentencepiece([d / "tech.train.ph"], out / "src", vocab_size=args.src_vocab_size)
+    resume = args.resume and (out / "model.safetensors").is_file()
+    if resume:  # keep the vocabularies the saved weights were trained with
+        spm, src_spm = SentencePieceTokenizer(out / "tgt.model"), SentencePieceTokenizer(out / "src.model")
+    else:
+        spm = train_sentencepiece([d / "tech.train.txt"], out / "tgt", vocab_size=args.vocab_size)
+        src_spm = train_sentencepiece([d / "tech.train.ph"], out / "src", vocab_size=args.src_vocab_size)
     src_lines = read_sentences(d / "tech.train.ph")
     tgt_lines = read_sentences(d / "tech.train.txt")
     vocabs = Vocabs(src_spm, spm)
@@ -88,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         for s, t in zip(read_sentences(d / "tech.dev.ph"), read_sentences(d / "tech.dev.txt"), strict=True)
     ]
     config = marian_config(vocabs)
-    model = MarianMTModel(config)
+    model = MarianMTModel.from_pretrained(str(out), use_safetensors=True) if resume else MarianMTModel(config)
+    prior = read_json(out / "train-info.json") if resume and (out / "train-info.json").is_file() else {}
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{len(pairs)} training pairs, {n_params / 1e6:.2f}M parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = 200
+    warmup = 50 if resume else 200
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1))))
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)
 
@@ -149,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             if stop:
                 done = True
                 break
-    dump_meta(out, steps=step, epochs=epoch, best_dev_loss=best, minutes=(time.time() - t0) / 60,
-              cpu_minutes=(time.process_time() - c0) / 60,
+    this_run = {"steps": step, "epochs": epoch, "best_dev_loss": best, "minutes": (time.time() - t0) / 60,
+                "cpu_minutes": (time.process_time() - c0) / 60}
+    runs = [*prior.get("runs", []), this_run]
+    dump_meta(out, runs=runs, total_steps=sum(r["steps"] for r in runs),
+              total_minutes=sum(r["minutes"] for r in runs), total_cpu_minutes=sum(r["cpu_minutes"] for r in runs),
               params=n_params, pairs=len(pairs), threads=args.threads)
     print(f"done: {step} steps, {epoch} epochs, best tech-dev loss {best:.3f}", flush=True)
     return 0
