@@ -39,8 +39,9 @@ class FusionLogitsProcessor:
             the first call of each ``generate()`` run.
         record: keep every call's added fused scores in :attr:`history` (for tests/diagnostics).
 
-    The processor can be reused across ``generate()`` calls: a call with a shorter ``input_ids``
-    than the previous one starts a new run (the cache is cleared).
+    The processor can be reused across ``generate()`` calls: a call whose ``input_ids`` are not exactly
+    one token longer than the previous call's starts a new run (the cache is cleared, the prompt length
+    re-read).
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class FusionLogitsProcessor:
         import torch
 
         n, length = input_ids.shape
-        if length <= self._last_len:
+        if length != self._last_len + 1:  # within one generate() run each call is one token longer
             self.reset()
         self._last_len = length
         if self.prompt_len is None:

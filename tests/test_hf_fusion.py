@@ -157,6 +157,9 @@ def test_generate_with_processor_equals_our_fused_beam_search(units, nnlm, kenlm
                                           final_scores=False),
                         token_units=units)
     assert [tuple(units[int(i)] for i in hf_tokens(r, V)) for r in g] == [n.hyps[0].tokens for n in nb]
+    again = m.generate(**inputs, num_beams=3, max_new_tokens=25, do_sample=False, length_penalty=1.0,
+                       early_stopping=True, logits_processor=LogitsProcessorList([proc]))  # reused processor
+    assert torch.equal(again, g) and proc.rebuilds == 0
     plain = m.generate(**inputs, num_beams=3, max_new_tokens=25, do_sample=False)
     assert [hf_tokens(r, V) for r in plain] != [hf_tokens(r, V) for r in g]  # the LMs changed something
 
