@@ -39,6 +39,8 @@ dict, LM scores recomputed from scratch for every prefix); the tests check the f
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import multiprocessing as mp
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +54,7 @@ from decoders.hypothesis import NBestList, ScoredHypothesis
 from decoders.lexicon import DEAD, Lexicon, TokenTrie
 from fusion.errors import InputError, LMFusionError, WeightsError
 from fusion.lm import LanguageModel, State
+from fusion.profile import FusionProfile, resolve_weights
 
 NEG_INF = float("-inf")
 SPM_BOUNDARY = "\u2581"
@@ -287,7 +290,9 @@ class CTCDecoder:
             sentencepiece pieces).
         lms: LMs to fuse (a sequence, named by ``lm.name``, or a mapping ``name -> LM``). Word-level
             LMs score completed words, token-level LMs score every token.
-        weights: ``name -> weight`` (see :func:`validate_weights` for defaults).
+        weights: ``name -> weight`` (see :func:`validate_weights` for defaults), or a
+            :class:`~fusion.profile.FusionProfile`: each utterance is then decoded with the weights the
+            profile picks for its ``tags`` (domain, SNR); its default weights apply without tags.
         blank: the blank index.
         options: search options.
         lexicon: known words for the partial-word trie (default: the union of the word LMs'
@@ -299,7 +304,7 @@ class CTCDecoder:
         self,
         labels: Sequence[str],
         lms: Sequence[LanguageModel] | Mapping[str, LanguageModel] | None = None,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | FusionProfile | None = None,
         *,
         blank: int = 0,
         options: CTCOptions | None = None,
@@ -331,8 +336,11 @@ class CTCDecoder:
                 "word-level LMs need word boundaries, but the vocabulary has no word delimiter "
                 "(' ' or '|'; pass word_delimiter=)"
             )
-        self.weights = validate_weights(weights or {}, self.lm_names)
+        self.profile = weights if isinstance(weights, FusionProfile) else None
+        base = weights.default.fusion if isinstance(weights, FusionProfile) else weights
+        self.weights = validate_weights(base or {}, self.lm_names)
         self.w_lm = np.array([self.weights[n] for n in self.lm_names], dtype=np.float64)
+        self._variants: dict[tuple[tuple[str, float], ...], CTCDecoder] = {}
         # lexicon / trie
         default_lexicon = lexicon is None
         if isinstance(lexicon, Lexicon):
@@ -422,11 +430,38 @@ class CTCDecoder:
         """The score components of every hypothesis: ``am``, the LM names, ``words``, ``oov``."""
         return ("am", *self.lm_names, "words", "oov")
 
+    def with_weights(self, weights: Mapping[str, float]) -> CTCDecoder:
+        """This decoder with other fusion weights; LMs, lexicon and raw LM-score caches are shared."""
+        new = copy.copy(self)
+        new.profile = None
+        new._variants = {}
+        new.weights = validate_weights(weights, self.lm_names)
+        new.w_lm = np.array([new.weights[n] for n in self.lm_names], dtype=np.float64)
+        new.look = new._lookahead_table()
+        any_neg = bool((new.w_lm < 0).any())
+        new._gain_bound = math.inf if any_neg else max(0.0, new.weights["words"]) + max(0.0, new.weights["oov"])
+        new._shared = None  # fused-score entries depend on the weights
+        return new
+
+    def for_utterance(self, tags: Mapping[str, Any] | None = None) -> CTCDecoder:
+        """The decoder for one utterance: itself, or (with a profile) the variant with its condition's weights."""
+        if self.profile is None:
+            return self
+        w = resolve_weights(self.profile, tags)
+        key = tuple(sorted(w.items()))
+        dec = self._variants.get(key)
+        if dec is None:
+            dec = self._variants[key] = self.with_weights(w)
+        return dec
+
     def decode(self, logprobs: Any, *, utt_id: str = "utt", ref: str | None = None,
                tags: Mapping[str, Any] | None = None) -> NBestList:
-        """Decode one utterance's log-probabilities ``[T, V]`` into an n-best list."""
+        """Decode one utterance's log-probabilities ``[T, V]`` into an n-best list.
+
+        ``tags`` are copied to the output; with a profile they also pick the weights.
+        """
         arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized)
-        s = self._search()
+        s = self.for_utterance(tags)._search()
         s.feed_array(arr)
         return s.finish(utt_id=utt_id, ref=ref, tags=tags)
 
@@ -435,9 +470,9 @@ class CTCDecoder:
         nb = self.decode(logprobs)
         return nb.hyps[0].text if nb.hyps else ""
 
-    def stream(self) -> CTCStream:
+    def stream(self, tags: Mapping[str, Any] | None = None) -> CTCStream:
         """A streaming search: feed frames chunk by chunk, read the current best any time."""
-        return CTCStream(self)
+        return CTCStream(self.for_utterance(tags))
 
     def decode_batch(
         self,
@@ -445,6 +480,7 @@ class CTCDecoder:
         *,
         utt_ids: Sequence[str] | None = None,
         refs: Sequence[str | None] | None = None,
+        tags: Sequence[Mapping[str, Any] | None] | None = None,
         processes: int = 1,
         mp_context: str | None = None,
         spec: CTCDecoderSpec | None = None,
@@ -461,8 +497,11 @@ class CTCDecoder:
         n = len(emissions)
         ids = list(utt_ids) if utt_ids is not None else [f"utt{i}" for i in range(n)]
         rs = list(refs) if refs is not None else [None] * n
-        if len(ids) != n or len(rs) != n:
-            raise LMFusionError(f"decode_batch: {n} emissions but {len(ids)} utt_ids and {len(rs)} refs")
+        tg = list(tags) if tags is not None else [None] * n
+        if len(ids) != n or len(rs) != n or len(tg) != n:
+            raise LMFusionError(
+                f"decode_batch: {n} emissions but {len(ids)} utt_ids, {len(rs)} refs and {len(tg)} tags"
+            )
         arrays = [
             as_logprobs(e, len(self.vocab), check_normalized=self.options.check_normalized, what=f"emissions[{i}]")
             for i, e in enumerate(emissions)
@@ -471,16 +510,17 @@ class CTCDecoder:
 
         if processes <= 1 or n <= 1:
             out = []
-            for a, u, r in tqdm(list(zip(arrays, ids, rs, strict=True)), desc="ctc decode", disable=not progress):
-                s = self._search()
+            for a, u, r, t in tqdm(list(zip(arrays, ids, rs, tg, strict=True)), desc="ctc decode",
+                                   disable=not progress):
+                s = self.for_utterance(t)._search()
                 s.feed_array(a)
-                out.append(s.finish(utt_id=u, ref=r))
+                out.append(s.finish(utt_id=u, ref=r, tags=t))
             return out
         spec = spec or self.spec()
         ctx = mp.get_context(mp_context)
         chunks = max(1, min(16, n // (processes * 4) or 1))
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(spec,)) as ex:
-            it = ex.map(_worker_decode, arrays, ids, rs, chunksize=chunks)
+            it = ex.map(_worker_decode, arrays, ids, rs, tg, chunksize=chunks)
             return list(tqdm(it, total=n, desc="ctc decode", disable=not progress))
 
     def spec(self) -> CTCDecoderSpec:
@@ -493,6 +533,7 @@ class CTCDecoder:
             weights=tuple(sorted(self.weights.items())),
             options=self.options,
             lexicon=None,
+            profile=None if self.profile is None else json.dumps(self.profile.to_json()),
         )
 
     # -- LM plumbing used by the search ---------------------------------------------------------
@@ -1436,12 +1477,17 @@ class CTCDecoderSpec:
     weights: tuple[tuple[str, float], ...] = ()
     options: CTCOptions = field(default_factory=CTCOptions)
     lexicon: tuple[str, ...] | None = None
+    profile: str | None = None
+    """A fusion profile as JSON text (it then supplies the weights per utterance)."""
 
     def build(self) -> CTCDecoder:
+        weights: Mapping[str, float] | FusionProfile = dict(self.weights)
+        if self.profile is not None:
+            weights = FusionProfile.from_json(json.loads(self.profile))
         return CTCDecoder(
             self.labels,
             {s.name: s.load() for s in self.lms},
-            dict(self.weights),
+            weights,
             blank=self.blank,
             options=self.options,
             lexicon=self.lexicon,
@@ -1457,11 +1503,11 @@ def _worker_init(spec: CTCDecoderSpec) -> None:
     _WORKER["decoder"] = spec.build()
 
 
-def _worker_decode(arr: np.ndarray, utt_id: str, ref: str | None) -> NBestList:
-    dec = _WORKER["decoder"]
+def _worker_decode(arr: np.ndarray, utt_id: str, ref: str | None, tags: Mapping[str, Any] | None) -> NBestList:
+    dec = _WORKER["decoder"].for_utterance(tags)
     s = dec._search()
     s.feed_array(arr)
-    return s.finish(utt_id=utt_id, ref=ref)
+    return s.finish(utt_id=utt_id, ref=ref, tags=tags)
 
 
 # ----------------------------------------------------------------------------------------------
