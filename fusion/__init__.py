@@ -34,7 +34,28 @@ _EXPORTS = {
     "InputError": "fusion.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "FusionProfile",
+    "InputError",
+    "KenLM",
+    "LMFusionError",
+    "LanguageModel",
+    "LinearInterpolation",
+    "LogLinearInterpolation",
+    "NeuralLM",
+    "SentencePieceTokenizer",
+    "SentenceScore",
+    "Units",
+    "WordLevelLM",
+    "WordTokenizer",
+    "build_ngram",
+    "em_mixture_weights",
+    "estimate_snr",
+    "estimate_weights",
+    "load_lm",
+    "perplexity",
+    "train_sentencepiece",
+]
 
 if TYPE_CHECKING:
     from fusion.em import em_mixture_weights, estimate_weights

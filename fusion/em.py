@@ -8,6 +8,7 @@ with real models and calls it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,20 @@ class EMTrace:
     converged: bool
 
 
-def _grad_loglik(w: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
-    """``(g, Σ_t ln Σ_k λ_k p_kt)`` with ``g_i = mean_t p_it / Σ_k λ_k p_kt``, the gradient of the mean
-    log-likelihood in λ: one pass over the data."""
-    mix = w @ p
-    return (p @ (1.0 / mix)) / p.shape[1], float(np.log(mix).sum())
+ZERO_BELOW = 1e-3
+"""A weight under this whose gradient says it wants to shrink (``g_i < 1 - ZERO_BELOW``) is set to 0."""
+
+
+class _Point:
+    """Weights with what one pass over the data says about them: the mixture, the gradient, the likelihood."""
+
+    __slots__ = ("g", "ll", "w")
+
+    def __init__(self, w: np.ndarray, p: np.ndarray, *, need_ll: bool = True) -> None:
+        mix = np.einsum("i,it->t", w, p)  # several times faster than w @ p for a few rows
+        self.w = w
+        self.g = (p @ (1.0 / mix)) / p.shape[1]
+        self.ll = float(np.log(mix).sum()) if need_ll else math.nan
 
 
 def em_mixture_weights(
@@ -61,7 +71,10 @@ def em_mixture_weights(
         max_iter: give up after this many iterations (``converged`` is then False).
         accelerate: SQUAREM extrapolation of the EM map (Varadhan & Roland, 2008), kept inside the simplex
             and falling back to two plain EM steps whenever it would not raise the likelihood more; the fixed
-            point (and so the answer) is EM's, reached in far fewer passes over the data.
+            point (and so the answer) is EM's, reached in far fewer passes over the data. With it, a weight
+            that is small and still shrinking is set to exactly 0 (EM only approaches a zero optimum
+            geometrically); the certificate covers zeroed weights too, and one whose gradient exceeds 1
+            is restored and never zeroed again.
 
     Probabilities are taken relative to each column's maximum once, so an iteration does no exponentials:
     it is a few ``[N] x [N, T]`` products. The log-likelihood never decreases from one iteration to the next.
@@ -88,39 +101,50 @@ def em_mixture_weights(
     def normalise(x: np.ndarray) -> np.ndarray:
         return x / x.sum()
 
-    g, ll = _grad_loglik(w, p)
-    history = [ll + offset]
+    cur = _Point(w, p)
+    history = [cur.ll + offset]
+    restored: set[int] = set()
     converged = False
     it = 0
     while True:
-        if float(g.max()) - 1.0 < tol:
+        if float(cur.g.max()) - 1.0 < tol:
             converged = True
             break
         if it == max_iter:
             break
         it += 1
-        w1 = normalise(w * g)  # the EM step
-        g1, ll1 = _grad_loglik(w1, p)
+        if accelerate:
+            zero = cur.w == 0
+            back = zero & (cur.g > 1.0 + tol)
+            if back.any():  # a zeroed weight is wanted after all: restore it, for good
+                restored.update(np.flatnonzero(back).tolist())
+                cur = _Point(normalise(np.where(back, ZERO_BELOW, cur.w)), p)
+            shrink = (cur.w > 0) & (cur.w < ZERO_BELOW) & (cur.g < 1.0 - ZERO_BELOW)
+            shrink[list(restored)] = False
+            if shrink.any() and shrink.sum() < (cur.w > 0).sum():
+                cur = _Point(normalise(np.where(shrink, 0.0, cur.w)), p)
+        p1 = _Point(normalise(cur.w * cur.g), p, need_ll=not accelerate)  # the EM step
         if not accelerate or n == 1:
-            w, g, ll = w1, g1, ll1
+            cur = p1
         else:
-            w2 = normalise(w1 * g1)
+            w, w1 = cur.w, p1.w
+            w2 = normalise(w1 * p1.g)
             r, v = w1 - w, w2 - 2 * w1 + w
             nv = float(np.linalg.norm(v))
             alpha = min(-1.0, -float(np.linalg.norm(r)) / nv) if nv > 0 else -1.0
             jump = w - 2 * alpha * r + alpha**2 * v
-            while alpha < -1.0 and np.any(jump <= 0):  # back off towards alpha = -1 (which gives w2)
+            while alpha < -1.0 and np.any(jump[w > 0] <= 0):  # back off towards alpha = -1 (which gives w2)
                 alpha = max(-1.0, (alpha - 1.0) / 2.0)
                 jump = w - 2 * alpha * r + alpha**2 * v
-            gj, _ = _grad_loglik(normalise(jump), p)
-            cand = normalise(normalise(jump) * gj)  # a stabilising EM step from the extrapolated point
-            gc, llc = _grad_loglik(cand, p)
-            if alpha < -1.0 and llc >= ll1:
-                w, g, ll = cand, gc, llc
-            else:  # two plain EM steps: never lowers the likelihood
-                g2, ll2 = _grad_loglik(w2, p)
-                w, g, ll = w2, g2, ll2
-        history.append(ll + offset)
+            nxt = _Point(w2, p)
+            if alpha < -1.0:
+                jp = normalise(np.clip(jump, 0.0, None))
+                cand = _Point(normalise(jp * _Point(jp, p, need_ll=False).g), p)  # a stabilising EM step
+                if cand.ll >= nxt.ll:
+                    nxt = cand
+            cur = nxt
+        history.append(cur.ll + offset)
+    w = cur.w
     return EMTrace(weights=w, loglik=history, iterations=it, converged=converged)
 
 

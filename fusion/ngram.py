@@ -178,10 +178,16 @@ class KenLM(LanguageModel):
         self.oov_seen += sum(oov)
         return SentenceScore(tuple(units), lps, oov)
 
-    def sentence_logprob(self, units: Sequence[str] | str, *, bos: bool = True, eos: bool = True) -> float:
-        """Total ``ln P`` of a sentence (units or a space-joined string): the fastest path."""
-        text = units if isinstance(units, str) else " ".join(units)
-        return float(self.model.score(text, bos=bos, eos=eos)) * LN10
+    def sentence_logprob(self, units: Sequence[str] | str, bos: bool = True, eos: bool = True) -> float:
+        """Total ``ln P`` of a sentence (units or a space-joined string): the fastest single-sentence path."""
+        if units.__class__ is not str:
+            units = " ".join(units)
+        return self.model.score(units, bos, eos) * LN10
+
+    def sentence_logprobs(self, texts: Sequence[str], bos: bool = True, eos: bool = True) -> np.ndarray:
+        """Total ``ln P`` of many space-joined sentences, in one loop over KenLM's C++ scorer."""
+        score = self.model.score
+        return np.fromiter((score(t, bos, eos) for t in texts), dtype=np.float64, count=len(texts)) * LN10
 
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -110,3 +110,25 @@ def test_bad_heldout_and_models(three_models: list[KenLM], tmp_path: Path, text_
         em_mixture_weights(np.array([[0.0, np.nan], [-1.0, -1.0]]))
     with pytest.raises(LMFusionError, match="probability 0"):
         em_mixture_weights(np.array([[-np.inf, -1.0], [-np.inf, -1.0]]))
+
+
+@pytest.mark.parametrize("helpful", [0, 1, 3, 8])
+def test_weights_at_or_near_zero_are_found_exactly(helpful: int) -> None:
+    """A model useful on only a few predictions has an optimal weight of 0 or just above it.
+
+    The accelerated EM zeroes weights that keep shrinking; the optimality certificate must bring back one
+    that is wanted after all, so both cases end at the direct optimum and at plain EM's likelihood.
+    """
+    rng = np.random.default_rng(helpful)
+    t = 4000
+    a = np.log(rng.uniform(0.05, 0.5, size=t))
+    b = a - 6.0
+    b[:helpful] = a[:helpful] + 12.0  # hugely better on `helpful` predictions
+    lp = np.stack([a, b])
+    fast = em_mixture_weights(lp, tol=1e-10)
+    plain = em_mixture_weights(lp, tol=1e-10, accelerate=False)
+    ref = direct_optimum(lp)
+    np.testing.assert_allclose(fast.weights, ref, atol=2e-4)
+    assert fast.converged and fast.loglik[-1] >= plain.loglik[-1] - 1e-6
+    assert np.all(np.diff(fast.loglik) >= -1e-6)
+    assert (fast.weights[1] == 0.0) == (helpful == 0)

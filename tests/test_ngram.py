@@ -161,3 +161,16 @@ def test_build_rejects_bad_text(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         build_ngram(tmp_path / "missing.txt", tmp_path / "w.arpa", progress=False)
     assert not (tmp_path / "x.arpa").exists() and not (tmp_path / "y.arpa").exists()
+
+
+def test_sentence_totals_fast_paths(bible_arpa: Path, text_dir: Path) -> None:
+    lm = KenLM(bible_arpa)
+    sents = (text_dir / "bible.dev.txt").read_text().splitlines()[:40]
+    totals = lm.sentence_logprobs(sents)
+    assert totals.shape == (40,)
+    for s, tot in zip(sents, totals, strict=True):
+        # kenlm's score() accumulates in float32: agree with the per-word sum to float32 precision
+        assert tot == pytest.approx(lm.score_sentence(s.split()).total, rel=1e-6)
+        assert lm.sentence_logprob(s.split()) == pytest.approx(tot, abs=1e-9)
+    no_eos = lm.sentence_logprobs(sents[:3], eos=False)
+    assert no_eos[0] == pytest.approx(lm.score_sentence(sents[0].split(), eos=False).total, rel=1e-6)

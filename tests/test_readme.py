@@ -24,3 +24,10 @@ def test_readme_python_example_runs(tmp_path: Path, capsys) -> None:  # type: ig
     out = capsys.readouterr().out
     assert "'tech'" in out and "mix" in out
     assert (tmp_path / "bible.bin").is_file() and (tmp_path / "tech.bin").is_file()
+
+
+def test_every_public_fusion_name_resolves() -> None:
+    import fusion
+
+    for name in fusion.__all__:
+        assert getattr(fusion, name) is not None, name
