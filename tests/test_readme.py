@@ -10,19 +10,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_readme_python_example_runs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_readme_python_examples_run(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README has no python example"
     shutil.copytree(REPO / "data", tmp_path / "data")
     old = os.getcwd()
     os.chdir(tmp_path)
+    namespace: dict[str, object] = {}
     try:
-        exec(compile(blocks[0], "README.md", "exec"), {})
+        for block in blocks:  # the examples continue one another
+            exec(compile(block, "README.md", "exec"), namespace)
     finally:
         os.chdir(old)
     out = capsys.readouterr().out
     assert "'tech'" in out and "mix" in out
+    best = namespace["best"]
+    assert best.error_rate <= best.start_error_rate  # type: ignore[attr-defined]
+    assert "ScoredHypothesis(text=" in out
     assert (tmp_path / "bible.bin").is_file() and (tmp_path / "tech.bin").is_file()
 
 
