@@ -11,7 +11,7 @@ The math lives in the pure functions :func:`linear_mix_logprobs` and :func:`logl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -82,23 +82,37 @@ def validate_simplex(
 
 
 class _Mixture(LanguageModel):
-    """Shared machinery: a state is the tuple of the component states."""
+    """Shared machinery: a state is the tuple of the component states.
 
+    Subclasses set ``_prefix`` (their default name), ``_check_weights`` and ``_mix`` (a pure function
+    of ``[N, ...]`` component log-probabilities and the weights).
+    """
+
+    _prefix: str
+    _check_weights: Callable[[Sequence[LanguageModel], Sequence[float] | Mapping[str, float]], np.ndarray]
+    _mix: Callable[[np.ndarray, np.ndarray], np.ndarray]
     weights: np.ndarray
 
-    def __init__(self, models: Sequence[LanguageModel], weights: np.ndarray, name: str) -> None:
+    def __init__(
+        self,
+        models: Sequence[LanguageModel],
+        weights: Sequence[float] | Mapping[str, float],
+        *,
+        name: str | None = None,
+    ) -> None:
+        arr = type(self)._check_weights(models, weights)
         if len(models) < 2:
             raise ValueError("a mixture needs at least two models")
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             raise ValueError(f"models in a mixture need distinct names, got {names}")
         units = check_same_units(models)
-        super().__init__(name, units)
+        super().__init__(name or f"{self._prefix}({','.join(names)})", units)
         self.models = list(models)
-        self.weights = weights
+        self.weights = arr
 
     def _combine(self, component_logprobs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        return type(self)._mix(component_logprobs, self.weights)
 
     @property
     def weight_map(self) -> dict[str, float]:
@@ -182,34 +196,20 @@ class LinearInterpolation(_Mixture):
         models: the component LMs (distinct names, same :class:`~fusion.lm.Units`).
         weights: λ, one per model (a sequence in model order or a ``name -> λ`` mapping),
             non-negative and summing to one; see :func:`fusion.em.estimate_weights`.
+        name: the mixture's name (default ``mix(a,b,...)``).
     """
 
-    def __init__(
-        self,
-        models: Sequence[LanguageModel],
-        weights: Sequence[float] | Mapping[str, float],
-        *,
-        name: str | None = None,
-    ) -> None:
-        arr = validate_simplex(models, weights)
-        super().__init__(models, arr, name or "mix(" + ",".join(m.name for m in models) + ")")
-
-    def _combine(self, component_logprobs: np.ndarray) -> np.ndarray:
-        return linear_mix_logprobs(component_logprobs, self.weights)
+    _prefix = "mix"
+    _check_weights = staticmethod(validate_simplex)
+    _mix = staticmethod(linear_mix_logprobs)
 
 
 class LogLinearInterpolation(_Mixture):
-    """``score(u|h) = Σ_i β_i ln P_i(u|h)``: unnormalised, β any finite reals (negative allowed)."""
+    """``score(u|h) = Σ_i β_i ln P_i(u|h)``: unnormalised, β any finite reals (negative allowed).
 
-    def __init__(
-        self,
-        models: Sequence[LanguageModel],
-        weights: Sequence[float] | Mapping[str, float],
-        *,
-        name: str | None = None,
-    ) -> None:
-        arr = _weights_array(models, weights)
-        super().__init__(models, arr, name or "loglinear(" + ",".join(m.name for m in models) + ")")
+    Args: as :class:`LinearInterpolation`, but the weights need not be on the simplex.
+    """
 
-    def _combine(self, component_logprobs: np.ndarray) -> np.ndarray:
-        return loglinear_mix_logprobs(component_logprobs, self.weights)
+    _prefix = "loglinear"
+    _check_weights = staticmethod(_weights_array)
+    _mix = staticmethod(loglinear_mix_logprobs)
