@@ -18,6 +18,7 @@ no fusion.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,9 @@ from fusion.io import atomic_write_json, atomic_write_text, read_sentences
 from fusion.scorers import Scorer, TokenLMScorer, WordBonus, WordLMScorer, units_from_pieces
 
 START = {"ngram": 0.3, "nnlm": 0.3, "source_lm": -0.1, "words": 0.5}
+GRID: dict[str, tuple[float, ...]] = {"ngram": (0.05, 0.1, 0.2, 0.3), "nnlm": (0.05, 0.1, 0.2, 0.3),
+                                     "source_lm": (-0.05, -0.1, -0.2), "words": (0.0, 1.0, 2.0)}
+"""Grid of the in-search sweep; combinations of two LMs use the first three values of each."""
 CONFIGS: dict[str, tuple[str, ...]] = {
     "no fusion": (),
     "n-gram": ("ngram", "words"),
@@ -144,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nnlm-steps", type=int, default=600)
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    ap.add_argument("--tuning", choices=("grid", "mert"), default="grid",
+                    help="grid: in-search sweep on dev by chrF; mert: one MERT round on dev n-best lists (WER)")
     args = ap.parse_args(argv)
 
     import torch
@@ -173,20 +179,37 @@ def main(argv: list[str] | None = None) -> int:
         weights: dict[str, float] = {"am": 1.0, **{n: START[n] for n in names}}
         tuned: dict[str, float] = dict(weights)
         dev_err = None
-        if names:
-            dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, weights, args.beam, args.batch, "dev", 0.0)
+        lp = 1.0
+        if names and args.tuning == "mert":
+            # one MERT round on the n-best lists of a dev search at the starting weights (linear model:
+            # no length normalisation, the word bonus is tuned instead)
+            lp = 0.0
+            dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, weights, args.beam, args.batch, "dev", lp)
             write_nbest_jsonl(out / f"dev.{'_'.join(names)}.jsonl", dev_nb)
             problem = to_tuning_problem(dev_nb, ["am", *names], unit="word")
             res = tune(problem, "mert", fixed={"am": 1.0}, init={n: START[n] for n in names}, seed=0)
             tuned = {k: float(v) for k, v in res.weights.items()}
             dev_err = float(res.error_rate)
-        # fused runs: no length normalisation (the word bonus is tuned instead, as MERT's linear model
-        # assumes); the baseline uses HF's default length_penalty=1.0
-        test_nb = decode(model, vocabs, test_src, test_ref, scorers, tuned, args.beam, args.batch, "test",
-                         0.0 if names else 1.0)
+        elif names:
+            # in-search grid sweep on dev, selected by dev chrF (HF's length_penalty=1.0 kept throughout)
+            free = [n for n in names if n != "words"]
+            values = [GRID[n] if len(free) == 1 else GRID[n][:3] for n in free]
+            best_score = -1.0
+            for combo in itertools.product(*values, GRID["words"] if "words" in names else (0.0,)):
+                w = {"am": 1.0, **dict(zip([*free, "words"], combo, strict=True))}
+                if "words" not in names:
+                    w.pop("words")
+                dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, w, args.beam, args.batch, "dev", lp)
+                sc = corpus_scores(dev_ref, best_texts(dev_nb))
+                print(f"  {cname} dev {w}: chrF {sc['chrf']:.2f} BLEU {sc['bleu']:.2f}", flush=True)
+                if sc["chrf"] > best_score:
+                    best_score, tuned = sc["chrf"], w
+            dev_err = best_score
+        test_nb = decode(model, vocabs, test_src, test_ref, scorers, tuned, args.beam, args.batch, "test", lp)
         write_nbest_jsonl(out / f"test.{'_'.join(names) or 'none'}.jsonl", test_nb)
         hyps[cname] = best_texts(test_nb)
-        results[cname] = {"weights": tuned, "dev_wer_after_tuning": dev_err, **corpus_scores(test_ref, hyps[cname])}
+        results[cname] = {"weights": tuned, "dev_selection_score": dev_err, "tuning": args.tuning,
+                          **corpus_scores(test_ref, hyps[cname])}
         print(cname, json.dumps(results[cname]), f"{time.time() - t0:.0f}s", flush=True)
         atomic_write_json(out / "results.json", results)
     base = hyps.get("no fusion")
@@ -205,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float) -> str:
     lines = [
-        f"Phoneme-to-text, trained on tech (Python docs), tested on bible: {args.test_n} test sentences, "
-        f"weights tuned on {args.dev_n} dev sentences (one MERT round on beam-{args.beam} n-best lists, dev WER).",
+        f"Phoneme-to-text, trained on tech (Python docs), tested on bible: {args.test_n} test sentences, beam "
+        f"{args.beam}; weights tuned on {args.dev_n} bible dev sentences ("
+        + ("in-search grid sweep, best dev chrF" if args.tuning == "grid"
+           else "one MERT round on n-best lists, dev WER")
+        + ").",
         "",
         "| system | BLEU | chrF | WER % | BLEU gain [95% CI] | chrF gain [95% CI] | weights |",
         "|---|---|---|---|---|---|---|",
