@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from fusion.errors import LMFusionError
-from fusion.scorers import Scorer, check_finite_scores, check_weights
+from fusion.profile import FusionProfile
+from fusion.scorers import Scorer, check_finite_scores, per_utterance_weights, weighted
 
 
 class FusionLogitsProcessor:
@@ -32,7 +33,10 @@ class FusionLogitsProcessor:
 
     Args:
         scorers: lmfusion scorers over the model's vocabulary (``vocab_size`` = logits width).
-        weights: ``{"am": 1.0, name: weight}``; the model's log-probs are scaled by ``weights["am"]``.
+        weights: ``{"am": 1.0, name: weight}``; the model's log-probs are scaled by ``weights["am"]``. Or a
+            :class:`~fusion.profile.FusionProfile` with ``tags``: each utterance of the batch gets the weights
+            its tags select (rows ``u * num_beams ... (u + 1) * num_beams - 1`` are utterance ``u``).
+        tags: one tag mapping per utterance of the ``generate()`` batch (for a profile).
         pre_beam: candidates per row for partial scorers (top-k of the model + full scorers);
             other tokens get ``-inf`` (use at least ``2 * num_beams``, what generate() looks at).
         prompt_len: number of leading ``input_ids`` that are the prompt; ``None``: the length at
@@ -47,8 +51,9 @@ class FusionLogitsProcessor:
     def __init__(
         self,
         scorers: Sequence[Scorer],
-        weights: Mapping[str, float],
+        weights: Mapping[str, float] | FusionProfile,
         *,
+        tags: Sequence[Mapping[str, Any] | None] | None = None,
         pre_beam: int = 16,
         prompt_len: int | None = None,
         record: bool = False,
@@ -56,10 +61,11 @@ class FusionLogitsProcessor:
         names = ["am", *[s.name for s in scorers]]
         if len(set(names)) != len(names):
             raise LMFusionError(f"score component names must be unique, got {names}")
-        self.weights = check_weights(weights, names)
-        if "am" not in weights:
-            self.weights["am"] = 1.0
-        self.scorers = [s for s in scorers if self.weights[s.name] != 0.0]
+        self.n_utts = 1 if tags is None else len(tags)
+        self.utt_weights = per_utterance_weights(weights, names, self.n_utts, tags)
+        """``{component: [n_utts]}``: the weights of each utterance of the batch."""
+        self.weights = {n: float(v[0]) for n, v in self.utt_weights.items()}
+        self.scorers = [s for s in scorers if np.any(self.utt_weights[s.name] != 0.0)]
         self.pre_beam = int(pre_beam)
         self.fixed_prompt_len = prompt_len
         self.record = record
@@ -117,6 +123,9 @@ class FusionLogitsProcessor:
             self.prompt_len = length
         if torch.isnan(scores).any():
             raise LMFusionError("the model's scores contain NaN")
+        if n % self.n_utts:
+            raise LMFusionError(f"{n} rows is not a whole number of beams for {self.n_utts} utterances (tags)")
+        w = {k: np.repeat(v, n // self.n_utts)[:, None] for k, v in self.utt_weights.items()}  # [n, 1]
         ids = input_ids.detach().cpu().numpy()
         prefixes = [tuple(row) for row in ids[:, self.prompt_len :].tolist()]
         hyps = prefixes
@@ -130,17 +139,17 @@ class FusionLogitsProcessor:
         for s in (x for x in self.scorers if not x.is_partial):
             sc, ctxs[s.name] = s.score(hyps, self._states_for(s, prefixes), None)
             check_finite_scores(s.name, sc)
-            added += self.weights[s.name] * sc
+            added += weighted(w[s.name], sc)
         partial = [x for x in self.scorers if x.is_partial]
         if partial:
-            fused = self.weights["am"] * base + added
+            fused = weighted(w["am"], base) + added
             m = min(self.pre_beam, V)
             cand = np.argpartition(-fused, m - 1, axis=1)[:, :m]
             extra = np.zeros(cand.shape, dtype=np.float64)
             for s in partial:
                 sc, ctxs[s.name] = s.score(hyps, self._states_for(s, prefixes), cand)
                 check_finite_scores(s.name, sc)
-                extra += self.weights[s.name] * sc
+                extra += weighted(w[s.name], sc)
             mask = np.full((n, V), -np.inf)
             np.put_along_axis(mask, cand, 0.0, axis=1)
             np.put_along_axis(added, cand, np.take_along_axis(added, cand, axis=1) + extra, axis=1)
@@ -153,7 +162,8 @@ class FusionLogitsProcessor:
             self._states[s.name] = {p: st for p, st in self._states[s.name].items() if p in keep}
         if self.record:
             self.history.append((prefixes, added.copy()))
-        out = self.weights["am"] * scores + torch.as_tensor(added, dtype=scores.dtype, device=scores.device)
+        am_w = torch.as_tensor(w["am"], dtype=scores.dtype, device=scores.device)
+        out = am_w * scores + torch.as_tensor(added, dtype=scores.dtype, device=scores.device)
         return out
 
 
@@ -235,7 +245,7 @@ def hf_beam_search(
     *,
     token_units: Sequence[str | None] | None = None,
     scorers: Sequence[Scorer] = (),
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | FusionProfile | None = None,
     config: Any = None,
     start_ids: Sequence[int] | None = None,
     eos_id: int | None = None,

@@ -34,7 +34,8 @@ import numpy as np
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from fusion.errors import LMFusionError
-from fusion.scorers import WORD_START, Scorer, check_finite_scores, check_weights
+from fusion.profile import FusionProfile
+from fusion.scorers import WORD_START, Scorer, check_finite_scores, per_utterance_weights, weighted
 
 StepFn = Callable[[Any, Any], tuple[Any, Any]]
 ReorderFn = Callable[[Any, Any], Any]
@@ -100,7 +101,7 @@ def beam_search(
     eos_id: int,
     start_ids: Sequence[int],
     scorers: Sequence[Scorer] = (),
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | FusionProfile | None = None,
     config: BeamConfig = BeamConfig(),
     reorder: ReorderFn | None = None,
     token_units: Sequence[str | None] | None = None,
@@ -118,7 +119,8 @@ def beam_search(
         eos_id: end-of-sentence id.
         start_ids: the prompt every hypothesis starts from (e.g. ``[decoder_start_token_id]``).
         scorers: fusion scorers (their names are the weights' keys).
-        weights: ``{"am": 1.0, name: weight, ...}``; a missing scorer weight is 0 (not run).
+        weights: ``{"am": 1.0, name: weight, ...}``; a missing scorer weight is 0 (not run). Or a
+            :class:`~fusion.profile.FusionProfile`: each utterance gets the weights its ``tags`` select.
         config: beam settings.
         reorder: ``reorder(model_state, index LongTensor[N]) -> model_state`` after beam selection.
         token_units: decoder id -> unit string, for ``tokens`` output and the ``"words"`` count.
@@ -134,13 +136,12 @@ def beam_search(
     names = ["am", *[s.name for s in scorers]]
     if len(set(names)) != len(names):
         raise LMFusionError(f"score component names must be unique, got {names}")
-    w = check_weights(weights if weights is not None else {"am": 1.0}, names)
-    if "am" not in (weights or {"am": 1.0}):
-        w["am"] = 1.0
-    active = [s for s in scorers if w[s.name] != 0.0]
+    w = per_utterance_weights(weights, names, n_utts, tags)  # [n_utts] per component
+    active = [s for s in scorers if np.any(w[s.name] != 0.0)]
     full = [s for s in active if not s.is_partial]
     partial = [s for s in active if s.is_partial]
     K = config.beam
+    w_row = {n: np.repeat(v, K)[:, None] for n, v in w.items()}  # [n_utts * beam, 1]
     N = n_utts * K
     C = len(names)
     col = {n: i for i, n in enumerate(names)}
@@ -175,14 +176,14 @@ def beam_search(
                     )
             if not 0 <= eos_id < V:
                 raise LMFusionError(f"eos_id {eos_id} outside the decoder vocabulary of size {V}")
-        total = w["am"] * am
+        total = weighted(w_row["am"], am)
         full_scores: dict[str, np.ndarray] = {}
         ctxs: dict[str, Any] = {}
         for s in full:
             sc, ctxs[s.name] = s.score(hyps, states[s.name], None)
             check_finite_scores(s.name, sc)
             full_scores[s.name] = sc
-            total = total + w[s.name] * sc
+            total = total + weighted(w_row[s.name], sc)
         M = min(V, config.n_pre_beam if partial else 2 * K)
         cand = np.argpartition(-total, M - 1, axis=1)[:, :M] if M < V else np.tile(np.arange(V), (N, 1))
         cand_total = np.take_along_axis(total, cand, axis=1)
@@ -191,7 +192,7 @@ def beam_search(
             sc, ctxs[s.name] = s.score(hyps, states[s.name], cand)
             check_finite_scores(s.name, sc)
             part_scores[s.name] = sc
-            cand_total = cand_total + w[s.name] * sc
+            cand_total = cand_total + weighted(w_row[s.name], sc)
         gen_len = t + 1
         last = gen_len == config.max_len
 
@@ -233,7 +234,7 @@ def beam_search(
                                 after = s.select_state(ctxs[s.name], [row], [tok])[0]
                                 f = s.final_score(after)
                                 c[col[s.name]] += f
-                                fin += w[s.name] * f
+                                fin += w[s.name][u] * f
                         toks = [*hyps[row], tok]
                         finished[u].append(_Finished(fin / (gen_len**lp_pow), toks, c))
                         finished[u].sort(key=lambda f: -f.score)

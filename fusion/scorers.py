@@ -44,6 +44,7 @@ import numpy as np
 
 from fusion.errors import LMFusionError, UnitMismatchError, WeightsError
 from fusion.lm import LanguageModel, State
+from fusion.profile import FusionProfile, resolve_weights
 
 WORD_START = "▁"
 
@@ -125,6 +126,45 @@ def check_weights(weights: Mapping[str, float], names: Sequence[str]) -> dict[st
     for n in names:
         out.setdefault(n, 0.0)
     return out
+
+
+def per_utterance_weights(
+    weights: Mapping[str, float] | FusionProfile | None,
+    names: Sequence[str],
+    n_utts: int,
+    tags: Sequence[Mapping[str, Any] | None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Validated weights of every utterance: ``{component: array [n_utts]}``.
+
+    ``weights`` is one mapping for all utterances, or a :class:`~fusion.profile.FusionProfile` that picks
+    each utterance's weights from its ``tags``. As in :func:`check_weights`, a missing scorer weight is 0;
+    a missing ``"am"`` weight is 1.
+    """
+    if tags is not None and len(tags) != n_utts:
+        raise LMFusionError(f"{len(tags)} tag sets for {n_utts} utterances")
+    maps: list[Mapping[str, float]]
+    if isinstance(weights, FusionProfile):
+        maps = [resolve_weights(weights, None if tags is None else tags[u]) for u in range(n_utts)]
+    else:
+        maps = [weights if weights is not None else {"am": 1.0}] * n_utts
+    out = {n: np.empty(n_utts, dtype=np.float64) for n in names}
+    checked: dict[int, dict[str, float]] = {}
+    for u, m in enumerate(maps):
+        w = checked.get(id(m))
+        if w is None:
+            w = check_weights(m, names)
+            if "am" not in m:
+                w["am"] = 1.0
+            checked[id(m)] = w
+        for n in names:
+            out[n][u] = w[n]
+    return out
+
+
+def weighted(w: np.ndarray | float, scores: np.ndarray) -> np.ndarray:
+    """``w * scores`` where a zero weight contributes exactly 0 (even against ``-inf``)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.asarray(w) == 0.0, 0.0, np.asarray(w) * scores)
 
 
 def combine_scores(scores: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:

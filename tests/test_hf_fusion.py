@@ -233,3 +233,31 @@ def test_t5_style_model_zero_weight_equals_generate() -> None:
     nb = hf_beam_search(m, inputs, config=BeamConfig(beam=3, max_len=8))
     theirs = [tuple(int(t) for t in r[1:].tolist() if t not in (0, 1)) for r in g]
     assert [tuple(int(t) for t in h.tokens) for n in nb for h in n.hyps] == theirs
+
+
+def test_processor_takes_a_profile_per_utterance(units, nnlm) -> None:
+    """Inside generate(), rows of utterance u get the weights the profile selects for tags[u]."""
+    from transformers import LogitsProcessorList
+
+    from fusion.profile import ConditionWeights, FusionProfile
+
+    V = len(units)
+    eos = V - 2
+    m = tiny_marian(V, 5, 0.0)
+    x = torch.randint(0, V - 2, (3, 6), generator=torch.Generator().manual_seed(5))
+    inputs = {"input_ids": x, "attention_mask": torch.ones_like(x)}
+    light, heavy = {"am": 1.0, "nnlm": 0.05}, {"am": 1.0, "nnlm": 2.0}
+    prof = FusionProfile(default=ConditionWeights(light), conditions=(ConditionWeights(heavy, domain="med"),))
+    tags = [{"domain": "med"}, {"domain": "news"}, {"domain": "med"}]
+
+    def gen(weights, **kw):  # type: ignore[no-untyped-def]
+        proc = FusionLogitsProcessor([TokenLMScorer(nnlm, units, eos, name="nnlm")], weights, **kw)
+        out = m.generate(**inputs, num_beams=3, max_new_tokens=20, do_sample=False,
+                         logits_processor=LogitsProcessorList([proc]))
+        return [hf_tokens(r, V) for r in out]
+
+    by_profile, all_light, all_heavy = gen(prof, tags=tags), gen(light), gen(heavy)
+    assert by_profile == [all_heavy[0], all_light[1], all_heavy[2]]
+    assert all_light != all_heavy
+    with pytest.raises(LMFusionError, match="whole number of beams"):
+        gen(prof, tags=tags[:2])

@@ -196,3 +196,31 @@ def test_bad_inputs(units, nnlm) -> None:
         run(am, 1, eos, config=BeamConfig(beam=2, max_len=5), scorers=[lm, lm], weights={"x": 0.5})
     with pytest.raises(ValueError, match="beam"):
         BeamConfig(beam=0)
+
+
+def test_profile_gives_each_utterance_its_conditions_weights(units, nnlm) -> None:
+    """A FusionProfile in place of weights: utterance u is searched with the weights its tags select."""
+    from fusion.profile import ConditionWeights, FusionProfile
+
+    V = len(units)
+    eos = V - 1
+    light, heavy = {"am": 1.0, "nnlm": 0.1}, {"am": 1.0, "nnlm": 3.0}
+    prof = FusionProfile(
+        default=ConditionWeights(light),
+        conditions=(ConditionWeights(heavy, domain="noisy"), ConditionWeights(light, domain="clean")),
+    )
+    tags = [{"domain": "noisy"}, {"domain": "clean"}, {"domain": "noisy"}, {}]
+    cfg = BeamConfig(beam=3, max_len=12, length_penalty=1.0)
+
+    def search(weights):  # type: ignore[no-untyped-def]
+        am = ToyAM(V, 4, 3, eos, seed=5, eos_bias=-1.0)
+        return run(am, 4, eos, config=cfg, scorers=[TokenLMScorer(nnlm, units, eos, name="nnlm")],
+                   weights=weights, tags=tags, token_units=units)
+
+    by_profile, all_light, all_heavy = search(prof), search(light), search(heavy)
+    want = [all_heavy[0], all_light[1], all_heavy[2], all_light[3]]
+    assert [[h.tokens for h in nb.hyps] for nb in by_profile] == [[h.tokens for h in nb.hyps] for nb in want]
+    for got, exp in zip(by_profile, want, strict=True):
+        assert got.hyps[0].scores == pytest.approx(exp.hyps[0].scores)
+    # the weights matter on these utterances, so the comparison above could fail
+    assert [nb.hyps[0].tokens for nb in all_light] != [nb.hyps[0].tokens for nb in all_heavy]
