@@ -914,13 +914,16 @@ class _Search:
         best = float(s.max())
         if not math.isfinite(best):
             raise LMFusionError(f"CTC search: every hypothesis has zero probability at frame {self.t}")
-        keep = s >= best + self.d.options.beam_prune_logp
+        self._keep(s >= best + self.d.options.beam_prune_logp, pb2, pnb2)
+
+    def _keep(self, keep: np.ndarray, pb: np.ndarray, pnb: np.ndarray) -> None:
+        """Adopt the beams' new blank / non-blank scores, dropping the beams where ``keep`` is False."""
         if keep.all():
-            self.pb, self.pnb = pb2, pnb2
+            self.pb, self.pnb = pb, pnb
             return
         self.pos[self.ids[~keep]] = -1
         self.ids = self.ids[keep]
-        self.pb, self.pnb = pb2[keep], pnb2[keep]
+        self.pb, self.pnb = pb[keep], pnb[keep]
         self.brank = self.brank[keep]
         self.last = self.last[keep]
         self.pos[self.ids] = self.arange[: len(self.ids)]
@@ -960,15 +963,7 @@ class _Search:
         prev_tot = tot[-2]
         pb = prev_tot + b[-1]
         self.t += L
-        if alive.all():
-            self.pb, self.pnb = pb, pnb
-            return
-        self.pos[self.ids[~alive]] = -1
-        self.ids = self.ids[alive]
-        self.pb, self.pnb = pb[alive], pnb[alive]
-        self.brank = self.brank[alive]
-        self.last = self.last[alive]
-        self.pos[self.ids] = self.arange[: len(self.ids)]
+        self._keep(alive, pb, pnb)
 
     def _stay_frame(self, lp: np.ndarray) -> None:
         self.lp_ext[: self.V] = lp
