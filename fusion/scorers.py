@@ -196,7 +196,29 @@ def _check_token_units(token_units: Sequence[str | None], eos_id: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # Token-level LM scorer
 # ----------------------------------------------------------------------------------------------
-class TokenLMScorer(Scorer):
+class _LMScorer(Scorer):
+    """What the scorers wrapping a LanguageModel over decoder ids share: checking and binding the LM."""
+
+    lm: LanguageModel
+    token_units: list[str | None]
+    eos_id: int
+
+    def _bind(
+        self, lm: LanguageModel, token_units: Sequence[str | None], eos_id: int, name: str | None,
+        kind: str, mismatch: str,
+    ) -> None:
+        """Check the decoder units and the LM's unit kind (``mismatch`` is the error), then bind them."""
+        _check_token_units(token_units, eos_id)
+        if lm.units.kind != kind:
+            raise UnitMismatchError(mismatch)
+        self.lm = lm
+        self.name = name or lm.name
+        self.token_units = list(token_units)
+        self.vocab_size = len(self.token_units)
+        self.eos_id = eos_id
+
+
+class TokenLMScorer(_LMScorer):
     """An LM over the decoder's own tokens as a scorer (shallow fusion, density ratio, ILM subtraction).
 
     Args:
@@ -224,21 +246,15 @@ class TokenLMScorer(Scorer):
         tokenizer_identity: str | None = None,
         allow_oov: bool = False,
     ) -> None:
-        _check_token_units(token_units, eos_id)
-        if lm.units.kind != "token":
-            raise UnitMismatchError(
-                f"LM {lm.name!r} predicts {lm.units}; the decoder predicts tokens: use WordLMScorer (word boundaries)"
-            )
+        self._bind(
+            lm, token_units, eos_id, name, "token",
+            f"LM {lm.name!r} predicts {lm.units}; the decoder predicts tokens: use WordLMScorer (word boundaries)",
+        )
         if tokenizer_identity is not None and lm.units.tokenizer != tokenizer_identity:
             raise UnitMismatchError(
                 f"LM {lm.name!r} uses tokenizer {lm.units.tokenizer}, the decoder {tokenizer_identity}: "
                 "score at word boundaries (WordLMScorer over fusion.units.WordLevelLM) instead"
             )
-        self.lm = lm
-        self.name = name or lm.name
-        self.token_units = list(token_units)
-        self.vocab_size = len(self.token_units)
-        self.eos_id = eos_id
         self.mapped = np.array([u is not None and i != eos_id for i, u in enumerate(self.token_units)])
         vocab = lm.vocab
         if vocab is not None and not allow_oov:
@@ -342,7 +358,7 @@ def split_unit(unit: str) -> tuple[bool, str]:
     return False, unit
 
 
-class WordLMScorer(Scorer):
+class WordLMScorer(_LMScorer):
     """A word-unit LM fused into a subword/character decoder, scored when a word closes.
 
     The state is ``(lm_state, word_in_progress)``. A candidate that starts a new word (its unit begins
@@ -368,17 +384,11 @@ class WordLMScorer(Scorer):
         name: str | None = None,
         partial: bool = False,
     ) -> None:
-        _check_token_units(token_units, eos_id)
-        if lm.units.kind != "word":
-            raise UnitMismatchError(
-                f"WordLMScorer needs a word-unit LM; {lm.name!r} predicts {lm.units} "
-                "(wrap a subword LM in fusion.units.WordLevelLM, or use TokenLMScorer with the same tokenizer)"
-            )
-        self.lm = lm
-        self.name = name or lm.name
-        self.token_units = list(token_units)
-        self.vocab_size = len(self.token_units)
-        self.eos_id = eos_id
+        self._bind(
+            lm, token_units, eos_id, name, "word",
+            f"WordLMScorer needs a word-unit LM; {lm.name!r} predicts {lm.units} "
+            "(wrap a subword LM in fusion.units.WordLevelLM, or use TokenLMScorer with the same tokenizer)",
+        )
         self.is_partial = bool(partial)
         starts: list[bool] = []
         texts: list[str | None] = []
