@@ -654,6 +654,24 @@ class _FusionCache:
         self.e_delta, self.e_ctx, self.e_oov, self.e_comp = e_delta, e_ctx, e_oov, e_comp
 
 
+def token_candidates(arr: np.ndarray, blank: int, min_logp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame token pruning: ``(mask [T, V], has [T])``.
+
+    A non-blank token is a candidate where its log-probability is at least ``min_logp``; a frame with
+    none keeps its best token when that is not the blank. ``has`` marks frames with any candidate.
+    """
+    mask = np.asarray(arr >= min_logp)
+    mask[:, blank] = False
+    has: np.ndarray = np.asarray(mask.any(axis=1))
+    if not has.all():
+        am = arr.argmax(axis=1)
+        fix = ~has & (am != blank)
+        if fix.any():
+            mask[np.flatnonzero(fix), am[fix]] = True
+            has |= fix
+    return mask, has
+
+
 class _Search:
     """The state of one utterance's search: a tree of prefix nodes plus the current beam."""
 
@@ -1082,18 +1100,10 @@ class _Search:
         d = self.d
         blank = d.vocab.blank
         T = len(arr)
-        mask = arr >= d.options.token_min_logp
-        mask[:, blank] = False
-        has = mask.any(axis=1)
-        if not has.all():
-            am = arr.argmax(axis=1)
-            fix = ~has & (am != blank)
-            if fix.any():
-                mask[np.flatnonzero(fix), am[fix]] = True
-                has |= fix
+        mask, has = token_candidates(arr, blank, d.options.token_min_logp)
         tt, vv = np.nonzero(mask)
         bounds: list[int] = np.searchsorted(tt, np.arange(T + 1)).tolist()
-        has_l: list[bool] = list(has.tolist())  # type: ignore[arg-type]
+        has_l: list[bool] = list(has.tolist())
         t = 0
         while t < T:
             if has_l[t]:
@@ -1299,14 +1309,7 @@ class _NumbaSearch(_Search):
         o = d.options
         blank = d.vocab.blank
         T = len(arr)
-        mask = arr >= o.token_min_logp
-        mask[:, blank] = False
-        has = mask.any(axis=1)
-        if not has.all():
-            am = arr.argmax(axis=1)
-            fix = ~has & (am != blank)
-            if fix.any():
-                mask[np.flatnonzero(fix), am[fix]] = True
+        mask, _ = token_candidates(arr, blank, o.token_min_logp)
         tt, vv = np.nonzero(mask)
         cand_ptr = np.searchsorted(tt, np.arange(T + 1)).astype(np.int64)
         cand_tok = vv.astype(np.int64)
