@@ -30,6 +30,18 @@ def table(rows: list[list[object]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def bench_spm(vocab: int = 1000):  # type: ignore[no-untyped-def]
+    """A sentencepiece model on both domains' training text (trained once, cached)."""
+    from fusion.tokenizers import SentencePieceTokenizer, train_sentencepiece
+
+    p = WORK / f"bench_spm{vocab}.model"
+    if p.is_file():
+        return SentencePieceTokenizer(p)
+    WORK.mkdir(parents=True, exist_ok=True)
+    return train_sentencepiece([TEXT / "bible.train.txt", TEXT / "tech.train.txt"], WORK / f"bench_spm{vocab}",
+                               vocab_size=vocab)
+
+
 def kenlm_models(order: int = 3) -> dict[str, Path]:
     """Word 3-grams on the bundled bible / tech / both-domain training text (built once, cached)."""
     from fusion.ngram import build_ngram

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import TEXT, WORK, best_of, table
+from benchmarks._common import TEXT, WORK, bench_spm, best_of, table
 from fusion.neural import NeuralLM, NeuralState, sequence_logprobs
 from fusion.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
@@ -32,14 +32,6 @@ SPEED_MODELS = {
     "lstm": {"arch": "lstm", "emb": 128, "hidden": 256, "layers": 2, "dropout": 0.0},
 }
 
-
-def bench_spm(vocab: int = 1000) -> SentencePieceTokenizer:
-    p = WORK / f"bench_spm{vocab}.model"
-    if p.is_file():
-        return SentencePieceTokenizer(p)
-    WORK.mkdir(parents=True, exist_ok=True)
-    return train_sentencepiece([TEXT / "bible.train.txt", TEXT / "tech.train.txt"], WORK / f"bench_spm{vocab}",
-                               vocab_size=vocab)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,20 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import TEXT, WORK, best_of, kenlm_models, table
+from benchmarks._common import bench_spm, best_of, kenlm_models, table
 from decoders.hf import FusionLogitsProcessor
 from fusion.ngram import KenLM
 from fusion.scorers import FullPrefixLMScorer, TokenLMScorer, WordLMScorer, units_from_pieces
-from fusion.tokenizers import SentencePieceTokenizer, train_sentencepiece
-
-
-def spm(vocab: int = 1000) -> SentencePieceTokenizer:
-    p = WORK / f"bench_spm{vocab}.model"
-    if p.is_file():
-        return SentencePieceTokenizer(p)
-    WORK.mkdir(parents=True, exist_ok=True)
-    return train_sentencepiece([TEXT / "bible.train.txt", TEXT / "tech.train.txt"], WORK / f"bench_spm{vocab}",
-                               vocab_size=vocab)
 
 
 def marian(n_pieces: int, d_model: int, layers: int):  # type: ignore[no-untyped-def]
@@ -89,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from transformers import LogitsProcessorList
 
-    tok = spm()
+    tok = bench_spm()
     n = len(tok)
     units = [*units_from_pieces(tok.pieces, specials=[tok.sp.unk_id()]), None, None]
     eos = n
