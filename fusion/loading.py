@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fusion.errors import InputError
+from fusion.abilities import LMSpec
+from fusion.errors import InputError, LMFusionError
 from fusion.lm import LanguageModel
 from fusion.tokenizers import SentencePieceTokenizer, Tokenizer
 
@@ -69,3 +70,17 @@ def load_lm(
             return _load_neural(path, name, tok)
         raise InputError(f"a directory, but no {NEURAL_CONFIG} in it: not an lmfusion neural LM", path=path)
     return _load_kenlm(path, name, tok)
+
+
+def open_spec(spec: LMSpec) -> LanguageModel:
+    """Open the LM an :class:`~fusion.abilities.LMSpec` describes (in this process)."""
+    from fusion.interpolate import LinearInterpolation, LogLinearInterpolation
+
+    if spec.mix:
+        models = [open_spec(s) for s, _ in spec.mix]
+        ws = [w for _, w in spec.mix]
+        cls = LinearInterpolation if spec.mix_kind == "linear" else LogLinearInterpolation
+        return cls(models, ws, name=spec.name)
+    if spec.path is None:
+        raise LMFusionError(f"LMSpec {spec.name!r} has neither a path nor components")
+    return load_lm(spec.path, name=spec.name, tokenizer=spec.tokenizer)

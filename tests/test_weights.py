@@ -69,3 +69,29 @@ def test_policy_errors_name_the_utterance() -> None:
         resolve_per_utterance({"xx": 1.0}, ["lm"], [UtteranceContext("u7")])
     with pytest.raises(WeightsError, match="mapping"):
         as_policy(3.0)  # type: ignore[arg-type]
+
+
+def test_abilities_are_protocols_checked_with_isinstance() -> None:
+    from fusion.abilities import FullDistribution, LMSpec, Reloadable, SentenceBatchScorer, spec_of
+    from fusion.errors import LMFusionError
+    from fusion.lm import LanguageModel, Units
+
+    class Plain(LanguageModel):
+        def begin(self):  # type: ignore[no-untyped-def]
+            return ()
+
+        def score(self, state, unit):  # type: ignore[no-untyped-def]
+            return -1.0, state
+
+        def end(self, state):  # type: ignore[no-untyped-def]
+            return -1.0
+
+    class Described(Plain):
+        def spec(self) -> LMSpec:
+            return LMSpec(self.name, path="x.arpa")
+
+    p, d = Plain("p", Units.word()), Described("d", Units.word())
+    assert not isinstance(p, (SentenceBatchScorer, FullDistribution, Reloadable))
+    assert isinstance(d, Reloadable) and spec_of(d) == LMSpec("d", path="x.arpa")
+    with pytest.raises(LMFusionError, match=r"'p'.*cannot be reopened"):
+        spec_of(p)
