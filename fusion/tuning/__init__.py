@@ -19,17 +19,7 @@ One job per module:
 from __future__ import annotations
 
 from fusion.tuning.linesearch import LineSearchResult, line_search, line_search_reference
-from fusion.tuning.optimisers import (
-    DEFAULT_FIXED,
-    LENGTH_COMPONENTS,
-    METHODS,
-    PRUNE_AFTER,
-    SUBTRACTED_COMPONENTS,
-    Method,
-    TuningResult,
-    default_bounds,
-    tune,
-)
+from fusion.tuning.optimisers import tune
 from fusion.tuning.problem import (
     TuningProblem,
     best_indices,
@@ -42,6 +32,16 @@ from fusion.tuning.problem import (
     total_errors_batch,
 )
 from fusion.tuning.prune import dominated_reference, prune_dominated
+from fusion.tuning.space import (
+    DEFAULT_FIXED,
+    LENGTH_COMPONENTS,
+    METHODS,
+    PRUNE_AFTER,
+    SUBTRACTED_COMPONENTS,
+    Method,
+    TuningResult,
+    default_bounds,
+)
 
 __all__ = [
     "DEFAULT_FIXED",

@@ -28,194 +28,19 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from fusion.errors import LMFusionError, WeightsError
+from fusion.errors import LMFusionError
 from fusion.tuning.linesearch import line_search
 from fusion.tuning.problem import TuningProblem, total_errors, total_errors_batch
 from fusion.tuning.prune import prune_dominated
-
-Method = Literal["mert", "grid", "coordinate", "optuna"]
-METHODS: tuple[str, ...] = ("mert", "grid", "coordinate", "optuna")
-
-DEFAULT_FIXED: Mapping[str, float] = MappingProxyType({"am": 1.0})
-LENGTH_COMPONENTS = ("words", "tokens", "chars")
-PRUNE_AFTER = 32
-"""MERT with ``prune="auto"`` drops dominated hypotheses after this many line searches."""
-SUBTRACTED_COMPONENTS = ("ilm", "source_lm")
+from fusion.tuning.smooth import tune_smooth
+from fusion.tuning.space import DEFAULT_FIXED, METHODS, PRUNE_AFTER, Method, Space, TuningResult, _Out
 
 
-def default_bounds(component: str) -> tuple[float, float]:
-    """Search range for a free weight when none is given: length bonuses ``[-5, 5]``, subtracted
-    terms (``ilm``, ``source_lm``) ``[-1, 0]``, every other (LM-like) component ``[0, 2]``."""
-    if component in LENGTH_COMPONENTS:
-        return (-5.0, 5.0)
-    if component in SUBTRACTED_COMPONENTS:
-        return (-1.0, 0.0)
-    return (0.0, 2.0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Results and the tune() entry point
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TuningResult:
-    """What :func:`tune` found.
-
-    Attributes:
-        weights: every component's weight (fixed ones included).
-        error_rate: the dev error rate at ``weights`` (re-evaluated with :func:`error_rate`).
-        method: the optimiser.
-        start_weights, start_error_rate: the starting point and its error rate.
-        n_evals: weight vectors evaluated (MERT: line searches plus point checks).
-        seconds: wall time.
-        trace: ``(n_evals, best error rate so far)`` steps.
-        extra: method-specific details.
-    """
-
-    weights: dict[str, float]
-    error_rate: float
-    method: str
-    start_weights: dict[str, float]
-    start_error_rate: float
-    n_evals: int
-    seconds: float
-    trace: tuple[tuple[int, float], ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-class _Space:
-    """The free weights: their indices, bounds and the fixed part of the vector."""
-
-    def __init__(
-        self,
-        problem: TuningProblem,
-        fixed: Mapping[str, float],
-        bounds: Mapping[str, tuple[float, float]] | None,
-        init: Mapping[str, float] | None,
-    ) -> None:
-        comps = problem.components
-        unknown = [k for k in fixed if k not in comps]
-        if unknown:
-            raise WeightsError(
-                f"fixed weights name components {unknown} the problem lacks (it has {list(comps)}); "
-                "pass fixed= naming one of them, e.g. fixed={'" + comps[0] + "': 1.0}"
-            )
-        bounds = dict(bounds or {})
-        bad = [k for k in bounds if k not in comps or k in fixed]
-        if bad:
-            raise WeightsError(f"bounds given for {bad}, which are unknown or fixed")
-        self.free = [i for i, k in enumerate(comps) if k not in fixed]
-        if not self.free:
-            raise WeightsError("every component is fixed: nothing to tune")
-        self.names = [comps[i] for i in self.free]
-        self.lo = np.empty(len(self.free))
-        self.hi = np.empty(len(self.free))
-        for j, k in enumerate(self.names):
-            lo, hi = bounds.get(k, default_bounds(k))
-            lo, hi = float(lo), float(hi)
-            if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
-                raise WeightsError(f"bounds of {k!r} must be finite with lo <= hi, got ({lo}, {hi})")
-            self.lo[j], self.hi[j] = lo, hi
-        self.base = np.zeros(len(comps))
-        for k, v in fixed.items():
-            if not math.isfinite(float(v)):
-                raise WeightsError(f"fixed weight {k!r} is {v}")
-            self.base[comps.index(k)] = float(v)
-        init = dict(init or {})
-        extra = [k for k in init if k not in comps]
-        if extra:
-            raise WeightsError(f"init names unknown components {extra}")
-        for k, v in init.items():
-            if k in fixed and float(v) != float(fixed[k]):
-                raise WeightsError(f"init {k}={v} contradicts fixed {k}={fixed[k]}")
-        x0 = np.array([float(init.get(k, 0.0)) for k in self.names])
-        # a start outside the bounds is kept as the reference point; searches start from its clip
-        self.init_raw = x0
-        self.problem = problem
-
-    def full(self, x: np.ndarray) -> np.ndarray:
-        w = self.base.copy()
-        w[self.free] = x
-        return w
-
-    def clip(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(x, self.lo, self.hi)
-
-    def random(self, rng: np.random.Generator) -> np.ndarray:
-        return self.lo + (self.hi - self.lo) * rng.random(len(self.free))
-
-
-def tune(
-    problem: TuningProblem,
-    method: Method | str = "mert",
-    fixed: Mapping[str, float] = DEFAULT_FIXED,
-    init: Mapping[str, float] | None = None,
-    bounds: Mapping[str, tuple[float, float]] | None = None,
-    seed: int = 0,
-    **opts: Any,
-) -> TuningResult:
-    """Find weights minimising the dev error rate of ``problem``.
-
-    Args:
-        method: ``"mert"`` (exact line searches; opts ``restarts=1`` random starts, ``random_directions=1``
-            per cycle, ``seed_grid=3`` points per weight of the coarse grid that may replace the start,
-            ``prune="auto"``, ``max_line_searches=200`` per start), ``"grid"`` (opts ``points=20`` per free
-            weight, an int or a per-name mapping), ``"coordinate"`` (opts ``points=41``, ``max_passes=10``)
-            or ``"optuna"`` (opts ``n_trials=200``).
-        fixed: weights held constant (scale invariance: fix one, usually ``am=1``).
-        init: the start point for the free weights (default 0 each); the result is never worse
-            than it on ``problem``.
-        bounds: ``name -> (lo, hi)`` per free weight (default :func:`default_bounds`).
-        seed: seeds restarts, random directions and optuna's sampler.
-
-    Returns:
-        A :class:`TuningResult` with all weights (fixed included) and the dev error rate.
-    """
-    if method not in METHODS:
-        raise LMFusionError(f"unknown tuning method {method!r}; choose one of {', '.join(METHODS)}")
-    total = problem._check_rate_defined()
-    space = _Space(problem, fixed, bounds, init)
-    t0 = time.perf_counter()
-    x_start = space.init_raw
-    e_start = total_errors(problem, space.full(x_start))
-    rng = np.random.default_rng(seed)
-    fns: dict[str, Callable[..., _Out]] = {
-        "mert": _tune_mert,
-        "grid": _tune_grid,
-        "coordinate": _tune_coordinate,
-        "optuna": _tune_optuna,
-    }
-    fn = fns[method]
-    x_best, n_evals, trace, extra = fn(space, rng, seed=seed, **opts)
-    extra = {
-        **extra,
-        "bounds": {k: (float(lo), float(hi)) for k, lo, hi in zip(space.names, space.lo, space.hi, strict=True)},
-    }
-    e_best = total_errors(problem, space.full(x_best))  # the canonical evaluation decides
-    if e_best >= e_start:
-        x_best, e_best = x_start, e_start
-    return TuningResult(
-        weights=problem.weights_dict(space.full(x_best)),
-        error_rate=e_best / total,
-        method=method,
-        start_weights=problem.weights_dict(space.full(x_start)),
-        start_error_rate=e_start / total,
-        n_evals=n_evals + 2,
-        seconds=time.perf_counter() - t0,
-        trace=tuple((n, e / total) for n, e in trace),
-        extra=extra,
-    )
-
-
-_Out = tuple[np.ndarray, int, list[tuple[int, int]], dict[str, Any]]
-
-
-def _points(space: _Space, points: int | Mapping[str, int]) -> list[np.ndarray]:
+def _points(space: Space, points: int | Mapping[str, int]) -> list[np.ndarray]:
     out = []
     for j, k in enumerate(space.names):
         n = int(points.get(k, 20)) if isinstance(points, Mapping) else int(points)
@@ -226,7 +51,7 @@ def _points(space: _Space, points: int | Mapping[str, int]) -> list[np.ndarray]:
 
 
 def _tune_grid(
-    space: _Space, rng: np.random.Generator, *, seed: int, points: int | Mapping[str, int] = 20, chunk: int = 4096
+    space: Space, rng: np.random.Generator, *, seed: int, points: int | Mapping[str, int] = 20, chunk: int = 4096
 ) -> _Out:
     axes = _points(space, points)
     grid = np.array(list(itertools.product(*axes)), dtype=np.float64)
@@ -245,7 +70,7 @@ def _tune_grid(
 
 
 def _tune_coordinate(
-    space: _Space, rng: np.random.Generator, *, seed: int, points: int = 41, max_passes: int = 10
+    space: Space, rng: np.random.Generator, *, seed: int, points: int = 41, max_passes: int = 10
 ) -> _Out:
     x = space.clip(space.init_raw.copy())
     e = total_errors(space.problem, space.full(x))
@@ -270,7 +95,7 @@ def _tune_coordinate(
 
 
 def _tune_optuna(
-    space: _Space, rng: np.random.Generator, *, seed: int, n_trials: int = 200, show_progress: bool = False
+    space: Space, rng: np.random.Generator, *, seed: int, n_trials: int = 200, show_progress: bool = False
 ) -> _Out:
     try:
         import optuna
@@ -296,7 +121,7 @@ def _tune_optuna(
     return x, n_trials, trace, {}
 
 
-def _feasible(space: _Space, x: np.ndarray, dx: np.ndarray) -> tuple[float, float]:
+def _feasible(space: Space, x: np.ndarray, dx: np.ndarray) -> tuple[float, float]:
     """The γ range keeping ``x + γ dx`` inside the bounds."""
     lo, hi = -math.inf, math.inf
     for j in range(len(x)):
@@ -310,7 +135,7 @@ def _feasible(space: _Space, x: np.ndarray, dx: np.ndarray) -> tuple[float, floa
 
 
 def _tune_mert(
-    space: _Space,
+    space: Space,
     rng: np.random.Generator,
     *,
     seed: int,
@@ -386,3 +211,70 @@ def _tune_mert(
     assert best_x is not None
     extra = {"line_searches": n_ls, "starts": len(starts), "hyps_searched": prob.n_hyps, "pruned": pruned}
     return best_x, n_evals + n_ls, trace, extra
+
+
+def tune(
+    problem: TuningProblem,
+    method: Method | str = "mert",
+    fixed: Mapping[str, float] = DEFAULT_FIXED,
+    init: Mapping[str, float] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    seed: int = 0,
+    **opts: Any,
+) -> TuningResult:
+    """Find weights minimising the dev error rate of ``problem``.
+
+    Args:
+        method: ``"mert"`` (exact line searches; opts ``restarts=1`` random starts, ``random_directions=1``
+            per cycle, ``seed_grid=3`` points per weight of the coarse grid that may replace the start,
+            ``prune="auto"``, ``max_line_searches=200`` per start), ``"smooth"`` (the annealed expected
+            error of :mod:`fusion.tuning.smooth`; opts ``restarts=4``, ``anneal``, ``l2=0`` pull toward
+            ``prior`` (default the start point), ``seed_grid=3``), ``"grid"`` (opts ``points=20`` per free
+            weight, an int or a per-name mapping), ``"coordinate"`` (opts ``points=41``, ``max_passes=10``)
+            or ``"optuna"`` (opts ``n_trials=200``).
+        fixed: weights held constant (scale invariance: fix one, usually ``am=1``).
+        init: the start point for the free weights (default 0 each); the result is never worse
+            than it on ``problem``.
+        bounds: ``name -> (lo, hi)`` per free weight (default :func:`default_bounds`).
+        seed: seeds restarts, random directions and optuna's sampler.
+
+    Returns:
+        A :class:`TuningResult` with all weights (fixed included) and the dev error rate.
+    """
+    if method not in METHODS:
+        raise LMFusionError(f"unknown tuning method {method!r}; choose one of {', '.join(METHODS)}")
+    total = problem._check_rate_defined()
+    space = Space(problem, fixed, bounds, init)
+    t0 = time.perf_counter()
+    x_start = space.init_raw
+    e_start = total_errors(problem, space.full(x_start))
+    rng = np.random.default_rng(seed)
+    fns: dict[str, Callable[..., _Out]] = {
+        "mert": _tune_mert,
+        "smooth": tune_smooth,
+        "grid": _tune_grid,
+        "coordinate": _tune_coordinate,
+        "optuna": _tune_optuna,
+    }
+    fn = fns[method]
+    x_best, n_evals, trace, extra = fn(space, rng, seed=seed, **opts)
+    extra = {
+        **extra,
+        "bounds": {k: (float(lo), float(hi)) for k, lo, hi in zip(space.names, space.lo, space.hi, strict=True)},
+    }
+    e_best = total_errors(problem, space.full(x_best))  # the canonical evaluation decides
+    if e_best >= e_start:
+        x_best, e_best = x_start, e_start
+    return TuningResult(
+        weights=problem.weights_dict(space.full(x_best)),
+        error_rate=e_best / total,
+        method=method,
+        start_weights=problem.weights_dict(space.full(x_start)),
+        start_error_rate=e_start / total,
+        n_evals=n_evals + 2,
+        seconds=time.perf_counter() - t0,
+        trace=tuple((n, e / total) for n, e in trace),
+        extra=extra,
+    )
+
+
