@@ -11,7 +11,8 @@ hypotheses and is smooth, so small changes of the dev set move the optimum littl
 anneals ``α`` from a scale set by the spread of the scores (``α₀ = 1 / median within-list std`` of the
 fused score at the start point) upward, minimising each ``R_α`` by L-BFGS-B inside the bounds from the
 previous solution, and keeps, over every start, the end point with the lowest expected error at the
-final scale (ties: fewer 1-best errors), so restarts are pooled by one smooth criterion. ``σ_k`` of the L2 pull is each free weight's bound width.
+final scale (ties: fewer 1-best errors), so restarts are pooled by one smooth criterion.
+``σ_k`` of the L2 pull is each free weight's bound width.
 """
 
 from __future__ import annotations
