@@ -1,18 +1,19 @@
 """A smoothed tuning objective: the expected error under the fused posterior (minimum-risk style).
 
-Under weights ``w`` and a scale ``α`` each utterance's hypotheses get the posterior
-``p_uh = softmax_h(α · f_uh · w)``; the objective is the expected corpus error
+Under weights ``w`` each utterance's hypotheses get the posterior ``p_uh = softmax_h(a · s_uh / σ(w))``
+with ``s_uh = f_uh · w`` and ``σ(w)² = wᵀ M w``, ``M`` the mean within-list covariance of the components:
+the scores are put on a unit within-list spread, so the sharpness ``a`` means the same whatever the size
+of the weights (without it, growing the LM weights sharpens the posterior and the optimum drifts to the
+bounds). The objective is the expected corpus error
 
-    ``R_α(w) = Σ_u Σ_h p_uh e_uh / Σ_u n_u  +  l2 · Σ_k ((w_k - prior_k) / σ_k)²``
+    ``R_a(w) = Σ_u Σ_h p_uh e_uh / Σ_u n_u  +  l2 · Σ_k ((w_k - prior_k) / σ_k)²``
 
-with gradient ``∂R/∂w_k = α / N · Σ_u Σ_h p_uh (e_uh - ē_u) f_uhk`` (``ē_u`` the expected error of ``u``).
-As ``α`` grows, ``R_α`` tends to the 1-best error that MERT minimises; a small ``α`` averages over many
-hypotheses and is smooth, so small changes of the dev set move the optimum little. :func:`tune_smooth`
-anneals ``α`` from a scale set by the spread of the scores (``α₀ = 1 / median within-list std`` of the
-fused score at the start point) upward, minimising each ``R_α`` by L-BFGS-B inside the bounds from the
-previous solution, and keeps, over every start, the end point with the lowest expected error at the
-final scale (ties: fewer 1-best errors), so restarts are pooled by one smooth criterion.
-``σ_k`` of the L2 pull is each free weight's bound width.
+(``σ_k`` each free weight's bound width), with its exact gradient. As ``a`` grows, ``R_a`` tends to the
+1-best error that MERT minimises; a small ``a`` averages over many hypotheses and is smooth, so small
+changes of the dev set move the optimum little. :func:`tune_smooth` anneals ``a`` upward
+(:data:`DEFAULT_ANNEAL`), minimising each ``R_a`` by L-BFGS-B inside the bounds from the previous
+solution, from the start point, the best point of a coarse grid and seeded random restarts, and keeps
+the end point with the fewest 1-best errors (ties: the lower expected error at the final sharpness).
 """
 
 from __future__ import annotations
@@ -27,27 +28,55 @@ from fusion.tuning.problem import TuningProblem, combine_cm, total_errors, total
 from fusion.tuning.space import Space, _Out
 
 DEFAULT_ANNEAL: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
-"""Multiples of the base scale ``α₀`` visited in order by :func:`tune_smooth`."""
+"""Sharpness ``a`` of the normalised posterior, visited in increasing order by :func:`tune_smooth`."""
 
 
-def expected_error(
-    problem: TuningProblem, w: np.ndarray, scale: float, *, grad: bool = False
-) -> tuple[float, np.ndarray | None]:
-    """``(Σ_u E_p[e_u] / N, gradient [C] or None)`` under ``p = softmax(scale · feats · w)`` per list."""
+def _expected(problem: TuningProblem, w: np.ndarray, scale: float) -> tuple[float, np.ndarray, float]:
+    """``(value, Σ c_uh f_uh [C], Σ c_uh s_uh)`` with ``c_uh = p_uh (e_uh - ē_u) / N`` and ``s = feats · w``."""
     total = problem._check_rate_defined()
     p = problem._padded
-    s = scale * combine_cm(p.feats_cm, np.asarray(w, np.float64)) + p.bias
+    raw = combine_cm(p.feats_cm, np.asarray(w, np.float64))
+    s = scale * raw + p.bias
     s = s - np.where(p.has_hyps, s.max(axis=1), 0.0)[:, None]
     q = np.exp(s)
     q /= np.where(p.has_hyps, q.sum(axis=1), 1.0)[:, None]
     err = p.errors.astype(np.float64)
     exp_u = (q * err).sum(axis=1)
     value = float(np.where(p.has_hyps, exp_u, err[:, 0]).sum()) / total
-    if not grad:
-        return value, None
-    centred = q * (err - exp_u[:, None])  # [U, N]; zero on padding and on empty lists
-    g = scale * np.einsum("un,cun->c", centred, p.feats_cm) / total
-    return value, g
+    centred = q * (err - exp_u[:, None]) / total  # [U, N]; zero on padding and on empty lists
+    return value, np.einsum("un,cun->c", centred, p.feats_cm), float((centred * np.where(p.valid, raw, 0.0)).sum())
+
+
+def expected_error(
+    problem: TuningProblem, w: np.ndarray, scale: float, *, grad: bool = False
+) -> tuple[float, np.ndarray | None]:
+    """``(Σ_u E_p[e_u] / N, gradient [C] or None)`` under ``p = softmax(scale · feats · w)`` per list."""
+    value, gf, _ = _expected(problem, w, scale)
+    return value, (scale * gf if grad else None)
+
+
+def score_covariance(problem: TuningProblem) -> np.ndarray:
+    """``[C, C]`` mean over lists (of two or more hypotheses) of the within-list covariance of the components."""
+    c = len(problem.components)
+    acc, n = np.zeros((c, c)), 0
+    for f in problem.feats:
+        if len(f) > 1:
+            fc = f - f.mean(axis=0)
+            acc += fc.T @ fc / len(f)
+            n += 1
+    return acc / n if n else np.eye(c)
+
+
+def normalised_expected_error(
+    problem: TuningProblem, w: np.ndarray, a: float, cov: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Expected error under ``softmax(a · s / σ(w))`` with ``σ(w)² = wᵀ cov w`` (the mean within-list variance
+    of the fused score), and its gradient: the posterior's sharpness is ``a`` whatever the weights' size."""
+    w = np.asarray(w, np.float64)
+    mw = cov @ w
+    sigma = float(np.sqrt(max(float(w @ mw), 1e-24)))
+    value, gf, t = _expected(problem, w, a / sigma)
+    return value, (a / sigma) * gf - t * a * mw / sigma**3
 
 
 def expected_error_reference(problem: TuningProblem, w: np.ndarray, scale: float) -> float:
@@ -72,15 +101,14 @@ def base_scale(problem: TuningProblem, w: np.ndarray) -> float:
 
 
 def _minimise(
-    space: Space, problem: TuningProblem, x0: np.ndarray, scale: float, l2: float, prior: np.ndarray
+    space: Space, problem: TuningProblem, x0: np.ndarray, a: float, l2: float, prior: np.ndarray, cov: np.ndarray
 ) -> np.ndarray:
     from scipy.optimize import minimize
 
     width = np.where(space.hi > space.lo, space.hi - space.lo, 1.0)
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        v, g = expected_error(problem, space.full(x), scale, grad=True)
-        assert g is not None
+        v, g = normalised_expected_error(problem, space.full(x), a, cov)
         z = (x - prior) / width
         return v + l2 * float(z @ z), g[space.free] + 2.0 * l2 * z / width
 
@@ -133,19 +161,17 @@ def tune_smooth(
         n_evals += len(xs)
         starts.append(xs[int(np.argmin(errs))])
     starts += [space.random(rng) for _ in range(restarts)]
-    n_fixed = len(starts) - restarts  # the start point and the grid's best do not depend on the seed
-    alpha0 = base_scale(prob, space.full(starts[n_fixed - 1]))
-    final = alpha0 * max(anneal)
-    best: tuple[float, int, np.ndarray] | None = None
+    cov = score_covariance(prob)
+    best: tuple[int, float, np.ndarray] | None = None
     trace: list[tuple[int, int]] = []
     for x in starts:
         for a in sorted(anneal):
-            x = _minimise(space, prob, x, alpha0 * a, l2, pri)
-        v, _ = expected_error(prob, space.full(x), final)
+            x = _minimise(space, prob, x, a, l2, pri, cov)
+        v, _ = normalised_expected_error(prob, space.full(x), max(anneal), cov)
         e = total_errors(prob, space.full(x))
         n_evals += len(anneal)
-        if best is None or (v, e) < (best[0], best[1]):  # pooled over starts: the smoothed objective decides
-            best = (v, e, x)
+        if best is None or (e, v) < (best[0], best[1]):  # pooled over starts: 1-best errors, then smoothness
+            best = (e, v, x)
             trace.append((n_evals, e))
     assert best is not None
-    return best[2], n_evals, trace, {"base_scale": alpha0, "anneal": list(anneal), "l2": l2, "starts": len(starts)}
+    return best[2], n_evals, trace, {"anneal": list(anneal), "l2": l2, "starts": len(starts)}

@@ -10,8 +10,9 @@ recogniser's LM beside a new one usually over-fits: it is a strongly correlated 
 **Bounds** (:func:`scale_aware_bounds`): for each free component ``k`` the ratio
 ``r_k = spread(fixed part) / spread(k)``, where a spread is the median over lists of the within-list
 standard deviation, is the weight at which ``k`` moves hypothesis scores as much as the fixed part
-(``am``) does. LM-like weights search ``[0, 4 r_k]``, length bonuses ``[-2 r_k, 2 r_k]``, subtracted terms
-(``ilm``, ``source_lm``) ``[-4 r_k, 0]``. A weight within 1 % of the range from a bound gets a warning
+(``am``) does. LM-like weights search ``[0, 4 r_k]``, length bonuses ``[-2 r_k, 2 r_k]`` but no wider
+than the largest LM range (a bonus trades against the LMs), subtracted terms (``ilm``, ``source_lm``)
+``[-4 r_k, 0]``. A weight within 1 % of the range from a bound gets a warning
 (:func:`bound_warnings`), except a 0 that a component's range starts or ends at (switching it off).
 """
 
@@ -66,6 +67,7 @@ def scale_aware_bounds(problem: TuningProblem, fixed: Mapping[str, float]) -> di
     base = np.array([float(fixed.get(k, 0.0)) for k in comps])
     ref = _spread(problem, base)
     out: dict[str, tuple[float, float]] = {}
+    lengths = []
     for j, k in enumerate(comps):
         if k in fixed:
             continue
@@ -76,10 +78,15 @@ def scale_aware_bounds(problem: TuningProblem, fixed: Mapping[str, float]) -> di
         r = float(f"{r:.2g}")  # round bounds to two significant digits: readable, and stable across data sets
         if k in LENGTH_COMPONENTS:
             out[k] = (-2.0 * r, 2.0 * r)
+            lengths.append(k)
         elif k in SUBTRACTED_COMPONENTS:
             out[k] = (-4.0 * r, 0.0)
         else:
             out[k] = (0.0, 4.0 * r)
+    lm_top = max((hi for k, (lo, hi) in out.items() if k not in lengths), default=0.0)
+    for k in lengths:  # a length bonus trades against the LMs: no wider than their largest range
+        if lm_top > 0:
+            out[k] = (max(out[k][0], -lm_top), min(out[k][1], lm_top))
     return out
 
 
