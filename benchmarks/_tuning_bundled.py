@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from _common import REPO, kenlm_models
 
-from benchmarks._common import REPO, WORK, kenlm_models
 from decoders.hypothesis import NBestList, read_nbest_jsonl
 from decoders.nbest import rescore, to_tuning_problem
 from fusion.adaptive import DOMAIN_PREFIX, FeatureSpec, condition_key, nbest_features, numeric_snr

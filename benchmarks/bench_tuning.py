@@ -1,10 +1,18 @@
-"""Tuning over cached scores: exact MERT line search vs a 20x20x20 grid (and the other optimisers).
+"""Tuning benchmarks, one command each.
 
+Default: tuning that generalises, on the bundled pocketsphinx n-best lists (``data/asr``): the plain
+reference grid vs the tuned, per-condition, adaptive and MBR systems on test with paired-bootstrap CIs,
+the oracle gap closed, the k-fold CV estimate and the test WER over 5 seeds (see
+``benchmarks/_tuning_bundled.py``)::
+
+    .venv/bin/python benchmarks/bench_tuning.py
+
+``--synthetic``: exact MERT line search vs a 20x20x20 grid (and the other optimisers).
 A synthetic dev set of 1,000 utterances x 50-best with four components (am fixed at 1; three free
 weights: two LMs and a word bonus). Scores are noisy functions of each hypothesis' errors, so the
 weights matter. Both optimisers read the same cached score matrices; neither re-scores anything.
 
-    .venv/bin/python benchmarks/bench_tuning.py [--utts 1000] [--nbest 50] [--points 20] [--repeat 3] [--all]
+    .venv/bin/python benchmarks/bench_tuning.py --synthetic [--utts 1000] [--nbest 50] [--points 20] [--repeat 3] [--all]
 
 Prints dev WER and seconds of each method and the ratios MERT vs grid (goal: same or lower WER, >= 20x faster).
 """
@@ -45,6 +53,8 @@ def synthetic_problem(utts: int, nbest: int, seed: int) -> TuningProblem:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synthetic", action="store_true", help="MERT vs grid speed on synthetic lists")
+    ap.add_argument("--folds", type=int, default=5, help="bundled: k of the k-fold CV (5)")
     ap.add_argument("--utts", type=int, default=1000)
     ap.add_argument("--nbest", type=int, default=50)
     ap.add_argument("--points", type=int, default=20)
@@ -54,6 +64,11 @@ def main() -> None:
     ap.add_argument("--all", action="store_true", help="also run coordinate ascent and optuna TPE")
     ap.add_argument("--no-prune-too", action="store_true", help="also run MERT without dominated-hypothesis pruning")
     args = ap.parse_args()
+    if not args.synthetic:
+        from _tuning_bundled import run
+
+        run(k=args.folds)
+        return
 
     prob = synthetic_problem(args.utts, args.nbest, args.seed)
     bounds = {"ngram": (0.0, 2.0), "nnlm": (0.0, 2.0), "words": (-5.0, 5.0)}
