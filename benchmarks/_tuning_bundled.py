@@ -177,7 +177,8 @@ def run(k: int = 5, n_boot: int = 1000) -> None:
     dt = [pairwise_distances([h.text for h in nb.hyps]) for nb in data.test]
     scale, dev_mbr = tune_mbr_scale(dev, dd, g)
     te = mbr_errors(test, dt, g, scale)
-    rows.append(Row("MBR under the global weights", dev_mbr, te.sum() / test.total_ref_length, te, f"scale {scale:.3g}"))
+    mbr_rate = te.sum() / test.total_ref_length
+    rows.append(Row("MBR under the global weights", dev_mbr, mbr_rate, te, f"scale {scale:.3g}"))
     _report(rows, test, cv.error_rate, n_boot, cf)
     for line in seed_spread(dev, test, bounds):
         print(line)
@@ -206,7 +207,8 @@ def _adaptive_row(data: Data, dev: TuningProblem, test: TuningProblem, g: Mappin
     pol = fit.policy
 
     def errs(p: TuningProblem, nbs: list[NBestList], feats: list[dict[str, float]]) -> np.ndarray:
-        ws = [pol.weights_for(UtteranceContext(nb.utt_id, nb.tags, features=f)) for nb, f in zip(nbs, feats, strict=True)]
+        ctxs = [UtteranceContext(nb.utt_id, nb.tags, features=f) for nb, f in zip(nbs, feats, strict=True)]
+        ws = [pol.weights_for(c) for c in ctxs]
         return np.array([int(utterance_errors(p.subset([i]), w)[0]) for i, w in enumerate(ws)])
 
     ed, et = errs(dev, data.dev, data.dev_feats), errs(test, data.test, data.test_feats)

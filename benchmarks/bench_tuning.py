@@ -12,7 +12,8 @@ A synthetic dev set of 1,000 utterances x 50-best with four components (am fixed
 weights: two LMs and a word bonus). Scores are noisy functions of each hypothesis' errors, so the
 weights matter. Both optimisers read the same cached score matrices; neither re-scores anything.
 
-    .venv/bin/python benchmarks/bench_tuning.py --synthetic [--utts 1000] [--nbest 50] [--points 20] [--repeat 3] [--all]
+    .venv/bin/python benchmarks/bench_tuning.py --synthetic [--utts 1000] [--nbest 50] [--points 20] [--repeat 3]
+        [--all]
 
 Prints dev WER and seconds of each method and the ratios MERT vs grid (goal: same or lower WER, >= 20x faster).
 """
