@@ -111,6 +111,10 @@ def _parse_hyp(obj: Any, path: Path | str, lineno: int, i: int) -> ScoredHypothe
     return ScoredHypothesis(" ".join(text.split()), clean, tuple(tokens), wtuple)
 
 
+CONDITION_FIELDS = ("domain", "condition", "snr", "noise")
+"""Top-level fields of an n-best record read as condition tags (``tags`` takes precedence)."""
+
+
 def parse_nbest_line(line: str, *, path: Path | str = "<string>", lineno: int = 1) -> NBestList:
     """Parse one JSONL line into an :class:`NBestList`, with located errors."""
     try:
@@ -131,6 +135,9 @@ def parse_nbest_line(line: str, *, path: Path | str = "<string>", lineno: int = 
     tags = obj.get("tags", {})
     if not isinstance(tags, dict):
         raise InputError("'tags' must be an object", path=path, line=lineno, field="tags")
+    top = {k: obj[k] for k in CONDITION_FIELDS if k in obj and k not in tags}
+    if top:  # condition fields at the top level count as tags (a tag of the same name wins)
+        tags = {**tags, **top}
     return NBestList(
         utt_id=utt,
         hyps=tuple(_parse_hyp(h, path, lineno, i) for i, h in enumerate(hyps)),

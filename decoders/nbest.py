@@ -42,12 +42,14 @@ from decoders.hypothesis import (
     read_nbest_jsonl,
     write_nbest_jsonl,
 )
+from fusion.adaptive import NBestFeatures
 from fusion.errors import InputError, LMFusionError
 from fusion.io import atomic_write_text, iter_text_lines
 from fusion.lm import LanguageModel
 from fusion.metrics import Unit, edit_distance, units_of
 from fusion.profile import FusionProfile, resolve_weights
 from fusion.tuning import TuningProblem, combine
+from fusion.weights import UtteranceContext, WeightPolicy
 
 __all__ = [
     "NBestFormat",
@@ -755,15 +757,29 @@ def _feats(nb: NBestList, names: Sequence[str]) -> np.ndarray:
     return f
 
 
-WeightsLike = Mapping[str, float] | FusionProfile
-"""Fusion weights: one mapping for every utterance, or a profile that picks them from each list's tags."""
+WeightsLike = Mapping[str, float] | FusionProfile | WeightPolicy
+"""Fusion weights: one mapping for every utterance, a profile that picks them from each list's tags, or
+any :class:`~fusion.weights.WeightPolicy` (e.g. a learned :class:`~fusion.adaptive.AdaptiveWeights`)."""
+
+
+def list_context(nb: NBestList, policy: object = None) -> UtteranceContext:
+    """What a policy knows about one list: its id and tags, and the run-time features a policy that
+    computes them (:class:`~fusion.adaptive.NBestFeatures`) reads from the list's scores."""
+    feats: dict[str, float] = {}
+    if isinstance(policy, NBestFeatures) and nb.hyps:
+        names = set.intersection(*(set(h.scores) for h in nb.hyps))
+        feats = policy.nbest_features({k: np.array([h.scores[k] for h in nb.hyps]) for k in names}, nb.tags)
+    return UtteranceContext(nb.utt_id, dict(nb.tags), features=feats)
 
 
 def weights_per_list(nbests: Sequence[NBestList], weights: WeightsLike) -> list[Mapping[str, float]]:
-    """The weights each n-best list is ranked with: ``weights`` itself, or the profile's pick for its tags."""
+    """The weights each n-best list is ranked with: ``weights`` itself, the profile's pick for its tags, or
+    the policy's weights for its context (:func:`list_context`)."""
     if isinstance(weights, FusionProfile):
         return [resolve_weights(weights, nb.tags) for nb in nbests]
-    return [weights] * len(nbests)
+    if isinstance(weights, Mapping):
+        return [weights] * len(nbests)
+    return [weights.weights_for(list_context(nb, weights)) for nb in nbests]
 
 
 def _ranked(nbests: Sequence[NBestList], weights: WeightsLike) -> Iterator[tuple[NBestList, np.ndarray | None]]:
