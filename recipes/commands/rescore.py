@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fusion.profile import FusionProfile
+    from fusion.weights import WeightPolicy
 
 FORMATS = ("jsonl", "kaldi", "tsv")
 
@@ -52,12 +53,14 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list:  # type: ign
     return read_nbest(paths[0], args.format, scale=scale, refs=args.refs)
 
 
-def parse_weight_spec(spec: str) -> dict[str, float] | FusionProfile:
+def parse_weight_spec(spec: str) -> dict[str, float] | FusionProfile | WeightPolicy:
     """A JSON file with ``weights`` (e.g. from ``lmfusion tune``), a fusion profile (weights picked per
-    utterance from its tags), or ``NAME=VALUE,...``."""
+    utterance from its tags), a learned policy (``lmfusion tune --by/--adaptive --policy``), or
+    ``NAME=VALUE,...``."""
     import math
     from pathlib import Path
 
+    from fusion.adaptive import POLICY_FORMAT, policy_from_json
     from fusion.errors import InputError
     from fusion.io import read_json
     from fusion.profile import FORMAT, FusionProfile
@@ -66,6 +69,8 @@ def parse_weight_spec(spec: str) -> dict[str, float] | FusionProfile:
         obj = read_json(spec)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
             return FusionProfile.load(spec)
+        if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
+            return policy_from_json(obj, spec)
         w = obj.get("weights", obj) if isinstance(obj, dict) else None
         if not isinstance(w, dict):
             raise InputError("expected an object of weights (or one under 'weights')", path=spec, field="weights")
@@ -110,8 +115,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--mix",
         metavar="NAME=WEIGHTS",
         help="also add a linear interpolation of all --lm models as component NAME; WEIGHTS is a JSON file "
-        "from `lmfusion mix` or comma-separated lambdas in --lm order",
+        "from `lmfusion mix`, comma-separated lambdas in --lm order, or a profile / adaptive policy that gives "
+        "each utterance its own lambdas (from its tags, or the domain posterior of its n-best); word and "
+        "subword LMs are mixed per word, as `lmfusion mix` does",
     )
+    p.add_argument(
+        "--mbr",
+        action="store_true",
+        help="with --onebest: pick each utterance's minimum-Bayes-risk hypothesis under the fused posterior",
+    )
+    p.add_argument("--mbr-scale", type=float, help="posterior scale for --mbr (default 1 / median score spread)")
     p.add_argument("--no-word-count", action="store_true", help="do not add the 'words' component")
     p.add_argument("--overwrite", action="store_true", help="re-score components already in the input")
     p.add_argument(
@@ -133,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
     from decoders.nbest import apply_weights, count_ties, onebest_error_rates, rescore_with_stats, write_onebest
     from fusion.errors import LMFusionError
     from fusion.loading import load_lm
-    from recipes.commands.ppl import parse_weights
 
     if args.onebest and not args.weights:
         raise LMFusionError("--onebest needs --weights")
@@ -146,16 +158,9 @@ def run(args: argparse.Namespace) -> int:
         if lm.name in lms:
             raise LMFusionError(f"two LMs named {lm.name!r}: name them NAME=PATH")
         lms[lm.name] = lm
+    mix_policy = None
     if args.mix:
-        from fusion.interpolate import LinearInterpolation
-
-        name, eq, spec = args.mix.partition("=")
-        if not eq or not name or not spec:
-            raise LMFusionError(f"--mix {args.mix!r}: expected NAME=WEIGHTS")
-        if len(lms) < 2:
-            raise LMFusionError("--mix needs at least two --lm models")
-        weights = parse_weights(spec, list(lms))
-        lms[name] = LinearInterpolation(list(lms.values()), weights, name=name)  # type: ignore[arg-type]
+        mix_policy = _mix_component(args.mix, lms)
     out, st = rescore_with_stats(
         nbests,
         lms,
@@ -173,20 +178,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'component':<24} {'scored':>8} {'cached':>8} {'oov':>8} {'failed':>7}")
         for name in lms:
             print(f"{name:<24} {st.scored[name]:>8} {st.cached[name]:>8} {st.oov[name]:>8} {st.failed[name]:>7}")
+    if mix_policy is not None:
+        from decoders.nbest_policy import add_utterance_mix
+
+        name, policy, models = mix_policy
+        out = add_utterance_mix(out, models, policy, name)
+        print(f"added {name!r}: a per-utterance mix of {', '.join(models)}")
     if args.output:
         write_nbest_jsonl(args.output, out)
         print(f"wrote {args.output}")
-    fusion_weights: dict[str, float] | FusionProfile | None = None
+    fusion_weights: dict[str, float] | FusionProfile | WeightPolicy | None = None
     if args.weights:
         from recipes.commands.rescore import parse_weight_spec
 
         fusion_weights = parse_weight_spec(args.weights)
         texts = apply_weights(out, fusion_weights)
+        if args.mbr:
+            from decoders.nbest_policy import mbr_choices
+
+            picks = mbr_choices(out, fusion_weights, scale=args.mbr_scale)
+            texts = ["" if i < 0 else nb.hyps[i].text for nb, i in zip(out, picks, strict=True)]
         ties = count_ties(out, fusion_weights)
         from fusion.profile import FusionProfile
 
         shown = (
-            f"profile {fusion_weights.name!r}" if isinstance(fusion_weights, FusionProfile) else str(fusion_weights)
+            f"profile {fusion_weights.name!r}"
+            if isinstance(fusion_weights, FusionProfile)
+            else str(fusion_weights)
+            if isinstance(fusion_weights, dict)
+            else type(fusion_weights).__name__
         )
         print(f"1-best under {shown}: {ties} utterances with tied top scores (first hypothesis kept)")
         if args.onebest:
@@ -195,8 +215,40 @@ def run(args: argparse.Namespace) -> int:
     if out and all(nb.ref is not None for nb in out):
         try:
             rates = onebest_error_rates(out, fusion_weights)
+            if args.mbr and fusion_weights is not None:
+                from fusion.metrics import error_rate_of
+
+                rates["mbr"] = error_rate_of([nb.ref or "" for nb in out], texts)
         except LMFusionError as e:
             print(f"no WER: {e}")
         else:
             print("WER: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items()))
     return 0
+
+
+def _mix_component(spec_arg: str, lms: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
+    """``--mix NAME=WEIGHTS``: a constant mix is added to ``lms`` as a model (returns None); a profile or
+    policy file returns ``(name, policy, models)`` for a per-utterance mix after the LMs are scored."""
+    from pathlib import Path
+
+    from fusion.errors import LMFusionError
+    from fusion.interpolate import LinearInterpolation
+    from fusion.io import read_json
+    from fusion.units import bridge_units
+    from recipes.commands.ppl import parse_weights
+
+    name, eq, spec = spec_arg.partition("=")
+    if not eq or not name or not spec:
+        raise LMFusionError(f"--mix {spec_arg!r}: expected NAME=WEIGHTS")
+    if len(lms) < 2:
+        raise LMFusionError("--mix needs at least two --lm models")
+    if Path(spec).is_file():
+        obj = read_json(spec)
+        if isinstance(obj, dict) and obj.get("format") in ("lmfusion-profile", "lmfusion-policy"):
+            from fusion.adaptive import load_policy
+
+            return name, load_policy(spec), dict(lms)
+    weights = parse_weights(spec, list(lms))
+    models = bridge_units(list(lms.values()), "auto")  # word and subword LMs: per word, as `mix` does
+    lms[name] = LinearInterpolation(models, weights, name=name)  # type: ignore[arg-type]
+    return None
