@@ -69,7 +69,21 @@ def test_in_domain_model_gets_the_larger_weight(three_models: list[KenLM], text_
     on_bible = estimate_weights([bible, tech], text_dir / "bible.dev.txt")
     on_tech = estimate_weights([bible, tech], text_dir / "tech.dev.txt")
     assert on_bible.weights["bible"] > 0.7 and on_tech.weights["tech"] > 0.7
-    assert on_bible.n_sentences == 250 and on_bible.n_oov_skipped > 0
+    assert on_bible.n_sentences == 250 and on_bible.n_oov["tech"] > 0 and on_bible.n_oov_skipped == 0
+    srilm = estimate_weights([bible, tech], text_dir / "bible.dev.txt", oov="skip")
+    assert srilm.n_oov_skipped > 0 and srilm.n_predictions < on_bible.n_predictions
+
+
+def test_a_models_perplexity_does_not_depend_on_the_other_models(three_models: list[KenLM], text_dir: Path) -> None:
+    bible, tech, general = three_models
+    pair = estimate_weights([bible, general], text_dir / "tech.dev.txt")
+    triple = estimate_weights([bible, tech, general], text_dir / "tech.dev.txt")
+    assert pair.ppl["general"] == pytest.approx(triple.ppl["general"], rel=1e-12)
+    assert pair.ppl["bible"] == pytest.approx(triple.ppl["bible"], rel=1e-12)
+    assert pair.n_predictions == triple.n_predictions
+    skip_pair = estimate_weights([bible, general], text_dir / "tech.dev.txt", oov="skip")
+    skip_triple = estimate_weights([bible, tech, general], text_dir / "tech.dev.txt", oov="skip")
+    assert skip_pair.ppl["general"] != pytest.approx(skip_triple.ppl["general"], rel=1e-6)  # SRILM's way: it does
 
 
 @settings(max_examples=40, deadline=None)

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--heldout", required=True, help="held-out text, one sentence per line")
     p.add_argument("-o", "--output", help="JSON file to write (weights, perplexities, EM trace)")
     p.add_argument("--tol", type=float, default=1e-7, help="stop when no weight moves by more (1e-7)")
-    p.add_argument("--oov", choices=["skip", "include"], default="skip",
-                   help="predictions out of any model's vocabulary: skip (SRILM) or include")
+    p.add_argument("--oov", choices=["skip", "include"], default="include",
+                   help="include (default): every prediction, each model scoring its own OOVs with its <unk>, so "
+                   "no figure depends on the other models; skip: drop predictions any model has OOV (SRILM)")
     p.set_defaults(func=run)
 
 
@@ -31,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     est = estimate_weights(models, args.heldout, tol=args.tol, oov=args.oov, progress=not args.quiet)
     print(f"EM: {est.iterations} iterations, converged={est.converged}, "
           f"{est.n_predictions} predictions ({est.n_oov_skipped} OOV skipped)")
-    print(f"{'model':<32} {'lambda':>8} {'ppl':>10}")
+    print(f"{'model':<32} {'lambda':>8} {'ppl':>10} {'oov':>7}")
     for name, w in est.weights.items():
-        print(f"{name:<32} {w:>8.4f} {est.ppl[name]:>10.2f}")
+        print(f"{name:<32} {w:>8.4f} {est.ppl[name]:>10.2f} {est.n_oov.get(name, 0):>7}")
     print(f"{'mix':<32} {'':>8} {est.ppl['mix']:>10.2f}")
     if args.output:
         atomic_write_json(args.output, est.to_json())
