@@ -272,8 +272,19 @@ def _mixes(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return mixes
 
 def load_lists(path: Path, max_hyps: int) -> list[NBestList]:
-    """Read n-best JSONL, keeping the first ``max_hyps`` hypotheses of each list."""
-    return [NBestList(nb.utt_id, nb.hyps[:max_hyps], nb.ref, nb.tags) for nb in read_nbest_jsonl(path)]
+    """Read n-best JSONL, keeping the first ``max_hyps`` hypotheses of each list (with a warning naming how
+    many lists were cut, and their longest length: raise ``nbest.max_hyps`` to keep them whole)."""
+    import warnings
+
+    lists = read_nbest_jsonl(path)
+    cut = [len(nb.hyps) for nb in lists if len(nb.hyps) > max_hyps]
+    if cut:
+        warnings.warn(
+            f"{path}: nbest.max_hyps={max_hyps} cuts {len(cut)} of {len(lists)} lists (up to {max(cut)} "
+            "hypotheses); raise nbest.max_hyps to keep them whole",
+            stacklevel=2,
+        )
+    return [NBestList(nb.utt_id, nb.hyps[:max_hyps], nb.ref, nb.tags) for nb in lists]
 
 def stage_rescore(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     from decoders.nbest import rescore
