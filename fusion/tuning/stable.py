@@ -12,7 +12,7 @@ recogniser's LM beside a new one usually over-fits: it is a strongly correlated 
 standard deviation, is the weight at which ``k`` moves hypothesis scores as much as the fixed part
 (``am``) does. LM-like weights search ``[0, 4 r_k]``, length bonuses ``[-2 r_k, 2 r_k]`` but no wider
 than the largest LM range (a bonus trades against the LMs), subtracted terms (``ilm``, ``source_lm``)
-``[-4 r_k, 0]``. A weight within 1 % of the range from a bound gets a warning
+``[-4 r_k, 0]``. A weight within 5 % of the range from a bound gets a warning
 (:func:`bound_warnings`), except a 0 that a component's range starts or ends at (switching it off).
 """
 
@@ -90,7 +90,7 @@ def scale_aware_bounds(problem: TuningProblem, fixed: Mapping[str, float]) -> di
     return out
 
 
-def bound_warnings(result: TuningResult, *, tol: float = 0.01) -> list[str]:
+def bound_warnings(result: TuningResult, *, tol: float = 0.05) -> list[str]:
     """One message per weight that ended within ``tol`` of its range from a bound (a 0 bound excepted)."""
     out = []
     for k, (lo, hi) in result.extra.get("bounds", {}).items():
