@@ -74,6 +74,10 @@ def test_expected_error_and_its_gradient() -> None:
     w = np.array([1.0, 0.7, -0.3])
     v, g = expected_error(p, w, 0.2, grad=True)
     assert v == pytest.approx(expected_error_reference(p, w, 0.2), rel=1e-12)
+    assert g is not None
+    d1 = np.array([0.0, 1e-6, 0.0])
+    num1 = (expected_error(p, w + d1, 0.2)[0] - expected_error(p, w - d1, 0.2)[0]) / 2e-6
+    assert g[1] == pytest.approx(num1, rel=1e-4, abs=1e-8)
     cov = score_covariance(p)
     val, grad = normalised_expected_error(p, w, 3.0, cov)
     eps = 1e-6
