@@ -172,7 +172,8 @@ def run(k: int = 5, n_boot: int = 1000) -> None:
     keys_test = [condition_key(nb.tags, by) for nb in data.test]
     rows.append(_per_utt_row(f"per-condition {','.join(by)} (kappa={cf.kappa:g})", dev, test, keys_dev, keys_test,
                              lambda key: pol.table.get(key, pol.global_weights)))
-    rows.append(_adaptive_row(data, dev, test, g, bounds, k))
+    rows.append(_adaptive_row(data, dev, test, g, bounds, k, ["snr", "margin", "entropy"]))
+    rows.append(_adaptive_row(data, dev, test, g, bounds, k, ["snr", "margin", "entropy", "p_domain=bible"]))
     dd = [pairwise_distances([h.text for h in nb.hyps]) for nb in data.dev]
     dt = [pairwise_distances([h.text for h in nb.hyps]) for nb in data.test]
     scale, dev_mbr = tune_mbr_scale(dev, dd, g)
@@ -199,10 +200,9 @@ def _per_utt_row(name: str, dev: TuningProblem, test: TuningProblem, kd: Sequenc
 
 
 def _adaptive_row(data: Data, dev: TuningProblem, test: TuningProblem, g: Mapping[str, float],
-                  bounds: Mapping[str, tuple[float, float]], k: int) -> Row:
+                  bounds: Mapping[str, tuple[float, float]], k: int, names: list[str]) -> Row:
     from fusion.weights import UtteranceContext
 
-    names = ["snr", "margin", "entropy"]
     fit = fit_adaptive(dev, data.dev_feats, names, g, bounds, k=k, seed=0)
     pol = fit.policy
 
@@ -214,7 +214,7 @@ def _adaptive_row(data: Data, dev: TuningProblem, test: TuningProblem, g: Mappin
     ed, et = errs(dev, data.dev, data.dev_feats), errs(test, data.test, data.test_feats)
     note = f"l2={fit.l2:g}; slopes " + "; ".join(
         f"{c}: " + ",".join(f"{f}{v:+.2g}" for f, v in row.items()) for c, row in pol.slopes.items())
-    return Row("adaptive (snr, margin, entropy)", ed.sum() / dev.total_ref_length, et.sum() / test.total_ref_length,
+    return Row(f"adaptive ({', '.join(names)})", ed.sum() / dev.total_ref_length, et.sum() / test.total_ref_length,
                et, note)
 
 

@@ -206,6 +206,10 @@ def run(args: argparse.Namespace) -> int:
             f"components (default: am, the LMs, words; counts and the recogniser's lm beside another LM left out): "
             f"{', '.join(comps)}"
         )
+        named = [k for k in _bounds(args.bounds) if k not in comps and k in component_names(dev)]
+        if named:  # a bound names a component the default rule left out: the user wants it tuned
+            comps = [c for c in component_names(dev) if c in {*comps, *named}]  # in the file's order
+            print(f"also tuned, as --bounds names them: {', '.join(named)}")
     if not comps:
         raise LMFusionError("no score component is present in every dev hypothesis")
     fixed = _floats(args.fixed, "fixed") if args.fixed else ({"am": 1.0} if "am" in comps else {comps[0]: 1.0})
