@@ -183,7 +183,27 @@ def run(k: int = 5, n_boot: int = 1000) -> None:
     _report(rows, test, cv.error_rate, n_boot, cf)
     for line in seed_spread(dev, test, bounds):
         print(line)
+    without_blind_mix(data, [c for c in comps if c != "dmix"], k, n_boot)
     print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+def without_blind_mix(data: Data, comps: Sequence[str], k: int, n_boot: int) -> None:
+    """Per-condition vs global when the global system has no domain information (no ``dmix``)."""
+    dev, test = to_tuning_problem(data.dev, comps), to_tuning_problem(data.test, comps)
+    bounds = scale_aware_bounds(dev, {"am": 1.0})
+    fit = _global_fit(comps, bounds, "smooth", 0)
+    g = fit(dev)
+    glob = utterance_errors(test, g)
+    print(f"\nwithout the blind-domain mix (components {list(comps)}): global test {100 * error_rate(test, g):.2f}%")
+    for by in (("domain",), ("domain", "snr"), ("noise", "snr")):
+        kd = [condition_key(nb.tags, by) for nb in data.dev]
+        kt = [condition_key(nb.tags, by) for nb in data.test]
+        cf = fit_conditions(dev, kd, fit, by=by, k=k, seed=0)
+        pol = cf.table
+        row = _per_utt_row("", dev, test, kd, kt, lambda key, pol=pol: pol.table.get(key, pol.global_weights))
+        b = bootstrap_from_counts(glob, row.test_errs, test.ref_lengths, n=n_boot, seed=0)
+        print(f"  per-condition by {','.join(by):<12} kappa={cf.kappa:<4g} test {100 * row.test:.2f}%, minus global "
+              f"{100 * b.delta:+.2f} [{100 * b.lo:+.2f}, {100 * b.hi:+.2f}]")
 
 
 def _per_utt_row(name: str, dev: TuningProblem, test: TuningProblem, kd: Sequence[str], kt: Sequence[str],

@@ -59,6 +59,43 @@ class _Point:
         self.ll = float(np.log(mix).sum()) if need_ll else math.nan
 
 
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / x.sum()
+
+
+def _zero_or_restore(cur: _Point, p: np.ndarray, tol: float, restored: set[int]) -> _Point:
+    """Restore (for good) a zeroed weight whose gradient wants it back; zero small weights that keep shrinking."""
+    back = (cur.w == 0) & (cur.g > 1.0 + tol)
+    if back.any():  # a zeroed weight is wanted after all: restore it, for good
+        restored.update(np.flatnonzero(back).tolist())
+        cur = _Point(_normalise(np.where(back, ZERO_BELOW, cur.w)), p)
+    shrink = (cur.w > 0) & (cur.w < ZERO_BELOW) & (cur.g < 1.0 - ZERO_BELOW)
+    shrink[list(restored)] = False
+    if shrink.any() and shrink.sum() < (cur.w > 0).sum():
+        cur = _Point(_normalise(np.where(shrink, 0.0, cur.w)), p)
+    return cur
+
+
+def _squarem(cur: _Point, p1: _Point, p: np.ndarray) -> _Point:
+    """One SQUAREM extrapolation from ``cur`` (``p1`` its EM step), kept in the simplex; two EM steps if no better."""
+    w, w1 = cur.w, p1.w
+    w2 = _normalise(w1 * p1.g)
+    r, v = w1 - w, w2 - 2 * w1 + w
+    nv = float(np.linalg.norm(v))
+    alpha = min(-1.0, -float(np.linalg.norm(r)) / nv) if nv > 0 else -1.0
+    jump = w - 2 * alpha * r + alpha**2 * v
+    while alpha < -1.0 and np.any(jump[w > 0] <= 0):  # back off towards alpha = -1 (which gives w2)
+        alpha = max(-1.0, (alpha - 1.0) / 2.0)
+        jump = w - 2 * alpha * r + alpha**2 * v
+    nxt = _Point(w2, p)
+    if alpha < -1.0:
+        jp = _normalise(np.clip(jump, 0.0, None))
+        cand = _Point(_normalise(jp * _Point(jp, p, need_ll=False).g), p)  # a stabilising EM step
+        if cand.ll >= nxt.ll:
+            nxt = cand
+    return nxt
+
+
 def em_mixture_weights(
     logprobs: np.ndarray,
     *,
@@ -108,9 +145,6 @@ def em_mixture_weights(
     if w.shape != (n,) or np.any(w <= 0) or abs(w.sum() - 1) > 1e-6:
         raise LMFusionError("init weights must be N positive numbers summing to 1")
 
-    def normalise(x: np.ndarray) -> np.ndarray:
-        return x / x.sum()
-
     cur = _Point(w, p)
     history = [cur.ll + offset]
     restored: set[int] = set()
@@ -124,35 +158,9 @@ def em_mixture_weights(
             break
         it += 1
         if accelerate:
-            zero = cur.w == 0
-            back = zero & (cur.g > 1.0 + tol)
-            if back.any():  # a zeroed weight is wanted after all: restore it, for good
-                restored.update(np.flatnonzero(back).tolist())
-                cur = _Point(normalise(np.where(back, ZERO_BELOW, cur.w)), p)
-            shrink = (cur.w > 0) & (cur.w < ZERO_BELOW) & (cur.g < 1.0 - ZERO_BELOW)
-            shrink[list(restored)] = False
-            if shrink.any() and shrink.sum() < (cur.w > 0).sum():
-                cur = _Point(normalise(np.where(shrink, 0.0, cur.w)), p)
-        p1 = _Point(normalise(cur.w * cur.g), p, need_ll=not accelerate)  # the EM step
-        if not accelerate or n == 1:
-            cur = p1
-        else:
-            w, w1 = cur.w, p1.w
-            w2 = normalise(w1 * p1.g)
-            r, v = w1 - w, w2 - 2 * w1 + w
-            nv = float(np.linalg.norm(v))
-            alpha = min(-1.0, -float(np.linalg.norm(r)) / nv) if nv > 0 else -1.0
-            jump = w - 2 * alpha * r + alpha**2 * v
-            while alpha < -1.0 and np.any(jump[w > 0] <= 0):  # back off towards alpha = -1 (which gives w2)
-                alpha = max(-1.0, (alpha - 1.0) / 2.0)
-                jump = w - 2 * alpha * r + alpha**2 * v
-            nxt = _Point(w2, p)
-            if alpha < -1.0:
-                jp = normalise(np.clip(jump, 0.0, None))
-                cand = _Point(normalise(jp * _Point(jp, p, need_ll=False).g), p)  # a stabilising EM step
-                if cand.ll >= nxt.ll:
-                    nxt = cand
-            cur = nxt
+            cur = _zero_or_restore(cur, p, tol, restored)
+        p1 = _Point(_normalise(cur.w * cur.g), p, need_ll=not accelerate)  # the EM step
+        cur = p1 if not accelerate or n == 1 else _squarem(cur, p1, p)
         history.append(cur.ll + offset)
     w = cur.w
     return EMTrace(weights=w, loglik=history, iterations=it, converged=converged)
