@@ -178,7 +178,7 @@ def ppl_table(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, f
 
     ken = KenLM(ken_path, name="kenlm")
     nn = WordLevelLM(load_lm(out, name="neural", device=args.device))
-    est = estimate_weights([ken, nn], TEXT / "tech.dev.txt")
+    est = estimate_weights([ken, nn], TEXT / "tech.dev.txt", oov="skip")  # as published (SRILM convention)
     w = np.array([est.weights["kenlm"], est.weights["neural"]])
     test = read_sentences(TEXT / "tech.test.txt")
     mat, skipped = heldout_logprob_matrix([ken, nn], test, oov="skip")

@@ -254,7 +254,7 @@ def stage_interpolate(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     lms = _load_kenlms(cfg)
     out: dict[str, Any] = {}
     for dom, f in _text_files(cfg, "heldout").items():
-        est = estimate_weights([lms[dom], lms["general"]], f)
+        est = estimate_weights([lms[dom], lms["general"]], f, oov="skip")  # as the published demo ran
         out[dom] = {"weights": est.weights, "ppl": est.ppl, "heldout": str(f), "n_sentences": est.n_sentences,
                     "iterations": est.iterations}  # fmt: skip
     atomic_write_json(_paths(cfg)["em"], out)
