@@ -40,12 +40,15 @@ def add_utterance_mix(
     pol = as_policy(policy)
     out = []
     for nb in nbests:
+        if not nb.hyps:  # nothing to score
+            out.append(nb)
+            continue
         lam = pol.interpolation_for(list_context(nb, pol))
         if not lam:
             raise LMFusionError(f"utterance {nb.utt_id!r}: the policy gives no interpolation weights")
         w = check_lambdas(lam, names, where=f"interpolation of utterance {nb.utt_id}")
         texts = [h.text for h in nb.hyps]
-        scores = mix_scores(unit_logprobs(mixed, texts), w) if texts else np.zeros(0)
+        scores = mix_scores(unit_logprobs(mixed, texts), w)
         hyps = tuple(h.with_scores(**{name: float(s)}) for h, s in zip(nb.hyps, scores, strict=True))
         out.append(NBestList(nb.utt_id, hyps, nb.ref, nb.tags))
     return out
