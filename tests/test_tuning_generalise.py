@@ -304,3 +304,19 @@ def test_tune_by_condition_on_the_command_line(tmp_path: Path) -> None:
     assert main(["rescore", str(dev), "--weights", str(pol), "--onebest", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 40
     assert to_tuning_problem(nbs, COMPS).n_utts == 40
+
+
+def test_blind_domain_interpolation_from_the_domain_posterior() -> None:
+    from decoders.nbest import list_context
+
+    pol = AdaptiveWeights(
+        {"am": 1.0}, spec=FeatureSpec("am", 1.0, {"bible": "bible", "tech": "tech"}), interpolation_floor=0.1
+    )
+    hyps = (
+        ScoredHypothesis("x", {"am": -1.0, "bible": -5.0, "tech": -15.0}),
+        ScoredHypothesis("y", {"am": -2.0, "bible": -6.0, "tech": -14.0}),
+    )
+    lam = pol.interpolation_for(list_context(NBestList("u", hyps), pol))  # no domain tag anywhere
+    assert set(lam) == {"bible", "tech"} and sum(lam.values()) == pytest.approx(1.0)
+    assert lam["bible"] > 0.9 and lam["tech"] >= 0.05  # the floor keeps the other LM in the mix
+    assert pol.interpolation_for(UtteranceContext()) == {}  # no features: no opinion
