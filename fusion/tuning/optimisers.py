@@ -235,7 +235,9 @@ def tune(
         fixed: weights held constant (scale invariance: fix one, usually ``am=1``).
         init: the start point for the free weights (default 0 each); the result is never worse
             than it on ``problem``.
-        bounds: ``name -> (lo, hi)`` per free weight (default :func:`default_bounds`).
+        bounds: ``name -> (lo, hi)`` per free weight (default :func:`default_bounds`, fixed ranges; pass
+            :func:`fusion.tuning.stable.scale_aware_bounds` for ranges from the scores' own spread, as
+            ``lmfusion tune`` does, and check :func:`fusion.tuning.stable.bound_warnings` on the result).
         seed: seeds restarts, random directions and optuna's sampler.
 
     Returns:
