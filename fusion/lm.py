@@ -210,6 +210,22 @@ class PerplexityReport:
         return perplexity(self.logprob, self.n_predictions)
 
 
+def perplexity_report(lm: LanguageModel, sentences: Sequence[str], *, progress: bool = False) -> PerplexityReport:
+    """Score text sentences (tokenized by ``lm``, with ``</s>``) and sum them into a :class:`PerplexityReport`."""
+    from tqdm import tqdm
+
+    tokenized = [lm.tokenize(s) for s in sentences]
+    bar = tqdm(tokenized, desc=lm.name, unit="sent", disable=None if progress else True, leave=False)
+    scores = lm.score_sentences(bar)
+    return PerplexityReport(
+        name=lm.name,
+        logprob=sum(s.total for s in scores),
+        n_sentences=len(scores),
+        n_predictions=sum(s.n_predictions for s in scores),
+        n_oov=sum(s.n_oov for s in scores),
+    )
+
+
 def perplexity(total_logprob: float, n_predictions: int) -> float:
     """``exp(-total_logprob / n_predictions)``; natural-log input."""
     if n_predictions <= 0:

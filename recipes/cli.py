@@ -3,7 +3,8 @@
 Each subcommand lives in its own module under :mod:`recipes.commands` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking the parsed
 arguments and returning an exit status. Modules are discovered, so adding a command touches no
-other file.
+other file. Options shared by several commands (``--lm``, ``--weights``, ``--interpolation``, ``-o``...)
+are defined once, in :mod:`recipes.cli_args`.
 """
 
 from __future__ import annotations

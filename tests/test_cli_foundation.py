@@ -29,7 +29,7 @@ def test_build_ppl_mix_end_to_end(text_dir: Path, tmp_path: Path) -> None:
     assert set(est["weights"]) == {"bible", "tech"} and est["weights"]["tech"] > est["weights"]["bible"]
     assert est["ppl"]["mix"] <= min(est["ppl"]["bible"], est["ppl"]["tech"])
     r = run("ppl", "--lm", f"bible={bible}", f"tech={tech}", "--text", str(text_dir / "tech.test.txt"),
-            "--weights", str(tmp_path / "w.json"), "--json")
+            "--interpolation", str(tmp_path / "w.json"), "--json")
     assert r.returncode == 0, r.stderr
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert set(rows) == {"bible", "tech", "mix(bible,tech)"}
@@ -52,5 +52,5 @@ def test_errors_are_one_clear_line(args: list[str], needle: str, tmp_path: Path)
 
 def test_mix_weights_must_sum_to_one_on_the_command_line(bible_arpa: Path, tech_arpa: Path, text_dir: Path) -> None:
     r = run("ppl", "--lm", str(bible_arpa), str(tech_arpa), "--text", str(text_dir / "tech.dev.txt"),
-            "--weights", "0.5,0.7")
+            "--interpolation", "0.5,0.7")
     assert r.returncode == 2 and "sum to 1" in r.stderr

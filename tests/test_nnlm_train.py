@@ -147,8 +147,8 @@ def test_cli_mix_kenlm_with_neural(tiny_nnlm: Path, bible_arpa: Path, text_dir: 
     assert set(est["weights"]) == {"ken", "nn"} and min(est["weights"].values()) > 0.05
     assert est["ppl"]["mix"] < min(est["ppl"]["ken"], est["ppl"]["nn"])
     capsys.readouterr()
-    rc = main(["-q", "ppl", "--lm", f"ken={bible_arpa}", f"nn={tiny_nnlm}", "--text", str(held), "--weights", str(w),
-               "--json"])
+    rc = main(["-q", "ppl", "--lm", f"ken={bible_arpa}", f"nn={tiny_nnlm}", "--text", str(held),
+               "--interpolation", str(w), "--json"])
     assert rc == 0
     rep = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rep["nn"]["n_predictions"] == rep["ken"]["n_predictions"]  # both scored per word

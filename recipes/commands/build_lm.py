@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from recipes.cli_args import SubParsers, add_output_argument
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "build-lm",
         help="train a KenLM n-gram from text (lmplz, then build_binary)",
@@ -13,12 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "binary. With --spm the text is first split into sentencepiece pieces (a token-level LM).",
     )
     p.add_argument("--text", nargs="+", required=True, help="training text files, one sentence per line")
-    p.add_argument("-o", "--output", required=True, help="model to write (.arpa or .bin)")
+    add_output_argument(p, required=True, help="model to write (.arpa or .bin)")
     p.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
     p.add_argument("-S", "--memory", default="20%", help="lmplz sorting memory cap (default 20%%)")
     p.add_argument("--prune", type=int, nargs="+", help="lmplz --prune counts per order, e.g. 0 1 1")
     p.add_argument("--no-discount-fallback", action="store_true", help="do not pass --discount_fallback")
-    p.add_argument("--spm", help="sentencepiece model: build a token-level n-gram over its pieces")
+    p.add_argument("--spm", metavar="MODEL", help="sentencepiece model: build a token-level n-gram over its pieces")
     p.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
     p.set_defaults(func=run)
 

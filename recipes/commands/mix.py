@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from recipes.commands.ppl import add_lm_arguments, load_lms
+from recipes.cli_args import SubParsers, add_lm_arguments, add_output_argument
+from recipes.commands.ppl import add_units_argument, load_lms
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "mix",
         help="estimate linear interpolation weights by EM on held-out text (like compute-best-mix)",
+        description="Estimate the interpolation weights λ of a linear mixture of the --lm models by EM. "
+        "The JSON it writes is what `ppl` and `rescore` take as --interpolation.",
     )
     add_lm_arguments(p)
+    add_units_argument(p)
     p.add_argument("--heldout", required=True, help="held-out text, one sentence per line")
-    p.add_argument("-o", "--output", help="JSON file to write (weights, perplexities, EM trace)")
+    add_output_argument(p, help="JSON file to write (λ under 'weights', perplexities, EM trace)")
     p.add_argument("--tol", type=float, default=1e-7, help="stop when no weight moves by more (1e-7)")
     p.add_argument("--oov", choices=["skip", "include"], default="include",
                    help="include (default): every prediction, each model scoring its own OOVs with its <unk>, so "

@@ -5,90 +5,59 @@ from __future__ import annotations
 import argparse
 import json
 
+from recipes.cli_args import SubParsers, add_interpolation_argument, add_lm_arguments
 
-def add_lm_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--lm", nargs="+", required=True, metavar="[NAME=]PATH",
-        help="LMs: KenLM files (ARPA/binary) or neural LM checkpoint directories",
-    )
-    p.add_argument("--spm", help="sentencepiece model of token-level KenLM n-grams")
+
+def add_units_argument(p: argparse.ArgumentParser) -> None:
+    """``--units``: how LMs over different units are compared (``ppl`` and ``mix``)."""
     p.add_argument(
         "--units", choices=["auto", "word", "token"], default="auto",
         help="auto: when the LMs' units differ (word KenLM + subword neural LM), score subword LMs per word; "
         "word: always per word; token: as they are",
-    )
+    )  # fmt: skip
 
 
 def load_lms(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    from fusion.loading import load_lm
+    """The ``--lm`` models, bridged to common units (``--units``)."""
     from fusion.units import bridge_units
+    from recipes.cli_args import open_lms
 
-    models = [load_lm(spec, tokenizer=args.spm) for spec in args.lm]
-    return bridge_units(models, getattr(args, "units", "auto"))
+    return bridge_units(open_lms(args), getattr(args, "units", "auto"))
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("ppl", help="perplexity of an LM or a linear mix on text")
-    add_lm_arguments(p)
-    p.add_argument("--text", required=True, help="text, one sentence per line")
-    p.add_argument(
-        "--weights", help="linear mix weights: a JSON file from `lmfusion mix`, or comma-separated numbers"
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "ppl",
+        help="perplexity of an LM or a linear mix on text",
+        description="Perplexity of each --lm model on the text; with --interpolation, also of their linear "
+        "mixture with those λ (--interpolation, not --weights: --weights means fusion weights in every command).",
     )
+    add_lm_arguments(p)
+    add_units_argument(p)
+    p.add_argument("--text", required=True, help="text, one sentence per line")
+    add_interpolation_argument(p, help="also report the mixture's perplexity")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
-def parse_weights(spec: str | None, names: list[str]) -> dict[str, float] | list[float] | None:
-    from pathlib import Path
-
-    from fusion.errors import InputError
-    from fusion.io import read_json
-
-    if spec is None:
-        return None
-    if Path(spec).is_file():
-        obj = read_json(spec)
-        w = obj.get("weights", obj) if isinstance(obj, dict) else obj
-        if not isinstance(w, (dict, list)):
-            raise InputError("expected a 'weights' object", path=spec, field="weights")
-        return w
-    try:
-        return [float(x) for x in spec.split(",")]
-    except ValueError:
-        raise InputError(f"--weights {spec!r}: not a file and not comma-separated numbers") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from fusion.errors import InputError
     from fusion.interpolate import LinearInterpolation
     from fusion.io import read_sentences
-    from fusion.lm import PerplexityReport
+    from fusion.lm import perplexity_report
+    from recipes.cli_args import read_interpolation
 
     models = load_lms(args)
     sents = read_sentences(args.text)
     if not sents:
         raise InputError("no sentences", path=args.text)
-    weights = parse_weights(args.weights, [m.name for m in models])
-    if weights is not None and len(models) < 2:
-        raise InputError("--weights given for a single model")
+    lambdas = read_interpolation(args.interpolation)
+    if lambdas is not None and len(models) < 2:
+        raise InputError("--interpolation given for a single model")
     targets = list(models)
-    if weights is not None:
-        targets.append(LinearInterpolation(models, weights))
-    reports = []
-    for m in targets:
-        tokenized = [m.tokenize(s) for s in sents]
-        scores = m.score_sentences(tqdm(tokenized, desc=m.name, unit="sent", disable=args.quiet, leave=False))
-        reports.append(
-            PerplexityReport(
-                name=m.name,
-                logprob=sum(s.total for s in scores),
-                n_sentences=len(scores),
-                n_predictions=sum(s.n_predictions for s in scores),
-                n_oov=sum(s.n_oov for s in scores),
-            )
-        )
+    if lambdas is not None:
+        targets.append(LinearInterpolation(models, lambdas))
+    reports = [perplexity_report(m, sents, progress=not args.quiet) for m in targets]
     if args.json:
         print(json.dumps([{**r.__dict__, "ppl": r.ppl} for r in reports], indent=2))
     else:

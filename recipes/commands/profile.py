@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from recipes.cli_args import SubParsers, add_tag_argument
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "profile",
         help="show a fusion profile or select weights from it (by tags, SNR, or a wav's estimated SNR)",
@@ -15,15 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("action", choices=["show", "select"])
     p.add_argument("profile", help="profile JSON written by a recipe")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="utterance tag, e.g. domain=bible")
+    add_tag_argument(p)
     p.add_argument("--snr", type=float, help="SNR in dB (overrides an snr tag)")
     p.add_argument("--wav", help="16-bit mono wav: select by its blind SNR estimate")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fusion.errors import InputError
     from fusion.profile import FusionProfile
+    from recipes.cli_args import parse_pairs
 
     prof = FusionProfile.load(args.profile)
     if args.action == "show":
@@ -34,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {c.key:14s} {json.dumps(dict(c.fusion))}  interpolation {json.dumps(dict(c.interpolation))}")
         print("provenance: " + json.dumps(dict(prof.provenance)))
         return 0
-    tags: dict[str, str] = {}
-    for t in args.tag:
-        if "=" not in t:
-            raise InputError(f"--tag must be KEY=VALUE, got {t!r}", field="--tag")
-        k, v = t.split("=", 1)
-        tags[k] = v
+    tags = parse_pairs(args.tag, "--tag")
     audio = None
     if args.wav:
         from recipes.asr.make_audio import read_wav

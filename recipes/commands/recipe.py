@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from recipes.cli_args import SubParsers
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "recipe",
         help="run a recipe from its YAML config (build LMs, EM mix, tune per condition, evaluate, profile)",

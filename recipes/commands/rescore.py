@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from recipes.cli_args import (
+    SubParsers,
+    add_interpolation_argument,
+    add_lm_arguments,
+    add_output_argument,
+    add_overwrite_argument,
+    add_weights_argument,
+)
+
 if TYPE_CHECKING:
+    from decoders.hypothesis import NBestList
     from fusion.profile import FusionProfile
     from fusion.weights import WeightPolicy
 
@@ -35,7 +45,7 @@ def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input"
     p.add_argument("--words-txt", help="Kaldi symbol table, when the Kaldi text holds integer word ids")
 
 
-def read_input(args: argparse.Namespace, paths: list[str]) -> list:  # type: ignore[type-arg]
+def read_input(args: argparse.Namespace, paths: list[str]) -> list[NBestList]:
     from decoders.nbest import read_nbest
     from fusion.errors import LMFusionError
 
@@ -53,47 +63,7 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list:  # type: ign
     return read_nbest(paths[0], args.format, scale=scale, refs=args.refs)
 
 
-def parse_weight_spec(spec: str) -> dict[str, float] | FusionProfile | WeightPolicy:
-    """A JSON file with ``weights`` (e.g. from ``lmfusion tune``), a fusion profile (weights picked per
-    utterance from its tags), a learned policy (``lmfusion tune --by/--adaptive --policy``), or
-    ``NAME=VALUE,...``."""
-    import math
-    from pathlib import Path
-
-    from fusion.adaptive import POLICY_FORMAT, policy_from_json
-    from fusion.errors import InputError
-    from fusion.io import read_json
-    from fusion.profile import FORMAT, FusionProfile
-
-    if Path(spec).is_file():
-        obj = read_json(spec)
-        if isinstance(obj, dict) and obj.get("format") == FORMAT:
-            return FusionProfile.load(spec)
-        if isinstance(obj, dict) and obj.get("format") == POLICY_FORMAT:
-            return policy_from_json(obj, spec)
-        w = obj.get("weights", obj) if isinstance(obj, dict) else None
-        if not isinstance(w, dict):
-            raise InputError("expected an object of weights (or one under 'weights')", path=spec, field="weights")
-        out = {}
-        for k, v in w.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise InputError(f"weight {k!r} is not a finite number", path=spec, field=f"weights.{k}")
-            out[str(k)] = float(v)
-        return out
-    out = {}
-    for part in spec.split(","):
-        k, eq, v = part.partition("=")
-        try:
-            x = float(v)
-        except ValueError:
-            x = math.nan
-        if not eq or not k.strip() or not math.isfinite(x):
-            raise InputError(f"weights {spec!r}: not a file and not NAME=NUMBER,... (bad part {part!r})")
-        out[k.strip()] = x
-    return out
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "rescore",
         help="add LM scores to n-best lists (JSONL/Kaldi/TSV) and optionally write 1-bests",
@@ -103,22 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("input", nargs="+", help="n-best file (kaldi: text ac_cost lm_cost)")
     add_nbest_input_arguments(p)
+    add_lm_arguments(p, required=False, help="each adds one score component")
     p.add_argument(
-        "--lm",
-        nargs="*",
-        default=[],
-        metavar="[NAME=]PATH",
-        help="LMs: KenLM files (ARPA/binary) or neural LM checkpoint directories; NAME is the score component",
-    )
-    p.add_argument("--spm", help="sentencepiece model of token-level KenLM n-grams")
-    p.add_argument(
-        "--mix",
-        metavar="NAME=WEIGHTS",
-        help="also add a linear interpolation of all --lm models as component NAME; WEIGHTS is a JSON file "
-        "from `lmfusion mix`, comma-separated lambdas in --lm order, or a profile / adaptive policy that gives "
-        "each utterance its own lambdas (from its tags, or the domain posterior of its n-best); word and "
-        "subword LMs are mixed per word, as `lmfusion mix` does",
-    )
+        "--mix", metavar="NAME",
+        help="also add a linear interpolation of all --lm models as component NAME, with λ from --interpolation; "
+        "word and subword LMs are mixed per word, as `lmfusion mix` does",
+    )  # fmt: skip
+    add_interpolation_argument(
+        p, help="with --mix; or a fusion profile / adaptive policy that gives each utterance its own λ (from its "
+        "tags, or the domain posterior of its n-best)",
+    )  # fmt: skip
     p.add_argument(
         "--mbr",
         action="store_true",
@@ -126,17 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--mbr-scale", type=float, help="posterior scale for --mbr (default 1 / median score spread)")
     p.add_argument("--no-word-count", action="store_true", help="do not add the 'words' component")
-    p.add_argument("--overwrite", action="store_true", help="re-score components already in the input")
+    add_overwrite_argument(p, help="re-score components already in the input")
     p.add_argument(
         "--no-oov-count", action="store_true", help="skip counting out-of-vocabulary words (faster with KenLM)"
     )
     p.add_argument("--batch-size", type=int, default=256, help="sentences per LM call, across utterances (256)")
-    p.add_argument("-o", "--output", help="JSONL to write, with every new component score per hypothesis")
-    p.add_argument(
-        "--weights",
-        help="fusion weights: JSON from `lmfusion tune`, a fusion profile (weights per utterance from its tags), "
-        "or NAME=VALUE,...",
-    )
+    add_output_argument(p, help="JSONL to write, with every new component score per hypothesis")
+    add_weights_argument(p, help="with them, the 1-best of each utterance (and WER when refs are known)")
     p.add_argument("--onebest", help="write '<utt_id> <1-best text>' lines (needs --weights)")
     p.set_defaults(func=run)
 
@@ -145,22 +105,17 @@ def run(args: argparse.Namespace) -> int:
     from decoders.hypothesis import write_nbest_jsonl
     from decoders.nbest import apply_weights, count_ties, onebest_error_rates, rescore_with_stats, write_onebest
     from fusion.errors import LMFusionError
-    from fusion.loading import load_lm
+    from recipes.cli_args import open_lms, read_weights
 
     if args.onebest and not args.weights:
         raise LMFusionError("--onebest needs --weights")
-    if not args.lm and args.mix:
-        raise LMFusionError("--mix needs the --lm models to mix")
+    if bool(args.mix) != bool(args.interpolation):
+        raise LMFusionError("--mix NAME and --interpolation go together")
     nbests = read_input(args, args.input)
-    lms = {}
-    for spec in args.lm:
-        lm = load_lm(spec, tokenizer=args.spm)
-        if lm.name in lms:
-            raise LMFusionError(f"two LMs named {lm.name!r}: name them NAME=PATH")
-        lms[lm.name] = lm
+    lms = {lm.name: lm for lm in open_lms(args)}
     mix_policy = None
     if args.mix:
-        mix_policy = _mix_component(args.mix, lms)
+        mix_policy = _mix_component(args.mix, args.interpolation, lms)
     out, st = rescore_with_stats(
         nbests,
         lms,
@@ -189,9 +144,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
     fusion_weights: dict[str, float] | FusionProfile | WeightPolicy | None = None
     if args.weights:
-        from recipes.commands.rescore import parse_weight_spec
-
-        fusion_weights = parse_weight_spec(args.weights)
+        fusion_weights = read_weights(args.weights)
+        assert fusion_weights is not None
         texts = apply_weights(out, fusion_weights)
         if args.mbr:
             from decoders.nbest_policy import mbr_choices
@@ -226,29 +180,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mix_component(spec_arg: str, lms: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
-    """``--mix NAME=WEIGHTS``: a constant mix is added to ``lms`` as a model (returns None); a profile or
-    policy file returns ``(name, policy, models)`` for a per-utterance mix after the LMs are scored."""
+def _mix_component(name: str, interpolation: list[str], lms: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
+    """``--mix NAME --interpolation SPEC``: a constant mix is added to ``lms`` as a model (returns None); a
+    profile or policy file returns ``(name, policy, models)`` for a per-utterance mix after the LMs are scored."""
     from pathlib import Path
 
     from fusion.errors import LMFusionError
     from fusion.interpolate import LinearInterpolation
     from fusion.io import read_json
     from fusion.units import bridge_units
-    from recipes.commands.ppl import parse_weights
+    from recipes.cli_args import read_interpolation
 
-    name, eq, spec = spec_arg.partition("=")
-    if not eq or not name or not spec:
-        raise LMFusionError(f"--mix {spec_arg!r}: expected NAME=WEIGHTS")
     if len(lms) < 2:
         raise LMFusionError("--mix needs at least two --lm models")
-    if Path(spec).is_file():
-        obj = read_json(spec)
+    if len(interpolation) == 1 and Path(interpolation[0]).is_file():
+        obj = read_json(interpolation[0])
         if isinstance(obj, dict) and obj.get("format") in ("lmfusion-profile", "lmfusion-policy"):
             from fusion.adaptive import load_policy
 
-            return name, load_policy(spec), dict(lms)
-    weights = parse_weights(spec, list(lms))
+            return name, load_policy(interpolation[0]), dict(lms)
+    lambdas = read_interpolation(interpolation)
+    assert lambdas is not None
     models = bridge_units(list(lms.values()), "auto")  # word and subword LMs: per word, as `mix` does
-    lms[name] = LinearInterpolation(models, weights, name=name)  # type: ignore[arg-type]
+    lms[name] = LinearInterpolation(models, lambdas, name=name)
     return None

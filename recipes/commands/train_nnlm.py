@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from recipes.cli_args import SubParsers, add_output_argument
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "train-nnlm",
         help="train a neural LM (LSTM or Transformer) on text; checkpoints atomically and resumes",
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--spm", required=True, help="sentencepiece model (trained on --text when it does not exist "
                    "and --spm-vocab-size is given)")
     p.add_argument("--spm-vocab-size", type=int, help="train the sentencepiece model first, with this many pieces")
-    p.add_argument("-o", "--output", required=True, help="checkpoint directory")
+    add_output_argument(p, required=True, help="checkpoint directory")
     p.add_argument("--arch", choices=["lstm", "transformer"], default="lstm")
     p.add_argument("--emb", type=int, help="LSTM embedding size")
     p.add_argument("--hidden", type=int, help="LSTM hidden size")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recipes.cli_args import SubParsers, add_output_argument, parse_numbers, parse_pairs, parse_ranges
 from recipes.commands.rescore import add_nbest_input_arguments
 
 METRICS = ("wer", "cer", "bleu", "chrf")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "tune",
         help="tune fusion weights (am, LMs, word bonus) on dev n-best lists with cached scores",
@@ -31,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--components", help="comma-separated components to weigh (default: am, the LMs and words)")
     p.add_argument("--method", nargs="+", default=["mert"], choices=["mert", "smooth", "grid", "coordinate", "optuna"])
     p.add_argument("--metric", choices=METRICS, default=None, help="wer (default), cer, bleu or chrf (sacrebleu)")
-    p.add_argument("--fixed", default=None, help="fixed weights NAME=VALUE,... (default am=1)")
-    p.add_argument("--init", help="start point NAME=VALUE,... (default 0 for free weights)")
-    p.add_argument("--bounds", help="search ranges NAME=LO:HI,... (default: from each component's spread)")
+    p.add_argument("--fixed", nargs="+", metavar="NAME=VALUE", help="fixed weights (default am=1)")
+    p.add_argument("--init", nargs="+", metavar="NAME=VALUE", help="start point (default 0 for free weights)")
+    p.add_argument("--bounds", nargs="+", metavar="NAME=LO:HI",
+                   help="search ranges (default: from each component's spread)")
     p.add_argument("--unit", choices=["word", "char"], default="word", help="word (WER) or char (CER)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="tune with seeds seed..seed+N-1, report the spread (1)")
@@ -41,12 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restarts", type=int, default=8, help="MERT / smooth random restarts (8)")
     p.add_argument("--trials", type=int, default=200, help="optuna trials (200)")
     p.add_argument("--l2", type=float, default=0.0, help="smooth: L2 pull toward --prior (default the start)")
-    p.add_argument("--prior", help="smooth: NAME=VALUE,... the L2 pull's target")
+    p.add_argument("--prior", nargs="+", metavar="NAME=VALUE", help="smooth: the L2 pull's target")
     p.add_argument("--kfold", type=int, default=0, help="print a k-fold cross-validated dev estimate (0: none)")
     p.add_argument("--by", help="per-condition weights by these tags, e.g. domain,noise,snr (shrunk to global)")
     p.add_argument("--snr-edges", default="10,17.5,25", help="dB edges bucketing a numeric snr tag (--by snr)")
     p.add_argument("--adaptive", help="fit weights as a function of run-time features, e.g. snr,margin,entropy")
-    p.add_argument("--domain-lms", help="adaptive: DOMAIN=COMPONENT,... domain LMs for the p_domain features")
+    p.add_argument("--domain-lms", nargs="+", metavar="DOMAIN=COMPONENT",
+                   help="adaptive: the domain LMs for the p_domain features")
     p.add_argument("--policy", help="JSON file for the --by or --adaptive policy (for rescore --weights)")
     p.add_argument("--mbr", action="store_true", help="also report minimum-Bayes-risk selection (scale tuned)")
     p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples on test (0: none)")
@@ -57,51 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what the bootstrap compares the tuned weights with: each list's first hypothesis (the "
         "recogniser's 1-best when lists are in decoder order; default) or the start weights",
     )
-    p.add_argument("-o", "--output", help="JSON file for the tuned weights with dev and test WER")
+    add_output_argument(p, help="JSON file for the tuned weights (what --weights reads) with dev and test WER")
     p.add_argument("--plot", help="save a plot of dev WER over two weights (PNG)")
     p.add_argument("--plot-axes", default=None, help="the plot's weights X[,Y] (default: the first LM and 'words')")
     p.set_defaults(func=run)
-
-
-def _pairs(spec: str | None, what: str) -> dict[str, str]:
-    from fusion.errors import InputError
-
-    out: dict[str, str] = {}
-    if not spec:
-        return out
-    for part in spec.split(","):
-        k, eq, v = part.partition("=")
-        if not eq or not k.strip() or not v.strip():
-            raise InputError(f"--{what} {spec!r}: expected NAME=VALUE,... (bad part {part!r})")
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _floats(spec: str | None, what: str) -> dict[str, float]:
-    from fusion.errors import InputError
-
-    out = {}
-    for k, v in _pairs(spec, what).items():
-        try:
-            out[k] = float(v)
-        except ValueError:
-            raise InputError(f"--{what}: {k}={v!r} is not a number") from None
-    return out
-
-
-def _bounds(spec: str | None) -> dict[str, tuple[float, float]]:
-    from fusion.errors import InputError
-
-    out = {}
-    for k, v in _pairs(spec, "bounds").items():
-        lo, colon, hi = v.partition(":")
-        try:
-            out[k] = (float(lo), float(hi))
-        except ValueError:
-            colon = ""
-        if not colon:
-            raise InputError(f"--bounds: {k}={v!r} is not LO:HI")
-    return out
 
 
 def _problems(
@@ -146,7 +108,7 @@ def _tune_methods(
             opts["restarts"] = args.restarts
         if m == "smooth" and args.l2:
             opts["l2"] = args.l2
-            opts["prior"] = _floats(args.prior, "prior") or None
+            opts["prior"] = parse_numbers(args.prior, "--prior") or None
         if m == "optuna":
             opts["n_trials"] = args.trials
         spread = tune_seeds(dev_p, seeds, m, fixed=fixed, init=init or None, bounds=bounds, **opts)
@@ -206,16 +168,16 @@ def run(args: argparse.Namespace) -> int:
             f"components (default: am, the LMs, words; counts and the recogniser's lm beside another LM left out): "
             f"{', '.join(comps)}"
         )
-        named = [k for k in _bounds(args.bounds) if k not in comps and k in component_names(dev)]
+        named = [k for k in parse_ranges(args.bounds, "--bounds") if k not in comps and k in component_names(dev)]
         if named:  # a bound names a component the default rule left out: the user wants it tuned
             comps = [c for c in component_names(dev) if c in {*comps, *named}]  # in the file's order
             print(f"also tuned, as --bounds names them: {', '.join(named)}")
     if not comps:
         raise LMFusionError("no score component is present in every dev hypothesis")
-    fixed = _floats(args.fixed, "fixed") if args.fixed else ({"am": 1.0} if "am" in comps else {comps[0]: 1.0})
-    init = _floats(args.init, "init")
+    fixed = parse_numbers(args.fixed, "--fixed") if args.fixed else ({"am": 1.0} if "am" in comps else {comps[0]: 1.0})
+    init = parse_numbers(args.init, "--init")
     dev_p, test_p, metric = _problems(args, dev, test, comps)
-    bounds = {**scale_aware_bounds(dev_p, fixed), **_bounds(args.bounds)}
+    bounds = {**scale_aware_bounds(dev_p, fixed), **parse_ranges(args.bounds, "--bounds")}
     results = _tune_methods(args, dev_p, test_p, fixed, init, bounds)
     start = results[0][0].start_weights
     rows = [("start", results[0][0].start_error_rate, error_rate(test_p, start) if test_p else None, 0.0, start)]
@@ -378,7 +340,7 @@ def _adaptive(
     from fusion.tuning.adaptive_fit import fit_adaptive
 
     names = [f.strip() for f in args.adaptive.split(",") if f.strip()]
-    doms = _pairs(args.domain_lms, "domain-lms")
+    doms = parse_pairs(args.domain_lms, "--domain-lms")
     stds = [np.std([h.scores["am"] for h in nb.hyps]) for nb in dev if len(nb.hyps) > 1 and "am" in nb.hyps[0].scores]
     spec = FeatureSpec("am", float(1.0 / np.median(stds)) if stds else 1.0, doms)
     probe = AdaptiveWeights({}, spec=spec)
