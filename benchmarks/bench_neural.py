@@ -23,7 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import TEXT, WORK, bench_spm, best_of, table
-from fusion.neural import NeuralLM, NeuralState, sequence_logprobs
+from fusion.incremental import NeuralState
+from fusion.neural import NeuralLM
+from fusion.nn_models import sequence_logprobs
 from fusion.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
 SPEED_MODELS = {
@@ -174,10 +176,10 @@ def ppl_table(args: argparse.Namespace) -> tuple[list[list[object]], dict[str, f
                                  lr=args.lr, seed=0, threads=args.threads, device=args.device, name="neural",
                                  progress=not args.quiet))
     train_s = time.perf_counter() - t0
-    from fusion.neural import load_lm
+    from fusion.neural import load_checkpoint
 
     ken = KenLM(ken_path, name="kenlm")
-    nn = WordLevelLM(load_lm(out, name="neural", device=args.device))
+    nn = WordLevelLM(load_checkpoint(out, name="neural", device=args.device))
     est = estimate_weights([ken, nn], TEXT / "tech.dev.txt", oov="skip")  # as published (SRILM convention)
     w = np.array([est.weights["kenlm"], est.weights["neural"]])
     test = read_sentences(TEXT / "tech.test.txt")

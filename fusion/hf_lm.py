@@ -1,6 +1,6 @@
 """Any Hugging Face ``AutoModelForCausalLM`` + its tokenizer as an lmfusion LM (optional extra ``hf``).
 
-The adapter reuses :class:`~fusion.neural.CachedIncrementalLM`: states are token-id prefixes, and each
+The adapter reuses :class:`~fusion.incremental.CachedIncrementalLM`: states are token-id prefixes, and each
 prefix's key/value cache is held per row (``[P, layers, 2, kv_heads, d_head]``) in the LM-side LRU cache.
 A batched step pads the rows' caches into one ``DynamicCache`` with an attention mask that hides the
 padding and explicit ``position_ids``, so rows of different lengths advance in one forward pass.
@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusion.abilities import LMSpec
+from fusion.checkpoint import CONFIG_NAME, FORMAT_VERSION, HF_FORMAT, check_safetensors_file
 from fusion.errors import InputError, LMFusionError
+from fusion.incremental import CachedIncrementalLM
 from fusion.lm import Units
-from fusion.neural import CachedIncrementalLM
+from fusion.tokenizers import WORD_START
 
 BYTE_LEVEL_SPACE = "Ġ"
-SPM_SPACE = "▁"
 
 
 def _require_transformers() -> Any:
@@ -74,6 +76,8 @@ class HFCausalLM(CachedIncrementalLM):
         self.device = torch.device(device)
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.dtype = next(self.model.parameters()).dtype
+        self.source: Path | None = None
+        """The local model directory this LM was opened from (:meth:`from_pretrained`), else ``None``."""
         n_model = int(self.model.get_output_embeddings().weight.shape[0])
         n_tok = len(tokenizer)
         if n_tok > n_model:
@@ -91,8 +95,8 @@ class HFCausalLM(CachedIncrementalLM):
         special = set(tokenizer.all_special_ids) | set(range(n_tok, n_model))
         self.special_ids = frozenset(int(i) for i in special)
         n_space = sum(p.startswith(BYTE_LEVEL_SPACE) for p in self.pieces)
-        n_spm = sum(p.startswith(SPM_SPACE) for p in self.pieces)
-        self.space_marker = BYTE_LEVEL_SPACE if n_space > n_spm else SPM_SPACE
+        n_spm = sum(p.startswith(WORD_START) for p in self.pieces)
+        self.space_marker = BYTE_LEVEL_SPACE if n_space > n_spm else WORD_START
         import inspect
 
         params = inspect.signature(self.model.forward).parameters
@@ -107,8 +111,6 @@ class HFCausalLM(CachedIncrementalLM):
             raise InputError("not a local Hugging Face model directory (pass local_files_only=False for the hub)",
                              path=path)
         if Path(path).is_dir():
-            from fusion.neural import check_safetensors_file
-
             for f in sorted(Path(path).glob("*.safetensors")):
                 check_safetensors_file(f)
         try:
@@ -117,7 +119,20 @@ class HFCausalLM(CachedIncrementalLM):
                                                             use_safetensors=True)
         except Exception as e:  # transformers raises many types (OSError, ValueError, SafetensorError, ...)
             raise InputError(f"could not load the Hugging Face model ({type(e).__name__}: {e})", path=path) from None
-        return cls(model, tok, name=name or Path(str(path)).name, device=device, dtype=dtype, **kwargs)
+        lm = cls(model, tok, name=name or Path(str(path)).name, device=device, dtype=dtype, **kwargs)
+        lm.source = Path(path) if Path(path).is_dir() else None
+        return lm
+
+    def spec(self) -> LMSpec:
+        """The model directory this LM was opened from (:class:`~fusion.abilities.Reloadable`).
+
+        Raises:
+            LMFusionError: the LM was built from in-memory objects (or a hub name), not a directory.
+        """
+        if self.source is None:
+            raise LMFusionError(f"HF LM {self.name!r} was not opened from a local directory; save it with "
+                                "save_pretrained() and mark_hf_dir() to reopen it in another process")
+        return LMSpec(name=self.name, path=str(self.source), kind="hf", options={"device": str(self.device)})
 
     # -- units -----------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
@@ -217,7 +232,6 @@ class HFCausalLM(CachedIncrementalLM):
 def mark_hf_dir(directory: str | Path, *, name: str | None = None) -> Path:
     """Write ``lmfusion-lm.json`` into a Hugging Face model directory so ``lmfusion ppl/mix --lm`` open it."""
     from fusion.io import atomic_write_json
-    from fusion.neural import CONFIG_NAME, FORMAT_VERSION, HF_FORMAT
 
     d = Path(directory)
     if not (d / "config.json").is_file():

@@ -114,10 +114,6 @@ class _Mixture(LanguageModel):
     def _combine(self, component_logprobs: np.ndarray) -> np.ndarray:
         return type(self)._mix(component_logprobs, self.weights)
 
-    @property
-    def weight_map(self) -> dict[str, float]:
-        return {m.name: float(w) for m, w in zip(self.models, self.weights, strict=True)}
-
     def begin(self) -> State:
         return tuple(m.begin() for m in self.models)
 

@@ -1,26 +1,28 @@
-"""Open an LM from a path, whatever its kind: the one place the CLI and recipes resolve LM specs.
+"""Open an LM from a path, whatever its kind: the one ``load_lm`` of lmfusion (CLI, recipes, workers).
 
 * a file: a KenLM model (ARPA or binary), over words or, with ``tokenizer``, over pieces;
-* a directory holding ``lmfusion-lm.json``: a neural LM checkpoint (:mod:`fusion.neural`).
+* a directory holding ``lmfusion-lm.json``: a neural LM checkpoint (:func:`fusion.neural.load_checkpoint`),
+  or a Hugging Face model directory marked by :func:`fusion.hf_lm.mark_hf_dir`.
 
-Loaders for other kinds register with :func:`register_loader`.
+Loaders for other kinds register with :func:`register_loader`. :func:`open_spec` opens the
+:class:`~fusion.abilities.LMSpec` an LM gave (``Reloadable.spec()``), e.g. in a worker process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fusion.abilities import LMSpec
+from fusion.checkpoint import CONFIG_NAME, HF_FORMAT
 from fusion.errors import InputError, LMFusionError
+from fusion.io import read_json
 from fusion.lm import LanguageModel
 from fusion.tokenizers import SentencePieceTokenizer, Tokenizer
 
 Loader = Callable[[Path, str | None, Tokenizer | None], LanguageModel]
 _LOADERS: list[tuple[Callable[[Path], bool], Loader]] = []
-
-NEURAL_CONFIG = "lmfusion-lm.json"
-
 
 def register_loader(probe: Callable[[Path], bool], loader: Loader) -> None:
     """Add a loader, tried before the built-in ones when ``probe(path)`` is true."""
@@ -33,10 +35,15 @@ def _load_kenlm(path: Path, name: str | None, tokenizer: Tokenizer | None) -> La
     return KenLM(path, name=name, tokenizer=tokenizer)
 
 
-def _load_neural(path: Path, name: str | None, tokenizer: Tokenizer | None) -> LanguageModel:
-    from fusion import neural
+def _load_checkpoint_dir(path: Path, name: str | None, options: dict[str, Any]) -> LanguageModel:
+    raw = read_json(path / CONFIG_NAME)
+    if isinstance(raw, dict) and raw.get("format") == HF_FORMAT:
+        from fusion.hf_lm import HFCausalLM
 
-    return neural.load_lm(path, name=name)
+        return HFCausalLM.from_pretrained(path, name=name or raw.get("name") or path.name, **options)
+    from fusion.neural import load_checkpoint
+
+    return load_checkpoint(path, name=name, **options)
 
 
 def parse_lm_spec(spec: str) -> tuple[str | None, Path]:
@@ -50,12 +57,18 @@ def parse_lm_spec(spec: str) -> tuple[str | None, Path]:
 
 
 def load_lm(
-    spec: str | Path, *, name: str | None = None, tokenizer: Tokenizer | str | Path | None = None
+    spec: str | Path,
+    *,
+    name: str | None = None,
+    tokenizer: Tokenizer | str | Path | None = None,
+    **options: Any,
 ) -> LanguageModel:
     """Open the LM at ``spec`` (``PATH`` or ``NAME=PATH``).
 
     Args:
+        name: the LM's name (default: ``NAME`` of the spec, the checkpoint's name, or the file name).
         tokenizer: for an n-gram over sentencepiece pieces, the tokenizer or its model file.
+        options: for a neural or Hugging Face checkpoint, loader options (``device``, ``dtype``, ...).
     """
     spec_name, path = parse_lm_spec(str(spec))
     name = name or spec_name
@@ -66,9 +79,11 @@ def load_lm(
         if probe(path):
             return loader(path, name, tok)
     if path.is_dir():
-        if (path / NEURAL_CONFIG).is_file():
-            return _load_neural(path, name, tok)
-        raise InputError(f"a directory, but no {NEURAL_CONFIG} in it: not an lmfusion neural LM", path=path)
+        if (path / CONFIG_NAME).is_file():
+            return _load_checkpoint_dir(path, name, options)
+        raise InputError(f"a directory, but no {CONFIG_NAME} in it: not an lmfusion neural LM", path=path)
+    if options:
+        raise LMFusionError(f"options {sorted(options)} apply to neural checkpoints, not to the KenLM file {path}")
     return _load_kenlm(path, name, tok)
 
 
@@ -83,4 +98,4 @@ def open_spec(spec: LMSpec) -> LanguageModel:
         return cls(models, ws, name=spec.name)
     if spec.path is None:
         raise LMFusionError(f"LMSpec {spec.name!r} has neither a path nor components")
-    return load_lm(spec.path, name=spec.name, tokenizer=spec.tokenizer)
+    return load_lm(spec.path, name=spec.name, tokenizer=spec.tokenizer, **dict(spec.options))

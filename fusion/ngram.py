@@ -18,10 +18,11 @@ from pathlib import Path
 import kenlm
 import numpy as np
 
+from fusion.abilities import LMSpec
 from fusion.errors import InputError, LMFusionError
 from fusion.io import atomic_write_lines, iter_text_lines
 from fusion.lm import LanguageModel, SentenceScore, State
-from fusion.tokenizers import Tokenizer, WordTokenizer
+from fusion.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 
 LN10 = math.log(10.0)
 """Multiply a log10 score by this to get natural log."""
@@ -119,18 +120,12 @@ class KenLM(LanguageModel):
         self._cache_size = cache_size
         self._begin = kenlm.State()
         self.model.BeginSentenceWrite(self._begin)
-        self._null = kenlm.State()
-        self.model.NullContextWrite(self._null)
         self._vocab: frozenset[str] | None = None
         self._vocab_loaded = False
 
     # -- core ------------------------------------------------------------------------------
     def begin(self) -> State:
         return self._begin
-
-    def null_state(self) -> State:
-        """A state with no context (not sentence-initial)."""
-        return self._null
 
     def score(self, state: State, unit: str) -> tuple[float, State]:
         key = (state, unit)
@@ -191,6 +186,21 @@ class KenLM(LanguageModel):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    def spec(self) -> LMSpec:
+        """The model file and tokenizer this LM was opened from (:class:`~fusion.abilities.Reloadable`).
+
+        Raises:
+            LMFusionError: the tokenizer is neither whitespace words nor a sentencepiece model file.
+        """
+        tok = self.tokenizer
+        if isinstance(tok, WordTokenizer):
+            tok_path = None
+        elif isinstance(tok, SentencePieceTokenizer):
+            tok_path = str(tok.path)
+        else:
+            raise LMFusionError(f"KenLM {self.name!r}: tokenizer {type(tok).__name__} cannot be reopened from a file")
+        return LMSpec(name=self.name, path=str(self.path), tokenizer=tok_path, kind="kenlm")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,17 +25,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fusion.checkpoint import CONFIG_NAME, save_checkpoint
 from fusion.errors import InputError, LMFusionError
 from fusion.io import iter_text_lines, read_json
-from fusion.neural import (
-    CONFIG_NAME,
-    NeuralLM,
-    _padded_batch,
-    load_lm,
-    normalize_config,
-    save_checkpoint,
-    sequence_logprobs,
-)
+from fusion.neural import NeuralLM, load_checkpoint
+from fusion.nn_models import _padded_batch, normalize_config, sequence_logprobs
 from fusion.tokenizers import SentencePieceTokenizer
 
 STATE_PT = "train-state.pt"
@@ -51,7 +45,7 @@ class TrainConfig:
         dev: held-out text files for perplexity (optional).
         spm: the sentencepiece model defining the units.
         output: checkpoint directory (created, or resumed from when ``resume``).
-        model: model config (``{"arch": "lstm" | "transformer", ...}``, see :data:`fusion.neural.ARCH_DEFAULTS`).
+        model: model config (``{"arch": "lstm" | "transformer", ...}``, see :data:`fusion.nn_models.ARCH_DEFAULTS`).
         epochs: passes over the training text.
         max_steps: stop after this many optimizer steps in all (``None``: run all epochs).
         batch_tokens: most padded tokens per batch.
@@ -183,7 +177,7 @@ def _resume(cfg: TrainConfig, out: Path) -> tuple[NeuralLM, dict[str, Any], dict
     if pos.get("config") != cfg.fingerprint():
         raise InputError("a checkpoint from a run with different settings is there; pass resume=False "
                          "(--no-resume) to start over, or use another output directory", path=out / STATE_JSON)
-    lm = load_lm(out, name=cfg.name, device=cfg.device)
+    lm = load_checkpoint(out, name=cfg.name, device=cfg.device)
     try:
         st = torch.load(out / STATE_PT, map_location=cfg.device, weights_only=True)
     except Exception as e:

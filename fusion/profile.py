@@ -26,7 +26,7 @@ import datetime as _dt
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,10 +205,6 @@ class FusionProfile:
     def _sel(c: ConditionWeights, source: str | None = None) -> Selection:
         return Selection(dict(c.fusion), dict(c.interpolation), source or c.key)
 
-    def weights_for(self, tags: Mapping[str, Any] | None = None, **kw: Any) -> dict[str, float]:
-        """Just the fusion weights of :meth:`select`."""
-        return self.select(tags, **kw).fusion
-
     # ---- JSON -----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         def cond(c: ConditionWeights) -> dict[str, Any]:
@@ -364,9 +360,3 @@ def resolve_weights(
         return weights.select(tags, audio=audio, sample_rate=sample_rate).fusion
     return {str(k): float(v) for k, v in weights.items()}
 
-
-def weights_per_utterance(
-    weights: Mapping[str, float] | FusionProfile, tag_list: Sequence[Mapping[str, Any]]
-) -> list[dict[str, float]]:
-    """:func:`resolve_weights` for many utterances (by their tags)."""
-    return [resolve_weights(weights, t) for t in tag_list]

@@ -15,8 +15,8 @@ from typing import Any
 from fusion.errors import InputError
 from fusion.lm import Units
 
-WORD_BOUNDARY = "▁"
-"""sentencepiece's word-boundary marker (U+2581)."""
+WORD_START = "\u2581"
+"""sentencepiece's word-start marker ``▁`` (U+2581): the one definition in lmfusion; import it from here."""
 
 
 class Tokenizer(ABC):

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 
 from fusion.errors import LMFusionError, UnitMismatchError
+from fusion.incremental import CachedIncrementalLM
 from fusion.lm import LanguageModel, SentenceScore, State, Units
-from fusion.neural import CachedIncrementalLM
-
-WORD_START = "▁"
+from fusion.tokenizers import WORD_START
 
 
 def _check_token_lm(lm: LanguageModel) -> None:
@@ -53,7 +52,7 @@ class WordLevelLM(LanguageModel):
     words runs one batched forward per piece depth (``1 + max pieces per word``), never ``B * K``.
 
     Args:
-        lm: a :class:`~fusion.neural.CachedIncrementalLM` (a :class:`~fusion.neural.NeuralLM`, or the HF
+        lm: a :class:`~fusion.incremental.CachedIncrementalLM` (a :class:`~fusion.neural.NeuralLM`, or the HF
             adapter) over sentencepiece-style pieces.
         name: default ``lm.name`` (so EM weights keep the model's name).
     """
@@ -274,7 +273,7 @@ class TokenLevelLM(LanguageModel):
     one, holds end-of-sentence).
 
     Args:
-        lm: a :class:`~fusion.neural.CachedIncrementalLM`.
+        lm: a :class:`~fusion.incremental.CachedIncrementalLM`.
         decoder_tokens: the decoder's tokens in id order.
         decoder_only: tokens the LM need not know (blank, padding, sentence markers).
         eos_token: the decoder's end-of-sentence token, if any.

@@ -64,7 +64,7 @@ def tiny_spm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
 def tiny_nnlm(tiny_spm, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A tiny LSTM LM over ``tiny_spm`` trained for a few seconds on both domains; a saved checkpoint.
 
-    Returns the checkpoint directory; open it with ``fusion.neural.load_lm(path)`` (or ``fusion.loading``).
+    Returns the checkpoint directory; open it with ``fusion.loading.load_lm(path)``.
     """
     from fusion.nnlm_train import TrainConfig, train_nnlm
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from fusion.errors import InputError, LMFusionError
+from fusion.incremental import NeuralState
 from fusion.lm import LanguageModel
-from fusion.neural import NeuralLM, NeuralState, load_lm, normalize_config
+from fusion.neural import NeuralLM, load_checkpoint
+from fusion.nn_models import normalize_config
 
 torch.set_num_threads(1)
 
@@ -157,13 +159,13 @@ def test_save_load_roundtrip(lm: NeuralLM, tmp_path: Path) -> None:
     d = lm.save(tmp_path / "ckpt", meta={"note": "test"})
     assert sorted(p.name for p in d.iterdir()) == sorted(
         ["lmfusion-lm.json", "model.safetensors", lm.tokenizer.path.name])
-    back = load_lm(d, name="back")
+    back = load_checkpoint(d, name="back")
     assert back.name == "back" and back.units == lm.units and back.meta == {"note": "test"}
     u = lm.tokenize(SENTS[0])
     np.testing.assert_array_equal(back.score_sentence(u).logprobs, lm.score_sentence(u).logprobs)
     # saving again over an existing checkpoint replaces it
     lm.save(d)
-    assert load_lm(d).meta == lm.meta
+    assert load_checkpoint(d).meta == lm.meta
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -196,19 +198,19 @@ def _edit_config(d: Path, **changes) -> None:  # type: ignore[no-untyped-def]
 def test_config_not_matching_weights(ckpt: Path) -> None:
     _edit_config(ckpt, model__hidden=64)
     with pytest.raises(InputError, match=r"model.safetensors.*do not match the config.*hidden=64"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_config_layers_not_matching_weights(ckpt: Path) -> None:
     _edit_config(ckpt, model__layers=3)
     with pytest.raises(InputError, match="missing tensors"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_unknown_tokenizer_type(ckpt: Path) -> None:
     _edit_config(ckpt, tokenizer__type="wordpiece")
     with pytest.raises(InputError, match=r"field 'tokenizer.type': unknown tokenizer type 'wordpiece'"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_wrong_tokenizer_file(ckpt: Path, tmp_path: Path) -> None:
@@ -219,14 +221,14 @@ def test_wrong_tokenizer_file(ckpt: Path, tmp_path: Path) -> None:
                                 vocab_size=120)
     (ckpt / cfg["tokenizer"]["file"]).write_bytes(other.path.read_bytes())
     with pytest.raises(InputError, match="not the one the model was trained with"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_missing_tokenizer_file(ckpt: Path) -> None:
     cfg = json.loads((ckpt / "lmfusion-lm.json").read_text())
     (ckpt / cfg["tokenizer"]["file"]).unlink()
     with pytest.raises(InputError, match="sentencepiece model not found"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_truncated_weights(ckpt: Path) -> None:
@@ -234,22 +236,22 @@ def test_truncated_weights(ckpt: Path) -> None:
     data = w.read_bytes()
     w.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"model.safetensors: truncated"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
     w.write_bytes(data[:5])
     with pytest.raises(InputError, match="truncated"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_pickle_instead_of_safetensors(ckpt: Path) -> None:
     w = ckpt / "model.safetensors"
     torch.save({"x": torch.zeros(2)}, w)  # zip container holding a pickle
     with pytest.raises(InputError, match="never unpickles"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
     import pickle
 
     w.write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(InputError, match="pickle"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_truncated_or_bad_config(ckpt: Path) -> None:
@@ -257,10 +259,10 @@ def test_truncated_or_bad_config(ckpt: Path) -> None:
     text = p.read_text()
     p.write_text(text[: len(text) // 2])
     with pytest.raises(InputError, match=r"lmfusion-lm.json.*invalid JSON"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
     p.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(InputError, match="field 'format'"):
-        load_lm(ckpt)
+        load_checkpoint(ckpt)
 
 
 def test_bad_model_config() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fusion.errors import InputError
-from fusion.neural import load_lm
+from fusion.neural import load_checkpoint
 from fusion.nnlm_train import TrainConfig, read_ids, train_nnlm
 from recipes.cli import main
 
@@ -29,7 +29,7 @@ def _unigram_ppl(train: list[list[int]], dev: list[list[int]], n_sym: int, eos: 
 
 
 def test_trained_model_beats_unigram(tiny_nnlm: Path, tiny_spm, text_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    lm = load_lm(tiny_nnlm)
+    lm = load_checkpoint(tiny_nnlm)
     train = read_ids([str(text_dir / "bible.train.txt"), str(text_dir / "tech.train.txt")], tiny_spm, 256)
     dev_files = [str(text_dir / "bible.dev.txt"), str(text_dir / "tech.dev.txt")]
     dev = read_ids(dev_files, tiny_spm, 256)
@@ -72,12 +72,12 @@ def test_interrupted_run_resumes_to_identical_weights(small_text, tiny_spm, tmp_
     with pytest.raises(KeyboardInterrupt):
         train_nnlm(_cfg(small_text, tiny_spm, tmp_path / "b"), on_eval=interrupt)
     # the interrupted checkpoint is complete and loadable, at the step reached
-    mid = load_lm(tmp_path / "b")
+    mid = load_checkpoint(tmp_path / "b")
     assert mid.meta["steps"] == 8
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     resumed = train_nnlm(_cfg(small_text, tiny_spm, tmp_path / "b"))
     assert resumed.resumed_from_step == 8 and resumed.steps == straight.steps
-    a, b = load_lm(tmp_path / "a").model.state_dict(), load_lm(tmp_path / "b").model.state_dict()
+    a, b = load_checkpoint(tmp_path / "a").model.state_dict(), load_checkpoint(tmp_path / "b").model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     assert resumed.dev_ppl == pytest.approx(straight.dev_ppl, rel=1e-6)
@@ -107,7 +107,7 @@ def test_transformer_trains(small_text, tiny_spm, tmp_path: Path) -> None:  # ty
     res = train_nnlm(_cfg(small_text, tiny_spm, tmp_path / "t", model=model, epochs=3, eval_every=0))
     ppls = [h["dev_ppl"] for h in res.history]
     assert len(ppls) == 3 and ppls[-1] < ppls[0]
-    lm = load_lm(tmp_path / "t")
+    lm = load_checkpoint(tmp_path / "t")
     u = lm.tokenize("and the lord said")
     torch.testing.assert_close(torch.tensor(lm.score_sentence_incremental(u).logprobs),
                                torch.tensor(lm.score_sentence(u).logprobs), atol=1e-5, rtol=0)
@@ -127,7 +127,7 @@ def test_cli_train(small_text, tmp_path: Path, capsys: pytest.CaptureFixture[str
                "--batch-tokens", "512", "--lr", "0.01", "--name", "nn"])
     assert rc == 0
     assert "dev ppl" in capsys.readouterr().out
-    lm = load_lm(out)
+    lm = load_checkpoint(out)
     assert lm.config["hidden"] == 24 and lm.name == "nn" and len(lm.tokenizer) <= 150
     rc = main(["-q", "ppl", "--lm", f"nn={out}", "--text", small_text[1], "--json"])
     assert rc == 0

@@ -13,7 +13,8 @@ from fusion.errors import LMFusionError, UnitMismatchError
 from fusion.interpolate import LinearInterpolation
 from fusion.io import read_sentences
 from fusion.lm import Units
-from fusion.neural import NeuralLM, load_lm
+from fusion.loading import load_lm
+from fusion.neural import NeuralLM
 from fusion.ngram import KenLM
 from fusion.units import SlowWordLevelLM, TokenLevelLM, WordLevelLM
 

@@ -293,7 +293,7 @@ def stage_rescore(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     mixes = _mixes(cfg)
     nnlm = None
     if cfg["lms"]["neural"]["enabled"]:
-        from fusion.neural import load_lm
+        from fusion.loading import load_lm
 
         nnlm = load_lm(p["lms"] / "nnlm", name="nnlm")
     for split in ("dev", "test"):

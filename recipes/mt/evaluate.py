@@ -45,7 +45,7 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 
 
 def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: int) -> dict[str, Any]:
-    from fusion.neural import load_lm
+    from fusion.loading import load_lm
     from fusion.ngram import KenLM, build_ngram
     from fusion.nnlm_train import TrainConfig, train_nnlm
 
