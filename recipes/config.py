@@ -109,6 +109,7 @@ def validate(
         if f.choices is not None and value not in f.choices:
             raise fail(f"must be one of {list(f.choices)}, got {value!r}", key)
         if f.items is not None:
+            assert isinstance(value, (list, tuple))
             value = [check_value(v, f.items, f"{key}[{i}]") for i, v in enumerate(value)]
         if f.values is not None:
             value = {str(k): check_value(v, f.values, f"{key}.{k}") for k, v in value.items()}

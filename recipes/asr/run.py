@@ -259,7 +259,7 @@ def stage_interpolate(cfg: Mapping[str, Any], ctx: StageContext) -> None:
                     "iterations": est.iterations}  # fmt: skip
     atomic_write_json(_paths(cfg)["em"], out)
 
-def _mixes(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _mixes(cfg: Mapping[str, Any]) -> dict[str | None, Any]:
     from fusion.interpolate import LinearInterpolation
 
     lms = _load_kenlms(cfg)

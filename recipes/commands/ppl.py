@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from recipes.cli_args import SubParsers, add_interpolation_argument, add_lm_arguments
+
+if TYPE_CHECKING:
+    from fusion.lm import LanguageModel
 
 
 def add_units_argument(p: argparse.ArgumentParser) -> None:
@@ -17,7 +21,7 @@ def add_units_argument(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def load_lms(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+def load_lms(args: argparse.Namespace) -> list[LanguageModel]:
     """The ``--lm`` models, bridged to common units (``--units``)."""
     from fusion.units import bridge_units
     from recipes.cli_args import open_lms

@@ -20,7 +20,9 @@ from recipes.mt.model import Vocabs, dump_meta, marian_config, save_vocabs
 def batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, rng: random.Random) -> list[list[int]]:
     """Length-bucketed batches of pair indices, shuffled."""
     order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), rng.random()))
-    out, cur, longest = [], [], 0
+    out: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
     for i in order:
         longest_new = max(longest, len(pairs[i][0]) + len(pairs[i][1]))
         if cur and longest_new * (len(cur) + 1) > max_tokens:
@@ -34,7 +36,7 @@ def batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, rng: rand
     return out
 
 
-def collate(pairs, idx, pad_id, eos_id):  # type: ignore[no-untyped-def]
+def collate(pairs, idx, pad_id, eos_id):
     import torch
 
     src = [pairs[i][0] for i in idx]
