@@ -9,7 +9,8 @@ over the ``B`` states. Evicted or never-seen prefixes are recomputed from their 
 so results never depend on the cache.
 
 :meth:`CachedIncrementalLM.score_sentences` is the plain full-sequence path (one padded forward over
-whole sentences); tests check the incremental path against it.
+whole sentences); tests check the incremental path (:func:`fusion.reference.score_unit_by_unit`)
+against it.
 """
 
 from __future__ import annotations
@@ -320,7 +321,3 @@ class CachedIncrementalLM(LanguageModel):
 
     def score_sentence(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
         return self.score_sentences([units], eos=eos)[0]
-
-    def score_sentence_incremental(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
-        """Score unit by unit through :meth:`score` (the incremental path; see :meth:`score_sentences`)."""
-        return LanguageModel.score_sentence(self, units, eos=eos)

@@ -233,6 +233,22 @@ def perplexity(total_logprob: float, n_predictions: int) -> float:
     return math.exp(-total_logprob / n_predictions)
 
 
+def require_token_lm(lm: LanguageModel) -> None:
+    """Raise :class:`UnitMismatchError` unless ``lm`` predicts tokens (what a word-level view needs)."""
+    from fusion.errors import UnitMismatchError
+
+    if lm.units.kind != "token":
+        raise UnitMismatchError(f"{lm.name!r} predicts {lm.units}; a word-level view needs a subword (token) LM")
+
+
+def check_word_unit(lm: LanguageModel, word: str) -> None:
+    """Raise :class:`LMFusionError` when ``word`` is empty or holds whitespace."""
+    from fusion.errors import LMFusionError
+
+    if not word or word.split() != [word]:
+        raise LMFusionError(f"{lm.name}: word {word!r} is empty or contains whitespace")
+
+
 def check_same_units(models: Sequence[LanguageModel]) -> Units:
     """Return the models' common units, or raise :class:`UnitMismatchError` naming the odd one."""
     from fusion.errors import UnitMismatchError

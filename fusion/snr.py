@@ -15,7 +15,7 @@ WADA is biased on synthetic (flite) speech whose amplitude is not Gamma(0.4): me
 noise floor, as in NIST's STNR and minimum-statistics noise trackers): the noise power is the mean
 energy of the quietest frames and the speech power is what the rest adds. It needs a few pauses (any
 utterance has them at its edges) and was within 1 dB on the same audio; it is the default of
-:func:`estimate_snr`. ``*_reference`` functions are plain loops beside the vectorised ones, for tests.
+:func:`estimate_snr`. Their plain-loop references are in :mod:`fusion.reference`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ __all__ = [
     "SNR_MIN_DB",
     "estimate_snr",
     "noise_floor_snr",
-    "noise_floor_snr_reference",
     "wada_snr",
-    "wada_snr_reference",
     "wada_statistic",
     "wada_table",
 ]
@@ -104,22 +102,6 @@ def wada_snr(x: np.ndarray) -> float:
     return _invert(wada_statistic(x))
 
 
-def wada_snr_reference(x: list[float] | np.ndarray) -> float:
-    """Plain-Python reference of :func:`wada_snr` (one loop over samples), for tests."""
-    xs = [float(v) for v in np.asarray(x).reshape(-1)]
-    peak = max(abs(v) for v in xs)
-    if peak == 0.0:
-        return SNR_MAX_DB
-    total_abs = 0.0
-    total_log = 0.0
-    for v in xs:
-        a = max(abs(v) / peak, _EPS)
-        total_abs += a
-        total_log += math.log(a)
-    g = math.log(total_abs / len(xs)) - total_log / len(xs)
-    return _invert(g)
-
-
 def _clamp(db: float) -> float:
     return float(min(max(db, SNR_MIN_DB), SNR_MAX_DB))
 
@@ -154,27 +136,6 @@ def noise_floor_snr(x: np.ndarray, sample_rate: int = 16000, *, quantile: float 
     if ps <= 0.0:
         return SNR_MIN_DB
     return _clamp(10.0 * math.log10(ps / pn))
-
-
-def noise_floor_snr_reference(
-    x: list[float] | np.ndarray, sample_rate: int = 16000, *, quantile: float = 0.1, frame_ms: float = 25.0
-) -> float:
-    """Plain-Python reference of :func:`noise_floor_snr`."""
-    xs = [float(v) for v in np.asarray(x).reshape(-1)]
-    f = max(1, round(frame_ms * sample_rate / 1000.0))
-    energies = []
-    for i in range(len(xs) // f):
-        frame = xs[i * f : (i + 1) * f]
-        energies.append(sum(v * v for v in frame) / f)
-    energies.sort()
-    k = max(1, int(quantile * len(energies)))
-    pn = sum(energies[:k]) / k
-    pt = sum(energies) / len(energies)
-    if pn <= 0.0:
-        return SNR_MAX_DB
-    if pt - pn <= 0.0:
-        return SNR_MIN_DB
-    return _clamp(10.0 * math.log10((pt - pn) / pn))
 
 
 def estimate_snr(x: np.ndarray, sample_rate: int = 16000, method: str = "noise_floor") -> float:

@@ -2,9 +2,9 @@
 
 * :class:`WordLevelLM`: a word-level view of a subword LM (sentencepiece pieces, ``▁`` starting a word),
   so a word KenLM and a subword neural LM can be linearly interpolated per word with EM weights.
-* :class:`SlowWordLevelLM`: the same view over *any* token-level :class:`~fusion.lm.LanguageModel`
-  that can list its vocabulary (e.g. a KenLM over pieces), built only from ``score``/``score_batch``/
-  ``end``: slow, obviously correct, and the reference the fast view is tested against.
+* :class:`fusion.reference.SlowWordLevelLM` (in the references' module): the same view over *any*
+  token-level :class:`~fusion.lm.LanguageModel` that can list its vocabulary (e.g. a KenLM over pieces),
+  built only from ``score``/``score_batch``/``end``; :func:`word_view` uses it for such LMs.
 * :class:`TokenLevelLM`: a token-level LM seen through a decoder's token list (same pieces, the
   decoder's id order), for full-vocabulary scorers.
 
@@ -24,25 +24,14 @@ minus ``ln B(<s>)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from fusion.errors import LMFusionError, UnitMismatchError
 from fusion.incremental import CachedIncrementalLM
-from fusion.lm import LanguageModel, SentenceScore, State, Units
-from fusion.tokenizers import WORD_START
-
-
-def _check_token_lm(lm: LanguageModel) -> None:
-    if lm.units.kind != "token":
-        raise UnitMismatchError(f"{lm.name!r} predicts {lm.units}; a word-level view needs a subword (token) LM")
-
-
-def _check_word(lm: LanguageModel, word: str) -> None:
-    if not word or word.split() != [word]:
-        raise LMFusionError(f"{lm.name}: word {word!r} is empty or contains whitespace")
+from fusion.lm import LanguageModel, SentenceScore, State, Units, check_word_unit, require_token_lm
 
 
 class WordLevelLM(LanguageModel):
@@ -58,10 +47,10 @@ class WordLevelLM(LanguageModel):
     """
 
     def __init__(self, lm: CachedIncrementalLM, *, name: str | None = None, max_tokens: int = 4096) -> None:
-        _check_token_lm(lm)
+        require_token_lm(lm)
         if not isinstance(lm, CachedIncrementalLM):
             raise LMFusionError(f"WordLevelLM needs a neural LM with cached incremental scoring; for "
-                                f"{type(lm).__name__} use SlowWordLevelLM")
+                                f"{type(lm).__name__} use fusion.reference.SlowWordLevelLM")
         super().__init__(name or lm.name, Units.word())
         self.lm = lm
         self.max_tokens = max_tokens
@@ -73,7 +62,7 @@ class WordLevelLM(LanguageModel):
         """The subword ids of one word (memoised)."""
         ids = self._ids.get(word)
         if ids is None:
-            _check_word(self, word)
+            check_word_unit(self, word)
             pieces = self.lm.encode_word(word)
             if not pieces:
                 raise LMFusionError(f"{self.name}: word {word!r} encodes to no pieces")
@@ -211,59 +200,6 @@ class WordLevelLM(LanguageModel):
     def score_sentence(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
         return self.score_sentences([units], eos=eos)[0]
 
-    def score_sentence_incremental(self, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
-        """Word by word through :meth:`score` (the incremental path)."""
-        return LanguageModel.score_sentence(self, units, eos=eos)
-
-
-class SlowWordLevelLM(LanguageModel):
-    """The word-level view over any token LM, from protocol calls only (the reference implementation).
-
-    ``B(s)`` is computed by scoring every word-start piece of the vocabulary plus ``end``: ``|V|``
-    scores per boundary, so use it for checking and for small token n-grams.
-
-    Args:
-        lm: a token-level LM whose :attr:`~fusion.lm.LanguageModel.vocab` lists its pieces.
-        encode_word: word -> pieces (default ``lm.tokenize``).
-        word_start: prefix marking a word-initial piece (``"▁"``).
-    """
-
-    def __init__(self, lm: LanguageModel, *, name: str | None = None,
-                 encode_word: Callable[[str], list[str]] | None = None, word_start: str = WORD_START) -> None:
-        _check_token_lm(lm)
-        vocab = lm.vocab
-        if vocab is None:
-            raise LMFusionError(f"{lm.name!r} cannot list its vocabulary: the word-end mass is undefined")
-        super().__init__(name or lm.name, Units.word())
-        self.lm = lm
-        self.encode_word = encode_word or lm.tokenize
-        self.start_pieces = sorted(p for p in vocab if p.startswith(word_start))
-        if not self.start_pieces:
-            raise LMFusionError(f"{lm.name!r}: no piece starts with {word_start!r}")
-
-    def boundary_logmass(self, state: State) -> float:
-        lp, _ = self.lm.score_batch([state], self.start_pieces)
-        return float(np.logaddexp.reduce(np.append(lp[0], self.lm.end(state))))
-
-    def begin(self) -> State:
-        return self.lm.begin()
-
-    def score(self, state: State, unit: str) -> tuple[float, State]:
-        _check_word(self, unit)
-        pieces = self.encode_word(unit)
-        total = -self.boundary_logmass(state)
-        st = state
-        for p in pieces:
-            lp, st = self.lm.score(st, p)
-            total += lp
-        return total + self.boundary_logmass(st), st
-
-    def end(self, state: State) -> float:
-        return self.lm.end(state) - self.boundary_logmass(state)
-
-    def is_oov(self, unit: str) -> bool:
-        return any(self.lm.is_oov(p) for p in self.encode_word(unit))
-
 
 class TokenLevelLM(LanguageModel):
     """A token-level LM seen through a decoder's token list, which must name the same pieces.
@@ -294,7 +230,7 @@ class TokenLevelLM(LanguageModel):
         units: Units | None = None,
         name: str | None = None,
     ) -> None:
-        _check_token_lm(lm)
+        require_token_lm(lm)
         super().__init__(name or lm.name, units or lm.units)
         self.lm = lm
         self.decoder_tokens = list(decoder_tokens)
@@ -364,6 +300,8 @@ def word_view(lm: LanguageModel) -> LanguageModel:
         return lm
     if isinstance(lm, CachedIncrementalLM):
         return WordLevelLM(lm)
+    from fusion.reference import SlowWordLevelLM
+
     return SlowWordLevelLM(lm)
 
 

@@ -14,7 +14,8 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from fusion.errors import InputError, LMFusionError  # noqa: E402
 from fusion.hf_lm import HFCausalLM, mark_hf_dir  # noqa: E402
-from fusion.units import SlowWordLevelLM, WordLevelLM  # noqa: E402
+from fusion.reference import SlowWordLevelLM, score_unit_by_unit  # noqa: E402
+from fusion.units import WordLevelLM  # noqa: E402
 
 torch.set_num_threads(1)
 TEXT = Path(__file__).resolve().parents[1] / "data" / "text"
@@ -84,7 +85,7 @@ def test_incremental_equals_full(lm: HFCausalLM, text: str) -> None:
     u = lm.tokenize(text)
     full = lm.score_sentences([u])[0].logprobs
     lm.clear_cache()
-    inc = lm.score_sentence_incremental(u).logprobs
+    inc = score_unit_by_unit(lm, u).logprobs
     np.testing.assert_allclose(inc, full, atol=1e-5, rtol=0)
     assert full.shape == (len(u) + 1,)
 
@@ -128,7 +129,7 @@ def test_word_view_over_hf(lm: HFCausalLM) -> None:
     for k, w in enumerate(words):
         assert lp[0, k] == pytest.approx(slow.score(st_s, w)[0], abs=1e-5)
     s = "and the lord said".split()
-    np.testing.assert_allclose(fast.score_sentences([s])[0].logprobs, fast.score_sentence_incremental(s).logprobs,
+    np.testing.assert_allclose(fast.score_sentences([s])[0].logprobs, score_unit_by_unit(fast, s).logprobs,
                                atol=1e-5)
 
 

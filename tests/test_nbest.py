@@ -30,6 +30,7 @@ from decoders.nbest import (
 from fusion.errors import InputError, LMFusionError
 from fusion.lm import LanguageModel, State, Units
 from fusion.metrics import wer
+from fusion.reference import score_unit_by_unit
 from fusion.tuning import error_rate, tune
 
 TEXT = Path(__file__).resolve().parents[1] / "data" / "text"
@@ -329,7 +330,7 @@ def test_rescore_with_a_neural_lm_batches_like_the_incremental_path(tiny_spm) ->
     assert st.failed["nnlm"] == 0
     for nb in out:
         for h in nb.hyps:
-            inc = lm.score_sentence_incremental(lm.tokenize(h.text)).total
+            inc = score_unit_by_unit(lm, lm.tokenize(h.text)).total
             assert h.scores["nnlm"] == pytest.approx(inc, abs=1e-4)
 
 

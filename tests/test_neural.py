@@ -15,6 +15,7 @@ from fusion.incremental import NeuralState
 from fusion.lm import LanguageModel
 from fusion.neural import NeuralLM, load_checkpoint
 from fusion.nn_models import normalize_config
+from fusion.reference import score_unit_by_unit
 
 torch.set_num_threads(1)
 
@@ -60,7 +61,7 @@ def test_incremental_equals_full_sequence(lm: NeuralLM, text: str) -> None:
     units = lm.tokenize(text)
     full = lm.score_sentences([units])[0]
     lm.clear_cache()
-    inc = lm.score_sentence_incremental(units)
+    inc = score_unit_by_unit(lm, units)
     assert full.logprobs.shape == (len(units) + 1,)
     np.testing.assert_allclose(inc.logprobs, full.logprobs, atol=1e-5, rtol=0)
     assert np.all(np.isfinite(full.logprobs)) and np.all(full.logprobs < 0)
@@ -120,7 +121,7 @@ def test_cache_eviction_never_changes_scores(tiny_spm) -> None:  # type: ignore[
     lm = NeuralLM.from_config(CONFIGS["transformer"], tiny_spm, seed=3, cache_bytes=1)  # evicts all but one
     units = lm.tokenize(SENTS[3])
     ref = lm.score_sentences([units])[0].logprobs
-    inc = lm.score_sentence_incremental(units).logprobs
+    inc = score_unit_by_unit(lm, units).logprobs
     np.testing.assert_allclose(inc, ref, atol=1e-5)
     assert lm.cache_info["entries"] == 1
 
@@ -142,7 +143,7 @@ def test_dtype_option(tiny_spm) -> None:  # type: ignore[no-untyped-def]
     assert b.dtype == torch.float64
     units = a.tokenize(SENTS[0])
     np.testing.assert_allclose(a.score_sentence(units).logprobs, b.score_sentence(units).logprobs, atol=1e-4)
-    np.testing.assert_allclose(b.score_sentence_incremental(units).logprobs,
+    np.testing.assert_allclose(score_unit_by_unit(b, units).logprobs,
                                b.score_sentence(units).logprobs, atol=1e-10)
 
 

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusion.reference import noise_floor_snr_reference, wada_snr_reference
 from fusion.snr import (
     SNR_MAX_DB,
     estimate_snr,
     noise_floor_snr,
-    noise_floor_snr_reference,
     wada_snr,
-    wada_snr_reference,
     wada_table,
 )
 

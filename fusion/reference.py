@@ -1,0 +1,122 @@
+"""The plain, obviously-correct references beside lmfusion's fast paths, in one place.
+
+Each is slow on purpose: a loop over units or samples, built from protocol calls only. Tests hold the
+fast path to its reference; a library path may fall back to one where nothing faster applies.
+
+* :func:`score_unit_by_unit` — a sentence scored one unit at a time through ``score``/``end`` (the
+  incremental path), beside batched ``score_sentences``;
+* :class:`SlowWordLevelLM` — the word-level view of any token LM that lists its vocabulary, beside
+  :class:`fusion.units.WordLevelLM` (:func:`fusion.units.word_view` uses it for non-neural token LMs);
+* :func:`wada_snr_reference`, :func:`noise_floor_snr_reference` — per-sample loops beside
+  :func:`fusion.snr.wada_snr` and :func:`fusion.snr.noise_floor_snr`.
+
+References that live with their engineers' modules: ``fusion.tuning`` (``error_rate_reference``,
+``line_search_reference``, ``dominated_reference``), ``fusion.metrics.edit_distance_reference``,
+``fusion.scorers.FullPrefixLMScorer`` and ``decoders.ctc.reference_beam_search``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fusion.errors import LMFusionError
+from fusion.lm import LanguageModel, SentenceScore, State, Units, check_word_unit, require_token_lm
+from fusion.snr import _EPS, SNR_MAX_DB, SNR_MIN_DB, _clamp, _invert
+from fusion.tokenizers import WORD_START
+
+__all__ = ["SlowWordLevelLM", "noise_floor_snr_reference", "score_unit_by_unit", "wada_snr_reference"]
+
+
+def score_unit_by_unit(lm: LanguageModel, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
+    """Score a sentence from ``lm.begin()`` one unit at a time (``score``, then ``end``), ignoring any
+    batched ``score_sentence`` override: the incremental path batched scorers are tested against."""
+    return LanguageModel.score_sentence(lm, units, eos=eos)
+
+
+class SlowWordLevelLM(LanguageModel):
+    """The word-level view over any token LM, from protocol calls only (the reference implementation).
+
+    ``B(s)`` is computed by scoring every word-start piece of the vocabulary plus ``end``: ``|V|``
+    scores per boundary, so use it for checking and for small token n-grams.
+
+    Args:
+        lm: a token-level LM whose :attr:`~fusion.lm.LanguageModel.vocab` lists its pieces.
+        encode_word: word -> pieces (default ``lm.tokenize``).
+        word_start: prefix marking a word-initial piece (``"▁"``).
+    """
+
+    def __init__(self, lm: LanguageModel, *, name: str | None = None,
+                 encode_word: Callable[[str], list[str]] | None = None, word_start: str = WORD_START) -> None:
+        require_token_lm(lm)
+        vocab = lm.vocab
+        if vocab is None:
+            raise LMFusionError(f"{lm.name!r} cannot list its vocabulary: the word-end mass is undefined")
+        super().__init__(name or lm.name, Units.word())
+        self.lm = lm
+        self.encode_word = encode_word or lm.tokenize
+        self.start_pieces = sorted(p for p in vocab if p.startswith(word_start))
+        if not self.start_pieces:
+            raise LMFusionError(f"{lm.name!r}: no piece starts with {word_start!r}")
+
+    def boundary_logmass(self, state: State) -> float:
+        lp, _ = self.lm.score_batch([state], self.start_pieces)
+        return float(np.logaddexp.reduce(np.append(lp[0], self.lm.end(state))))
+
+    def begin(self) -> State:
+        return self.lm.begin()
+
+    def score(self, state: State, unit: str) -> tuple[float, State]:
+        check_word_unit(self, unit)
+        pieces = self.encode_word(unit)
+        total = -self.boundary_logmass(state)
+        st = state
+        for p in pieces:
+            lp, st = self.lm.score(st, p)
+            total += lp
+        return total + self.boundary_logmass(st), st
+
+    def end(self, state: State) -> float:
+        return self.lm.end(state) - self.boundary_logmass(state)
+
+    def is_oov(self, unit: str) -> bool:
+        return any(self.lm.is_oov(p) for p in self.encode_word(unit))
+
+
+def wada_snr_reference(x: list[float] | np.ndarray) -> float:
+    """Plain-Python reference of :func:`wada_snr` (one loop over samples), for tests."""
+    xs = [float(v) for v in np.asarray(x).reshape(-1)]
+    peak = max(abs(v) for v in xs)
+    if peak == 0.0:
+        return SNR_MAX_DB
+    total_abs = 0.0
+    total_log = 0.0
+    for v in xs:
+        a = max(abs(v) / peak, _EPS)
+        total_abs += a
+        total_log += math.log(a)
+    g = math.log(total_abs / len(xs)) - total_log / len(xs)
+    return _invert(g)
+
+
+def noise_floor_snr_reference(
+    x: list[float] | np.ndarray, sample_rate: int = 16000, *, quantile: float = 0.1, frame_ms: float = 25.0
+) -> float:
+    """Plain-Python reference of :func:`noise_floor_snr`."""
+    xs = [float(v) for v in np.asarray(x).reshape(-1)]
+    f = max(1, round(frame_ms * sample_rate / 1000.0))
+    energies = []
+    for i in range(len(xs) // f):
+        frame = xs[i * f : (i + 1) * f]
+        energies.append(sum(v * v for v in frame) / f)
+    energies.sort()
+    k = max(1, int(quantile * len(energies)))
+    pn = sum(energies[:k]) / k
+    pt = sum(energies) / len(energies)
+    if pn <= 0.0:
+        return SNR_MAX_DB
+    if pt - pn <= 0.0:
+        return SNR_MIN_DB
+    return _clamp(10.0 * math.log10((pt - pn) / pn))
