@@ -1,6 +1,9 @@
-"""Shared fixtures: the bundled two-domain text and KenLM models built from it by real lmplz.
+"""Shared fixtures: the bundled two-domain text, KenLM models built from it by real lmplz, and a
+committed tiny ARPA for fast unit tests of LM semantics.
 
-Fixtures that build models are session-scoped so the suite trains each model once.
+Fixtures that build models are session-scoped so the suite trains each model once. A test that uses a
+model built with ``lmplz`` (:data:`LMPLZ_FIXTURES`) is marked ``slow`` at collection: ``slow`` is a
+marker, not a skip — CI runs those tests too; ``-m "not slow"`` is the quick loop without lmplz.
 """
 
 from __future__ import annotations
@@ -11,6 +14,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO / "data" / "text"
+TINY_ARPA = Path(__file__).resolve().parent / "data" / "tiny.arpa"
+
+LMPLZ_FIXTURES = frozenset({"bible_arpa", "tech_arpa", "general_arpa"})
+"""Fixtures that build a KenLM model with lmplz."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LMPLZ_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_arpa() -> Path:
+    """A committed word 3-gram ARPA (31 words, 138 n-grams), made once by ``lmplz -o 3 --discount_fallback``
+    from ``tests/data/tiny.txt`` (nine Genesis/Exodus/Psalms-style sentences). No lmplz needed."""
+    return TINY_ARPA
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*LMFUSION, "-q", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_build_ppl_mix_end_to_end(text_dir: Path, tmp_path: Path) -> None:
     bible, tech = tmp_path / "bible.bin", tmp_path / "tech.arpa"
     for out, src in ((bible, "bible"), (tech, "tech")):

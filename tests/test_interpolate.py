@@ -87,6 +87,7 @@ def _same_vocab_models(text_dir: Path, lm_dir: Path, tokenizer=None) -> list[Ken
     ]
 
 
+@pytest.mark.slow
 def test_interpolated_distribution_sums_to_one(text_dir: Path, lm_dir: Path) -> None:
     models = _same_vocab_models(text_dir, lm_dir)
     assert models[0].vocab == models[1].vocab == models[2].vocab
@@ -100,6 +101,7 @@ def test_interpolated_distribution_sums_to_one(text_dir: Path, lm_dir: Path) -> 
         assert np.logaddexp.reduce(np.append(mat[0], mix.end(st_))) == pytest.approx(0.0, abs=1e-4), prefix
 
 
+@pytest.mark.slow
 def test_token_level_mixture_sums_to_one(text_dir: Path, lm_dir: Path) -> None:
     """The same holds for n-grams over sentencepiece pieces."""
     tok = train_sentencepiece([text_dir / "bible.train.txt", text_dir / "tech.train.txt"], lm_dir / "mixspm",
@@ -149,14 +151,15 @@ def test_mixture_sentence_score_matches_incremental(bible_arpa: Path, tech_arpa:
         ({"bible": 0.5, "oops": 0.5}, "missing"),
     ],
 )
-def test_bad_weights_are_refused(bible_arpa: Path, tech_arpa: Path, weights: object, match: str) -> None:
+def test_bad_weights_are_refused(tiny_arpa: Path, weights: object, match: str) -> None:
+    models = [KenLM(tiny_arpa, name="bible"), KenLM(tiny_arpa, name="tech")]
     with pytest.raises(WeightsError, match=match):
-        LinearInterpolation([KenLM(bible_arpa), KenLM(tech_arpa)], weights)  # type: ignore[arg-type]
+        LinearInterpolation(models, weights)  # type: ignore[arg-type]
 
 
-def test_units_must_match(bible_arpa: Path, text_dir: Path, tmp_path: Path) -> None:
+def test_units_must_match(tiny_arpa: Path, text_dir: Path, tmp_path: Path) -> None:
     tok = train_sentencepiece([text_dir / "bible.train.txt"], tmp_path / "u", vocab_size=150)
-    word = KenLM(bible_arpa, name="word")
-    token = KenLM(bible_arpa, tokenizer=tok, name="token")
+    word = KenLM(tiny_arpa, name="word")
+    token = KenLM(tiny_arpa, tokenizer=tok, name="token")
     with pytest.raises(UnitMismatchError, match="'word' predicts word, 'token' predicts token"):
         LinearInterpolation([word, token], [0.5, 0.5])

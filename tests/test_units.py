@@ -168,11 +168,11 @@ def test_word_view_mixes_with_word_kenlm_into_a_distribution(trained: NeuralLM, 
     assert abs(sum(est.weights.values()) - 1) < 1e-9
 
 
-def test_word_view_refuses_word_lms(bible_arpa: Path) -> None:
+def test_word_view_refuses_word_lms(tiny_arpa: Path) -> None:
     with pytest.raises(UnitMismatchError, match="subword"):
-        SlowWordLevelLM(KenLM(bible_arpa))
+        SlowWordLevelLM(KenLM(tiny_arpa))
     with pytest.raises(UnitMismatchError):
-        WordLevelLM(KenLM(bible_arpa))  # type: ignore[arg-type]
+        WordLevelLM(KenLM(tiny_arpa))  # type: ignore[arg-type]
 
 
 def test_token_view_reorders_to_decoder_vocab(rand_lm: NeuralLM) -> None:
