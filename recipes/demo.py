@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-run every stage")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
-    from recipes.asr.run import SCHEMA, build_stages, run_recipe, wer_table_markdown
+    from recipes.asr.report import wer_table_markdown
+    from recipes.asr.run import SCHEMA, build_stages, run_recipe
     from recipes.config import load_config
 
     t0 = time.perf_counter()

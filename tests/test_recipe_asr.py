@@ -10,7 +10,8 @@ import pytest
 
 from decoders.hypothesis import NBestList, ScoredHypothesis, write_nbest_jsonl
 from fusion.profile import FusionProfile
-from recipes.asr.run import SCHEMA, build_stages, check_overlap, run_recipe
+from recipes.asr.evaluate import check_overlap
+from recipes.asr.run import SCHEMA, build_stages, run_recipe
 from recipes.config import ConfigError, validate
 from recipes.pipeline import Pipeline
 
@@ -50,15 +51,15 @@ def test_per_condition_tuning_recovers_condition_specific_weights(tmp_path: Path
     Pipeline(w, log=None, progress=False).run(stages)
     tuned = json.loads((w / "tuning.json").read_text())
     by = {(c["domain"], c["bucket"]): c for c in tuned["conditions"]}
-    assert by[("d", "15")]["weights"]["dlm"] > 4.0 and by[("d", "15")]["dev_wer"] == 0.0
-    assert by[("d", "clean")]["weights"]["dlm"] < 0.8 and by[("d", "clean")]["dev_wer"] == 0.0
+    assert by[("d", "15")]["weights"]["dlm"] > 4.0 and by[("d", "15")]["dev"]["error_rate"] == 0.0
+    assert by[("d", "clean")]["weights"]["dlm"] < 0.8 and by[("d", "clean")]["dev"]["error_rate"] == 0.0
     # CV keeps a condition's own weights where its parent's (the global ones) fail it; backing off is
     # only allowed where the parent's weights are already perfect there
     assert not all(by[("d", b)]["backoff"] for b in ("15", "clean"))
     for b in ("15", "clean"):
         if by[("d", b)]["backoff"]:
             assert by[("d", b)]["cv"]["wer_parent"] == 0.0
-    assert tuned["global"]["dev_wer"] > 0.0  # one weight cannot serve both conditions
+    assert tuned["global"]["dev"]["error_rate"] > 0.0  # one weight cannot serve both conditions
     prof = FusionProfile.load(w / "profile.json")
     assert prof.select({"domain": "d", "snr": "15"}).fusion["dlm"] > 4.0
     assert prof.select({"domain": "d", "snr": "clean"}).fusion["dlm"] < 0.8

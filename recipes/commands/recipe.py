@@ -24,7 +24,8 @@ def register(sub: SubParsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fusion.io import read_json
-    from recipes.asr.run import SCHEMA, build_stages, run_recipe, wer_table_markdown
+    from recipes.asr.report import wer_table_markdown
+    from recipes.asr.run import SCHEMA, build_stages, run_recipe
     from recipes.config import load_config
     from recipes.pipeline import Pipeline
 

@@ -9,10 +9,14 @@ another LM is present). Default bounds come from each component's spread
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from recipes.cli_args import SubParsers, add_output_argument, parse_numbers, parse_pairs, parse_ranges
 from recipes.commands.rescore import add_nbest_input_arguments
+
+if TYPE_CHECKING:
+    from fusion.tuning import TuningProblem
 
 METRICS = ("wer", "cer", "bleu", "chrf")
 
@@ -64,6 +68,23 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--plot", help="save a plot of dev WER over two weights (PNG)")
     p.add_argument("--plot-axes", default=None, help="the plot's weights X[,Y] (default: the first LM and 'words')")
     p.set_defaults(func=run)
+
+
+def split_report(
+    problem: TuningProblem, weights: Mapping[str, float], start: Mapping[str, float]
+) -> dict[str, Any]:
+    """One split's entry of the ``tune`` report (the JSON it writes, and the recipe's per condition):
+    utterances, and the error rate under the tuned weights, the start weights, the recogniser's first
+    hypothesis and the n-best oracle."""
+    from fusion.tuning import error_rate
+
+    return {
+        "n_utts": problem.n_utts,
+        "error_rate": error_rate(problem, weights),
+        "start_error_rate": error_rate(problem, start),
+        "first_error_rate": problem.first_error_rate(),
+        "oracle_error_rate": problem.oracle_error_rate(),
+    }
 
 
 def _problems(
@@ -182,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     start = results[0][0].start_weights
     rows = [("start", results[0][0].start_error_rate, error_rate(test_p, start) if test_p else None, 0.0, start)]
     rows += [(r.method, r.error_rate, t, r.seconds, r.weights) for r, t in results]
-    best_res, best_test = min(results, key=lambda r: r[0].error_rate)
+    best_res = min(results, key=lambda r: r[0].error_rate)[0]
     _print_table(rows, dev_p, test_p, metric, comps, fixed)
     print("bounds: " + ", ".join(f"{k}={lo:.4g}:{hi:.4g}" for k, (lo, hi) in best_res.extra["bounds"].items()))
     for msg in bound_warnings(best_res):
@@ -212,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(args, comps, fixed, dev_p, best_res, bounds, metric)
     if args.output:
-        _write(args, comps, fixed, metric, dev_p, test_p, best_res, best_test, start, boot, results, cv_rate, extra)
+        _write(args, comps, fixed, metric, dev_p, test_p, best_res, start, boot, results, cv_rate, extra)
     return 0
 
 
@@ -399,7 +420,6 @@ def _write(
     dev_p: Any,
     test_p: Any,
     best_res: Any,
-    best_test: float | None,
     start: dict[str, Any],
     boot: Any,
     results: list[Any],
@@ -409,7 +429,6 @@ def _write(
     import datetime
 
     from fusion.io import atomic_write_json
-    from fusion.tuning import error_rate
 
     doc = {
         "weights": best_res.weights,
@@ -421,24 +440,12 @@ def _write(
         "bounds": {k: list(v) for k, v in best_res.extra["bounds"].items()},
         "seed": args.seed,
         "seeds": args.seeds,
-        "dev": {
-            "files": args.dev,
-            "n_utts": dev_p.n_utts,
-            "error_rate": best_res.error_rate,
-            "cv_error_rate": cv_rate,
-            "start_error_rate": best_res.start_error_rate,
-            "first_error_rate": dev_p.first_error_rate(),
-            "oracle_error_rate": dev_p.oracle_error_rate(),
-        },
+        "dev": {"files": args.dev, **split_report(dev_p, best_res.weights, start), "cv_error_rate": cv_rate},
         "test": None
         if test_p is None
         else {
             "files": args.test,
-            "n_utts": test_p.n_utts,
-            "error_rate": best_test,
-            "start_error_rate": error_rate(test_p, start),
-            "first_error_rate": test_p.first_error_rate(),
-            "oracle_error_rate": test_p.oracle_error_rate(),
+            **split_report(test_p, best_res.weights, start),
             "bootstrap": None
             if boot is None
             else {
