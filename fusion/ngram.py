@@ -245,6 +245,46 @@ def _write_training_text(
     return n
 
 
+def _run_lmplz(
+    cmd: Sequence[str], files: Sequence[str | Path], tokenizer: Tokenizer | None, log: Path, progress: bool
+) -> None:
+    """Run ``lmplz`` with the training text streamed into its stdin; raise with its log's tail on failure."""
+    with log.open("wb") as logf:
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT)
+        assert proc.stdin is not None
+        try:
+            n = _write_training_text(files, proc.stdin, tokenizer, progress)
+        except BrokenPipeError:
+            n = -1
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if proc.stdin and not proc.stdin.closed:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+        rc = proc.wait()
+    if rc != 0 or n == 0:
+        tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-8:])
+        why = "the training text has no sentences" if n == 0 else f"lmplz exited {rc}"
+        raise LMFusionError(f"build_ngram({', '.join(map(str, files))}): {why}\n{tail}")
+
+
+def _build_binary(arpa: Path, out: Path, memory: str, binary_type: str) -> Path:
+    """KenLM's ``build_binary`` from ``arpa`` to ``out``."""
+    res = subprocess.run(
+        [find_kenlm_binary("build_binary"), "-S", memory, binary_type, str(arpa), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise LMFusionError(f"build_binary failed: {res.stderr.strip()[-800:]}")
+    return out
+
+
 def build_ngram(
     text_files: Sequence[str | Path] | str | Path,
     output: str | Path,
@@ -289,50 +329,18 @@ def build_ngram(
     output.parent.mkdir(parents=True, exist_ok=True)
     lmplz = find_kenlm_binary("lmplz")
 
+    cmd = [lmplz, "-o", str(order), "-S", memory]
+    if discount_fallback:
+        cmd.append("--discount_fallback")
+    if prune:
+        cmd += ["--prune", *map(str, prune)]
+    cmd += list(extra_args)
     with tempfile.TemporaryDirectory(dir=temp_dir or output.parent, prefix=".lmplz-") as tmp:
         tmpdir = Path(tmp)
         arpa = tmpdir / "model.arpa"
-        cmd = [lmplz, "-o", str(order), "-S", memory, "-T", str(tmpdir), "--arpa", str(arpa)]
-        if discount_fallback:
-            cmd.append("--discount_fallback")
-        if prune:
-            cmd += ["--prune", *map(str, prune)]
-        cmd += list(extra_args)
-        log = tmpdir / "lmplz.log"
-        with log.open("wb") as logf:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT)
-            assert proc.stdin is not None
-            try:
-                n = _write_training_text(files, proc.stdin, tokenizer, progress)
-            except BrokenPipeError:
-                n = -1
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            finally:
-                if proc.stdin and not proc.stdin.closed:
-                    try:
-                        proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
-            rc = proc.wait()
-        if rc != 0 or n == 0:
-            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-8:])
-            why = "the training text has no sentences" if n == 0 else f"lmplz exited {rc}"
-            raise LMFusionError(f"build_ngram({', '.join(map(str, files))}): {why}\n{tail}")
+        _run_lmplz([*cmd, "-T", str(tmpdir), "--arpa", str(arpa)], files, tokenizer, tmpdir / "lmplz.log", progress)
         vocab = read_arpa_vocab(arpa)
-        if want_binary:
-            out_tmp = tmpdir / "model.bin"
-            res = subprocess.run(
-                [find_kenlm_binary("build_binary"), "-S", memory, binary_type, str(arpa), str(out_tmp)],
-                capture_output=True,
-                text=True,
-            )
-            if res.returncode != 0:
-                raise LMFusionError(f"build_binary failed: {res.stderr.strip()[-800:]}")
-        else:
-            out_tmp = arpa
+        out_tmp = _build_binary(arpa, tmpdir / "model.bin", memory, binary_type) if want_binary else arpa
         os.replace(out_tmp, output)  # the temp dir sits beside the output: same filesystem, atomic
     atomic_write_lines(vocab_sidecar(output), sorted(vocab))
     return output

@@ -185,6 +185,56 @@ def _resume(cfg: TrainConfig, out: Path) -> tuple[NeuralLM, dict[str, Any], dict
     return lm, pos, st
 
 
+def _read_data(
+    cfg: TrainConfig, tok: SentencePieceTokenizer, mcfg: dict[str, Any]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Training and dev sentences as piece ids (cut to the model's positions)."""
+    max_len = min(cfg.max_len, mcfg["max_len"] - 1) if mcfg["arch"] == "transformer" else cfg.max_len
+    train = read_ids(cfg.text, tok, max_len)
+    if not train:
+        raise InputError("training text has no sentences", path=cfg.text[0])
+    return train, (read_ids(cfg.dev, tok, max_len) if cfg.dev else [])
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, state: dict[str, Any] | None) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices (not embeddings), restored from ``state`` or freshly seeded."""
+    def decays(n: str, p: torch.Tensor) -> bool:
+        return p.ndim >= 2 and "embed" not in n and "pos" not in n
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+    else:
+        torch.manual_seed(cfg.seed)
+    return opt
+
+
+def _train_step(
+    lm: NeuralLM, opt: torch.optim.Optimizer, seqs: Sequence[Sequence[int]], lr: float, clip: float | None, step: int
+) -> tuple[float, int]:
+    """One optimiser step on a batch; returns the mean loss per predicted piece and how many there were."""
+    inp, tgt = _padded_batch(seqs, lm.bos_id, lm.eos_id, lm.device)
+    lens = torch.tensor([len(s) + 1 for s in seqs], device=lm.device)
+    valid = torch.arange(inp.shape[1], device=lm.device)[None] < lens[:, None]
+    tgt = tgt.masked_fill(~valid, -100)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    logits = lm.model(inp)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-100)
+    if not torch.isfinite(loss):
+        raise LMFusionError(f"training loss became {loss.item()} at step {step}; lower the learning rate")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(lm.model.parameters(), clip)
+    opt.step()
+    return loss.item(), int(valid.sum())
+
+
 def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train (or resume training) a neural LM; returns where it is and the dev-perplexity history."""
     if cfg.threads:
@@ -193,11 +243,7 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
         raise LMFusionError("no training text given")
     tok = SentencePieceTokenizer(cfg.spm)
     mcfg = normalize_config(cfg.model)
-    max_len = min(cfg.max_len, mcfg["max_len"] - 1) if mcfg["arch"] == "transformer" else cfg.max_len
-    train = read_ids(cfg.text, tok, max_len)
-    if not train:
-        raise InputError("training text has no sentences", path=cfg.text[0])
-    dev = read_ids(cfg.dev, tok, max_len) if cfg.dev else []
+    train, dev = _read_data(cfg, tok, mcfg)
     out = Path(cfg.output)
 
     resumed = _resume(cfg, out)
@@ -209,15 +255,7 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
         lm, pos, opt_state = resumed
     model = lm.model
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "pos" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n and "pos" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state["optimizer"])
-        torch.set_rng_state(opt_state["torch_rng"].cpu())
-    else:
-        torch.manual_seed(cfg.seed)
+    opt = _optimizer(model, cfg, opt_state)
     start_step = int(pos["step"])
     n_batches = len(make_batches(train, cfg.batch_tokens, cfg.seed))
     total_steps = cfg.epochs * n_batches
@@ -246,31 +284,15 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
         while pos["epoch"] < cfg.epochs and pos["step"] < total_steps:
             batches = make_batches(train, cfg.batch_tokens, cfg.seed + 1000 * int(pos["epoch"]))
             while pos["batch"] < len(batches) and pos["step"] < total_steps:
-                b = batches[pos["batch"]]
-                seqs = [train[i] for i in b]
-                inp, tgt = _padded_batch(seqs, lm.bos_id, lm.eos_id, lm.device)
-                lens = torch.tensor([len(s) + 1 for s in seqs], device=lm.device)
-                valid = torch.arange(inp.shape[1], device=lm.device)[None] < lens[:, None]
-                tgt = tgt.masked_fill(~valid, -100)
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(int(pos["step"]), total_steps, cfg)
-                logits = model(inp)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1),
-                                       ignore_index=-100)
-                if not torch.isfinite(loss):
-                    raise LMFusionError(f"training loss became {loss.item()} at step {pos['step']}; "
-                                        "lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                opt.step()
+                seqs = [train[i] for i in batches[pos["batch"]]]
+                loss, n_valid = _train_step(lm, opt, seqs, _lr_at(int(pos["step"]), total_steps, cfg), cfg.clip,
+                                            int(pos["step"]))
                 pos["batch"] += 1
                 pos["step"] += 1
-                run_loss += loss.item() * int(valid.sum())
-                run_n += int(valid.sum())
+                run_loss += loss * n_valid
+                run_n += n_valid
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=pos["epoch"])
+                bar.set_postfix(loss=f"{loss:.3f}", epoch=pos["epoch"])
                 if cfg.eval_every and pos["step"] % cfg.eval_every == 0:
                     do_eval(pos["epoch"] + pos["batch"] / len(batches), run_loss / max(run_n, 1))
                     run_loss, run_n = 0.0, 0

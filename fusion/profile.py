@@ -104,6 +104,66 @@ def default_buckets(centers: Mapping[str, float]) -> tuple[SnrBucket, ...]:
     return tuple(out)
 
 
+def _err(source: str | Path, msg: str, fld: str | None = None) -> InputError:
+    return InputError(msg, path=source, field=fld)
+
+
+def _weights_from_json(d: Any, fld: str, source: str | Path, *, simplex: bool = False) -> dict[str, float]:
+    if not isinstance(d, dict):
+        raise _err(source, "must be an object name -> number", fld)
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _err(source, f"weight {k!r} must be a finite number, got {v!r}", f"{fld}.{k}")
+        out[str(k)] = float(v)
+    if simplex and out:
+        if any(v < 0 for v in out.values()) or abs(sum(out.values()) - 1.0) > 1e-4:
+            raise _err(source, f"interpolation weights must be >= 0 and sum to 1, got {out}", fld)
+    return out
+
+
+def _condition_from_json(d: Any, fld: str, source: str | Path) -> ConditionWeights:
+    if not isinstance(d, dict):
+        raise _err(source, "must be an object", fld)
+    unknown = set(d) - {"fusion", "interpolation", "domain", "bucket", "measured"}
+    if unknown:
+        raise _err(source, f"unknown key(s) {sorted(unknown)}", f"{fld}.{sorted(unknown)[0]}")
+    if "fusion" not in d:
+        raise _err(source, "missing 'fusion' weights", f"{fld}.fusion")
+    for k in ("domain", "bucket"):
+        if d.get(k) is not None and not isinstance(d[k], str):
+            raise _err(source, f"{k!r} must be a string", f"{fld}.{k}")
+    measured = d.get("measured", {})
+    if not isinstance(measured, dict):
+        raise _err(source, "must be an object", f"{fld}.measured")
+    return ConditionWeights(
+        fusion=_weights_from_json(d["fusion"], f"{fld}.fusion", source),
+        interpolation=_weights_from_json(d.get("interpolation", {}), f"{fld}.interpolation", source, simplex=True),
+        domain=d.get("domain"),
+        bucket=d.get("bucket"),
+        measured=measured,
+    )
+
+
+def _buckets_from_json(raw_buckets: Any, source: str | Path) -> tuple[SnrBucket, ...]:
+    buckets = []
+    if not isinstance(raw_buckets, list):
+        raise _err(source, "must be a list", "buckets")
+    for i, b in enumerate(raw_buckets):
+        fld = f"buckets[{i}]"
+        if not isinstance(b, dict) or not isinstance(b.get("name"), str):
+            raise _err(source, "each bucket needs a string 'name'", f"{fld}.name")
+        c = b.get("center")
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            raise _err(source, "'center' must be a finite number", f"{fld}.center")
+        lo = -math.inf if b.get("lo") is None else float(b["lo"])
+        hi = math.inf if b.get("hi") is None else float(b["hi"])
+        if not lo <= c <= hi:
+            raise _err(source, f"centre {c} outside its range [{lo}, {hi})", f"{fld}.center")
+        buckets.append(SnrBucket(b["name"], float(c), lo, hi))
+    return tuple(buckets)
+
+
 @dataclass(frozen=True)
 class FusionProfile:
     """Weights per condition, with default weights, noise buckets and provenance. See the module doc."""
@@ -249,70 +309,20 @@ class FusionProfile:
         if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 1:
             raise err(f"unsupported profile version {version!r} (this lmfusion reads 1..{FORMAT_VERSION})", "version")
 
-        def weights(d: Any, fld: str, *, simplex: bool = False) -> dict[str, float]:
-            if not isinstance(d, dict):
-                raise err("must be an object name -> number", fld)
-            out: dict[str, float] = {}
-            for k, v in d.items():
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise err(f"weight {k!r} must be a finite number, got {v!r}", f"{fld}.{k}")
-                out[str(k)] = float(v)
-            if simplex and out:
-                if any(v < 0 for v in out.values()) or abs(sum(out.values()) - 1.0) > 1e-4:
-                    raise err(f"interpolation weights must be >= 0 and sum to 1, got {out}", fld)
-            return out
-
-        def cond(d: Any, fld: str) -> ConditionWeights:
-            if not isinstance(d, dict):
-                raise err("must be an object", fld)
-            unknown = set(d) - {"fusion", "interpolation", "domain", "bucket", "measured"}
-            if unknown:
-                raise err(f"unknown key(s) {sorted(unknown)}", f"{fld}.{sorted(unknown)[0]}")
-            if "fusion" not in d:
-                raise err("missing 'fusion' weights", f"{fld}.fusion")
-            for k in ("domain", "bucket"):
-                if d.get(k) is not None and not isinstance(d[k], str):
-                    raise err(f"{k!r} must be a string", f"{fld}.{k}")
-            measured = d.get("measured", {})
-            if not isinstance(measured, dict):
-                raise err("must be an object", f"{fld}.measured")
-            return ConditionWeights(
-                fusion=weights(d["fusion"], f"{fld}.fusion"),
-                interpolation=weights(d.get("interpolation", {}), f"{fld}.interpolation", simplex=True),
-                domain=d.get("domain"),
-                bucket=d.get("bucket"),
-                measured=measured,
-            )
-
         if "default" not in obj:
             raise err("missing 'default' weights", "default")
-        buckets = []
-        raw_buckets = obj.get("buckets", [])
-        if not isinstance(raw_buckets, list):
-            raise err("must be a list", "buckets")
-        for i, b in enumerate(raw_buckets):
-            fld = f"buckets[{i}]"
-            if not isinstance(b, dict) or not isinstance(b.get("name"), str):
-                raise err("each bucket needs a string 'name'", f"{fld}.name")
-            c = b.get("center")
-            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-                raise err("'center' must be a finite number", f"{fld}.center")
-            lo = -math.inf if b.get("lo") is None else float(b["lo"])
-            hi = math.inf if b.get("hi") is None else float(b["hi"])
-            if not lo <= c <= hi:
-                raise err(f"centre {c} outside its range [{lo}, {hi})", f"{fld}.center")
-            buckets.append(SnrBucket(b["name"], float(c), lo, hi))
+        buckets = _buckets_from_json(obj.get("buckets", []), source)
         conds_raw = obj.get("conditions", [])
         if not isinstance(conds_raw, list):
             raise err("must be a list", "conditions")
-        conds = tuple(cond(c, f"conditions[{i}]") for i, c in enumerate(conds_raw))
+        conds = tuple(_condition_from_json(c, f"conditions[{i}]", source) for i, c in enumerate(conds_raw))
         prov = obj.get("provenance", {})
         if not isinstance(prov, dict):
             raise err("must be an object", "provenance")
         try:
             return cls(
-                default=cond(obj["default"], "default"),
-                buckets=tuple(buckets),
+                default=_condition_from_json(obj["default"], "default", source),
+                buckets=buckets,
                 conditions=conds,
                 name=str(obj.get("name", "profile")),
                 provenance=prov,
