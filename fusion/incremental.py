@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fusion.errors import LMFusionError
-from fusion.lm import LanguageModel, SentenceScore, State
+from fusion.lm import BatchFirstLM, SentenceScore, State
 from fusion.tokenizers import WORD_START
 
 
@@ -67,7 +67,7 @@ class _Entry:
     nbytes: int
 
 
-class CachedIncrementalLM(LanguageModel):
+class CachedIncrementalLM(BatchFirstLM):
     """Shared machinery of token-level neural LMs: prefix states, an LRU cache of pasts, batched steps.
 
     Subclasses set ``pieces`` (unit strings in id order), ``n_out``, ``eos_id``, ``bos_id``, ``unk_id``
@@ -246,13 +246,6 @@ class CachedIncrementalLM(LanguageModel):
         """The state after ``units`` (no scoring; materialised lazily)."""
         assert isinstance(state, NeuralState)
         return NeuralState(state.ids + tuple(self.unit_id(u) for u in units))
-
-    def score(self, state: State, unit: str) -> tuple[float, State]:
-        lp, nxt = self.score_batch([state], [unit])
-        return float(lp[0, 0]), nxt[0][0]
-
-    def end(self, state: State) -> float:
-        return float(self.end_batch([state])[0])
 
     def logprobs_tensor(self, states: Sequence[State]) -> torch.Tensor:
         """Next-symbol log-probs ``[B, n_out]`` on the model's device (columns: ids, incl. end-of-sentence)."""

@@ -194,6 +194,26 @@ class LanguageModel(ABC):
         return f"{type(self).__name__}(name={self.name!r}, units={self.units})"
 
 
+class BatchFirstLM(LanguageModel):
+    """An LM whose batched calls are its primary path: :meth:`score` and :meth:`end` are one-row batches
+    of :meth:`~LanguageModel.score_batch` and :meth:`~LanguageModel.end_batch`, which subclasses implement."""
+
+    def score(self, state: State, unit: str) -> tuple[float, State]:
+        lp, nxt = self.score_batch([state], [unit])
+        return float(lp[0, 0]), nxt[0][0]
+
+    def end(self, state: State) -> float:
+        return float(self.end_batch([state])[0])
+
+    @abstractmethod
+    def score_batch(
+        self, states: Sequence[State], candidates: Sequence[str]
+    ) -> tuple[np.ndarray, list[list[State]]]: ...
+
+    @abstractmethod
+    def end_batch(self, states: Sequence[State]) -> np.ndarray: ...
+
+
 @dataclass
 class PerplexityReport:
     """Corpus perplexity: ``exp(-logprob / n_predictions)`` over scored units and ``</s>``."""

@@ -31,10 +31,10 @@ import torch
 
 from fusion.errors import LMFusionError, UnitMismatchError
 from fusion.incremental import CachedIncrementalLM
-from fusion.lm import LanguageModel, SentenceScore, State, Units, check_word_unit, require_token_lm
+from fusion.lm import BatchFirstLM, LanguageModel, SentenceScore, State, Units, check_word_unit, require_token_lm
 
 
-class WordLevelLM(LanguageModel):
+class WordLevelLM(BatchFirstLM):
     """Word-level view of a subword neural LM (see the module docstring for the probability).
 
     States are the subword LM's states at word boundaries. ``score_batch`` over ``B`` states x ``K``
@@ -89,13 +89,6 @@ class WordLevelLM(LanguageModel):
 
     def begin(self) -> State:
         return self.lm.begin()
-
-    def score(self, state: State, unit: str) -> tuple[float, State]:
-        lp, nxt = self.score_batch([state], [unit])
-        return float(lp[0, 0]), nxt[0][0]
-
-    def end(self, state: State) -> float:
-        return float(self.end_batch([state])[0])
 
     def end_batch(self, states: Sequence[State]) -> np.ndarray:
         if not states:

@@ -35,6 +35,13 @@ def wer_table_markdown(ev: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {row['n_utts']} | {cells} | {gap} |")
     return "\n".join(lines)
 
+def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_report(cfg: Mapping[str, Any], ev: Mapping[str, Any], tuned: Mapping[str, Any], out_dir: Path) -> list[Path]:
     from fusion.plots import _pyplot
 
@@ -55,11 +62,7 @@ def plot_report(cfg: Mapping[str, Any], ev: Mapping[str, Any], tuned: Mapping[st
         ax.set_title(f"domain: {dom}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    f = out_dir / "wer_by_condition.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    paths.append(f)
+    paths.append(_save_figure(plt, fig, out_dir / "wer_by_condition.png"))
 
     comps = [c for c in tuned["components"] if c != "am"]
     fig, axes = plt.subplots(1, len(comps), figsize=(4.5 * len(comps), 3.8), squeeze=False)
@@ -73,11 +76,7 @@ def plot_report(cfg: Mapping[str, Any], ev: Mapping[str, Any], tuned: Mapping[st
         ax.set_xlabel("SNR bucket centre (dB)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    f = out_dir / "weights_by_condition.png"
-    fig.savefig(f, dpi=110)
-    plt.close(fig)
-    paths.append(f)
+    paths.append(_save_figure(plt, fig, out_dir / "weights_by_condition.png"))
     return paths
 
 def stage_report(cfg: Mapping[str, Any], ctx: StageContext) -> None:
