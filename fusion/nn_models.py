@@ -344,7 +344,3 @@ def sequence_distributions(
     inp, _ = _padded_batch(seqs, bos, bos, next(model.parameters()).device, pad)
     lp = torch.log_softmax(model(inp).float(), dim=-1)
     return [lp[i, : len(s) + 1] for i, s in enumerate(seqs)]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
