@@ -101,3 +101,26 @@ def test_no_private_argparse_anywhere() -> None:
     needle = "_SubParsers" + "Action"
     for f in sorted([*(REPO / "recipes").rglob("*.py"), *(REPO / "tests").rglob("*.py")]):
         assert not re.search(needle, f.read_text()), f
+
+
+def test_rescore_mix_takes_lambda_from_interpolation(tiny_arpa: Path, tmp_path: Path) -> None:
+    import math
+
+    from decoders.hypothesis import read_nbest_jsonl
+    from recipes.cli import main
+
+    nb = tmp_path / "n.jsonl"
+    nb.write_text(json.dumps({"utt_id": "u", "ref": "the lord is my shepherd", "hyps": [
+        {"text": "the lord is my shepherd", "scores": {"am": -3.0}},
+        {"text": "the lord said unto moses", "scores": {"am": -2.0}}]}) + "\n")  # fmt: skip
+    out = tmp_path / "r.jsonl"
+    lms = ["--lm", f"a={tiny_arpa}", f"b={tiny_arpa}"]
+    assert main(["-q", "rescore", str(nb), *lms, "--mix", "m", "--interpolation", "a=0.3", "b=0.7", "-o", str(out),
+                 "--weights", "am=1", "a=0.5"]) == 0  # fmt: skip
+    for h in read_nbest_jsonl(out)[0].hyps:
+        s = h.scores
+        assert s["m"] == pytest.approx(math.log(0.3 * math.exp(s["a"]) + 0.7 * math.exp(s["b"])), abs=1e-6)
+    assert main(["-q", "rescore", str(nb), *lms, "--mix", "m"]) == 2  # --mix without --interpolation
+    assert main(["-q", "rescore", str(nb), *lms, "--mix", "m", "--interpolation", "0.5,0.7"]) == 2  # not λ
+    assert main(["-q", "rescore", str(nb), *lms, "--mix", "m", "--interpolation", "a=0.3", "c=0.7"]) == 2
+    assert main(["-q", "rescore", str(nb), *lms, "--interpolation", "0.5,0.5"]) == 2
