@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import math
 import re
 import tempfile
@@ -31,12 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from fusion.errors import InputError, LMFusionError
-from fusion.snr import noise_floor_snr, wada_snr
-from recipes.asr.make_audio import Utterance, read_manifest, read_wav
+from recipes.asr.make_audio import Utterance, read_wav
+from recipes.asr.manifest_decode import decode_resumable, utterance_tags
 
 LOGBASE = 1.0001
 """pocketsphinx's log base for LM scores (``-logbase``); integer scores times ln(LOGBASE) are nats."""
@@ -257,42 +254,20 @@ def decode_utterance(engine: PocketsphinxNBest, u: Utterance) -> NBestList:
     hyps = tuple(
         ScoredHypothesis(" ".join(words), {"am": am, "lm": lmsc, "words": float(len(words))}) for words, am, lmsc in nb
     )
-    tags = {
-        "domain": u.domain,
-        "snr": u.snr,
-        "noise": u.noise,
-        "voice": u.voice,
-        "speed": u.speed,
-        "snr_est": round(noise_floor_snr(x), 2),
-        "snr_wada": round(wada_snr(x), 2),
-        "decoder_1best": one_best,
-    }
-    return NBestList(u.utt_id, hyps, u.text, tags)
+    return NBestList(u.utt_id, hyps, u.text, utterance_tags(u, x, decoder_1best=one_best))
 
 
 def decode_manifest(manifest: str | Path, out: str | Path, *, n: int = 20, beam: int = 12, splits: Sequence[str] = (),
                     progress: bool = True) -> Path:  # fmt: skip
     """Decode every utterance of the manifest into ``out`` (JSONL), skipping those already there."""
-    out = Path(out)
-    utts = [u for u in read_manifest(manifest) if not splits or u.split in splits]
-    done: set[str] = set()
-    if out.exists():
-        good: list[str] = []
-        for line in out.read_text(encoding="utf-8").splitlines():
-            try:
-                done.add(json.loads(line)["utt_id"])
-                good.append(line)
-            except (json.JSONDecodeError, KeyError):
-                break  # a torn last line from an interrupted run: drop it and everything after
-        out.write_text("".join(g + "\n" for g in good), encoding="utf-8")
-    todo = [u for u in utts if u.utt_id not in done]
-    if todo:
-        engine = PocketsphinxNBest(n=n, beam=beam)
-        with out.open("a", encoding="utf-8") as fh:
-            for u in tqdm(todo, desc="pocketsphinx", unit="utt", disable=not progress):
-                fh.write(json.dumps(decode_utterance(engine, u).to_json(), sort_keys=True) + "\n")
-                fh.flush()
-    return out
+    engine: PocketsphinxNBest | None = None
+
+    def batch(us: Sequence[Utterance]) -> list[NBestList]:
+        nonlocal engine
+        engine = engine or PocketsphinxNBest(n=n, beam=beam)
+        return [decode_utterance(engine, u) for u in us]
+
+    return decode_resumable(manifest, out, batch, splits=splits, desc="pocketsphinx", progress=progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,15 @@ def stage_audio(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     p["nbest_dir"].mkdir(parents=True, exist_ok=True)
     for split in ("dev", "test"):
         part = p["nbest_dir"] / f"{split}.partial.jsonl"
-        decode_manifest(p["audio"] / "manifest.jsonl", part, n=a["nbest"], splits=[split], progress=ctx.progress)
+        if a["recogniser"] == "pocketsphinx":
+            decode_manifest(p["audio"] / "manifest.jsonl", part, n=a["nbest"], splits=[split], progress=ctx.progress)
+        else:
+            from recipes.asr import decode_whisper
+
+            backend = "ct2" if a["recogniser"] == "whisper-ct2" else "hf"
+            decode_whisper.decode_manifest(p["audio"] / "manifest.jsonl", part, backend=backend, n=a["nbest"],
+                                           beam=a["beam"], splits=[split], threads=a["threads"],
+                                           progress=ctx.progress)  # fmt: skip
         part.replace(p[f"{split}_nbest"])
 
 def stage_build_lms(cfg: Mapping[str, Any], ctx: StageContext) -> None:
@@ -100,7 +108,7 @@ def stage_interpolate(cfg: Mapping[str, Any], ctx: StageContext) -> None:
                     "iterations": est.iterations}  # fmt: skip
     atomic_write_json(recipe_paths(cfg)["em"], out)
 
-def _mixes(cfg: Mapping[str, Any]) -> dict[str | None, Any]:
+def domain_mixes(cfg: Mapping[str, Any]) -> dict[str | None, Any]:
     from fusion.interpolate import LinearInterpolation
 
     lms = _load_kenlms(cfg)
@@ -117,7 +125,7 @@ def stage_rescore(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     from decoders.nbest import rescore
 
     p = recipe_paths(cfg)
-    mixes = _mixes(cfg)
+    mixes = domain_mixes(cfg)
     nnlm = None
     if cfg["lms"]["neural"]["enabled"]:
         from fusion.loading import load_lm

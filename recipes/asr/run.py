@@ -15,7 +15,12 @@ skipped when its inputs and parameters are unchanged (:mod:`recipes.pipeline`):
 6. ``evaluate``: test WER per condition for the recogniser's 1-best, no LM, global weights,
    per-condition weights (chosen by tags, and by the blind SNR estimate), and the n-best oracle,
    with paired bootstrap CIs; an overlap check of test sentences against the LM training text;
-7. ``report``: Markdown + PNG plots.
+7. ``report``: Markdown + PNG plots;
+8. ``in_search`` (optional, Whisper only): test decoded with the LMs inside ``generate()``
+   (:mod:`recipes.asr.in_search`).
+
+``audio.recogniser`` picks who makes the n-best lists: pocketsphinx, or Whisper tiny.en
+(:mod:`recipes.asr.decode_whisper`; ``recipes/configs/whisper.yaml``).
 
 Components: ``am`` (acoustic), ``lm`` (the recogniser's own LM), ``dlm`` (the domain mix), ``nnlm``
 (neural, optional), ``words`` (word count, for the word bonus).
@@ -31,7 +36,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fusion.errors import LMFusionError
 from recipes.asr.evaluate import stage_evaluate
+from recipes.asr.in_search import stage_in_search
 from recipes.asr.lm_stages import stage_audio, stage_build_lms, stage_interpolate, stage_rescore
 from recipes.asr.report import stage_report
 from recipes.asr.settings import (
@@ -59,7 +66,7 @@ def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
         test_text = [Path(cfg["text"]["dir"]) / f"{d}.test.txt" for d in cfg["text"]["domains"]]
         stages.append(Stage("audio", lambda c: stage_audio(cfg, c), [*held_text, *test_text],
                             [p["dev_nbest"], p["test_nbest"]], dict(cfg["audio"]),
-                            "flite + sox audio, pocketsphinx n-best"))  # fmt: skip
+                            f"flite + sox audio, {cfg['audio']['recogniser']} n-best"))  # fmt: skip
     stages += [
         Stage("build_lms", lambda c: stage_build_lms(cfg, c), train, [*lm_files, p["lms"] / "spm.model"],
               {"lms": cfg["lms"], "seed": cfg["seed"]}, "KenLM per domain + general, sentencepiece, neural LM"),
@@ -80,6 +87,13 @@ def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
         Stage("report", lambda c: stage_report(cfg, c), [p["eval"], p["tune"], p["em"]], [p["report"]], {},
               "Markdown report + PNG plots"),
     ]  # fmt: skip
+    if cfg["in_search"]["enabled"]:
+        if not cfg["audio"]["enabled"] or cfg["audio"]["recogniser"] != "whisper":
+            raise LMFusionError("in_search.enabled needs audio.enabled and audio.recogniser: whisper")
+        stages.append(Stage("in_search", lambda c: stage_in_search(cfg, c),
+                            [p["test_rescored"], p["profile"], p["tune"], *lm_files], [p["in_search"]],
+                            {"in_search": cfg["in_search"], "seed": cfg["seed"]},
+                            "Whisper generate() with the LMs in the search: plain, global, per-condition"))
     return stages
 
 def run_recipe(config: str | Path, *, overrides: Mapping[str, Any] | None = None, force: Sequence[str] = (),

@@ -46,6 +46,16 @@ SCHEMA: dict[str, Field] = {
         "snrs": Field(list, ["clean", "30", "20", "15"], items=Field(str)),
         "voices": Field(list, ["slt", "rms", "awb", "kal16"], items=Field(str)),
         "nbest": Field(int, 20, check=positive),
+        "recogniser": Field(str, "pocketsphinx", choices=("pocketsphinx", "whisper", "whisper-ct2"),
+                            doc="who makes the n-best lists: pocketsphinx, or Whisper tiny.en (HF or CTranslate2)"),
+        "beam": Field(int, 8, check=positive, doc="the recogniser's beam (Whisper)"),
+        "threads": Field(int, 1, check=positive,
+                         doc="torch/CTranslate2 threads for Whisper (1 avoids spin-waiting on a busy machine)"),
+    }),
+    "in_search": Field(schema={
+        "enabled": Field(bool, False, doc="Whisper only: decode test with the LMs inside generate()"),
+        "beam": Field(int, 5, check=positive),
+        "batch": Field(int, 4, check=positive),
     }),
     "nbest": Field(schema={
         "dev": Field(str, doc="dev n-best JSONL (ignored when audio.enabled)"),
@@ -104,6 +114,7 @@ def recipe_paths(cfg: Mapping[str, Any]) -> dict[str, Path]:
         "report": w / "report.md",
         "audio": w / "audio",
         "nbest_dir": w / "nbest",
+        "in_search": w / "in_search.json",
     }
     if cfg["audio"]["enabled"]:
         p["dev_nbest"] = p["nbest_dir"] / "dev.jsonl"

@@ -46,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
     p = out["paths"]
     if p["eval"].exists():
         print(wer_table_markdown(read_json(p["eval"])))
+    if p["in_search"].exists():
+        print(p["in_search"].with_suffix(".md").read_text(encoding="utf-8"))
     print(f"report:  {p['report']}\nprofile: {p['profile']}")
     return 0

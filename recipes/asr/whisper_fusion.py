@@ -1,0 +1,180 @@
+"""Shallow fusion inside Whisper's beam search: Hugging Face ``generate()`` with lmfusion's logits processor.
+
+The ASR recipe with ``audio.recogniser: whisper`` first tunes fusion weights on Whisper's dev n-best
+lists (the ``tune`` stage: globally, per domain, per SNR bucket, by blind SNR estimate). This stage
+then decodes the test audio *with* the LMs inside the search: ``generate(num_beams=...)`` with a
+:class:`~decoders.hf.FusionLogitsProcessor` whose scorers are the utterance's domain mix (``dlm``, a
+word LM closed at Whisper's word boundaries), the neural LM seen per word (``nnlm``) when the recipe
+has one, and a word bonus; weights from the global tuning and, per utterance, from the fusion profile.
+
+Whisper's byte-level BPE tokens are mapped to LM units by :func:`whisper_token_units`: a token that
+starts with a space starts a word; case is folded and punctuation dropped (the references' form);
+tokens with no letters or digits (punctuation) do not touch the LM; special and timestamp tokens are
+suppressed in the search (``suppress_tokens``), so they can never be chosen for free.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from decoders.hypothesis import NBestList
+from recipes.asr.decode_whisper import normalise_transcript
+from recipes.asr.make_audio import read_wav
+
+WORD_START = "▁"
+_KEEP = re.compile(r"[a-z0-9']+")
+
+
+def whisper_token_units(tokenizer: Any) -> tuple[list[str | None], list[int]]:
+    """LM units of every Whisper token id, and the ids to suppress in the search (specials, timestamps).
+
+    A unit is ``"▁word"`` (starts a word) or ``"piece"`` (continues one), lower case, letters, digits and
+    apostrophes only; ``None`` for tokens without any (punctuation: the LM does not see them).
+    """
+    n = len(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    units: list[str | None] = []
+    suppress: list[int] = []
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    for i in range(n):
+        tok = tokenizer.convert_ids_to_tokens(i)
+        if i in special or (tok.startswith("<|") and tok.endswith("|>")):
+            units.append(None)
+            if i != eos:
+                suppress.append(i)
+            continue
+        text = tokenizer.convert_tokens_to_string([tok])
+        body = "".join(_KEEP.findall(text.lower().replace("\u2019", "'")))
+        if not body:
+            units.append(None)
+        else:
+            units.append(WORD_START + body if text[:1].isspace() else body)
+    return units, suppress
+
+
+class WhisperFusion:
+    """Fused Whisper decoding of batches of utterances (see the module docstring)."""
+
+    def __init__(self, bundle: Any | None = None, *, beam: int = 5, max_new_tokens: int = 96,
+                 pre_beam: int | None = None) -> None:  # fmt: skip
+        from decoders.whisper_ct2 import load_whisper_ct2
+
+        self.bundle = bundle or load_whisper_ct2()
+        self.units, self.suppress = whisper_token_units(self.bundle.tokenizer)
+        self.eos = int(self.bundle.model.generation_config.eos_token_id)
+        self.beam, self.max_new_tokens = beam, max_new_tokens
+        self.pre_beam = pre_beam or 2 * beam
+
+    def scorers(self, lms: Mapping[str, Any], *, word_bonus: bool = True) -> list[Any]:
+        """Word-boundary scorers (partial: pre-beam candidates only) for each LM, plus the word bonus."""
+        from fusion.scorers import WordBonus, WordLMScorer
+        from fusion.units import word_view
+
+        out: list[Any] = [WordLMScorer(word_view(lm), self.units, self.eos, name=name, partial=True)
+                          for name, lm in lms.items()]  # fmt: skip
+        if word_bonus:
+            out.append(WordBonus(self.units, self.eos))
+        return out
+
+    def transcribe(self, audio: Sequence[np.ndarray], scorers: Sequence[Any] | None = None,
+                   weights: Mapping[str, float] | None = None) -> list[str]:  # fmt: skip
+        """1-best transcripts (normalised), fused when ``scorers`` are given."""
+        import torch
+        from transformers import LogitsProcessorList
+
+        from decoders.hf import FusionLogitsProcessor
+
+        procs = LogitsProcessorList()
+        if scorers:
+            procs.append(FusionLogitsProcessor(list(scorers), dict(weights or {}), pre_beam=self.pre_beam))
+        b = self.bundle
+        with torch.inference_mode():
+            out = b.model.generate(b.features(audio), num_beams=self.beam, return_timestamps=False,
+                                   max_new_tokens=self.max_new_tokens, logits_processor=procs,
+                                   suppress_tokens=self.suppress)  # fmt: skip
+        seqs = out.sequences if hasattr(out, "sequences") else out
+        return [normalise_transcript(t) for t in b.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
+
+
+def decode_groups(fz: WhisperFusion, nbs: Sequence[NBestList], wav_of: Mapping[str, str], lms_of: Any,
+                  weights_of: Any, *, batch: int = 4, progress: bool = False) -> tuple[list[str], float]:  # fmt: skip
+    """Fused 1-best of every utterance; utterances with equal LMs and weights are batched together.
+
+    Args:
+        wav_of: utterance id -> its wav file.
+        lms_of: ``nb -> (key, {name: LM})`` — the LMs of an utterance (``key`` identifies them).
+        weights_of: ``nb -> {component: weight}``; an empty mapping or ``None`` decodes without fusion.
+
+    Returns:
+        The transcripts in input order and the decoding wall time in seconds.
+    """
+    from tqdm import tqdm
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, nb in enumerate(nbs):
+        key, _ = lms_of(nb)
+        w = weights_of(nb) or {}
+        groups.setdefault((key, tuple(sorted(w.items()))), []).append(i)
+    out: list[str] = [""] * len(nbs)
+    t0 = time.perf_counter()
+    with tqdm(total=len(nbs), desc="whisper fusion", unit="utt", disable=None if progress else True) as bar:
+        for (_, wkey), idx in groups.items():
+            w = dict(wkey)
+            _, lms = lms_of(nbs[idx[0]])
+            scorers = fz.scorers({k: v for k, v in lms.items() if w.get(k, 0.0) != 0.0}) if w else None
+            for lo in range(0, len(idx), batch):
+                part = idx[lo : lo + batch]
+                audio = [read_wav(wav_of[nbs[i].utt_id]) for i in part]
+                for i, text in zip(part, fz.transcribe(audio, scorers, w), strict=True):
+                    out[i] = text
+                bar.update(len(part))
+    return out, time.perf_counter() - t0
+
+
+def condition_rows(refs: Sequence[str], conds: Sequence[tuple[str, str]], systems: Mapping[str, Sequence[str]],
+                   pairs: Sequence[tuple[str, str]], *, n_boot: int, seed: int,
+                   order: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """WER of each system per condition and overall, with paired-bootstrap CIs of ``b - a`` for each pair."""
+    from fusion.metrics import error_counts, paired_bootstrap
+
+    errs = {name: error_counts(refs, hyps)[0] for name, hyps in systems.items()}
+    lens = error_counts(refs, refs)[1]
+    table: dict[str, dict[str, Any]] = {}
+    for key in [*order, ("all", "all")]:
+        idx = [i for i, c in enumerate(conds) if key == ("all", "all") or c == key]
+        if not idx:
+            continue
+        row: dict[str, Any] = {"n_utts": len(idx), "ref_words": int(lens[idx].sum())}
+        for name in systems:
+            row[name] = float(errs[name][idx].sum() / max(1, lens[idx].sum()))
+        sub = [refs[i] for i in idx]
+        for a, b in pairs:
+            bs = paired_bootstrap(sub, [systems[a][i] for i in idx], [systems[b][i] for i in idx], n=n_boot, seed=seed)
+            rel = (row[a] - row[b]) / row[a] if row[a] > 0 else 0.0
+            row[f"{b} minus {a}"] = {"delta": bs.delta, "lo": bs.lo, "hi": bs.hi, "relative_reduction": rel}
+        table["/".join(key)] = row
+    return table
+
+
+def in_search_markdown(result: Mapping[str, Any]) -> str:
+    """The in-search table: WER per condition for each system, and the fused systems' gains with 95% CIs."""
+    systems = list(result["systems"])
+    plain = systems[0]
+    head = ["condition", "utts", *systems, *[f"{s} vs no LM [95% CI], relative" for s in systems[1:]]]
+    lines = [f"Whisper tiny.en, beam {result['beam']}, {result['n_utts']} test utterances; WER %.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for cond, row in result["table"].items():
+        cells = [cond, str(row["n_utts"]), *[f"{100 * row[s]:.1f}" for s in systems]]
+        for s in systems[1:]:
+            d = row[f"{s} minus {plain}"]
+            cells.append(f"{100 * d['delta']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], "
+                         f"{100 * d['relative_reduction']:.0f}%")  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    secs = result["seconds"]
+    lines += ["", "Decoding time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + "."]
+    return "\n".join(lines) + "\n"
