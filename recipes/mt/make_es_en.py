@@ -45,7 +45,17 @@ _ES_WORD = re.compile(r"[a-záéíóúüñ]+")
 Ref = tuple[str, int, int]
 
 
-def read_module(module: str) -> dict[Ref, str]:
+def parse_osis(lines: Iterable[str]) -> dict[Ref, str]:
+    """``diatheke -f OSIS`` output (one verse a line, a heading possibly before the reference) as verses."""
+    verses: dict[Ref, str] = {}
+    for line in lines:
+        m = _REF.search(line)
+        if m is not None:
+            verses[(m.group(1), int(m.group(2)), int(m.group(3)))] = " ".join(_TAG.sub(" ", m.group(4)).split())
+    return verses
+
+
+def read_module(module: str, key: str = ALL_KEY, *, min_verses: int = 1000) -> dict[Ref, str]:
     """Every verse of a SWORD module as ``{(book, chapter, verse): text}`` (OSIS markup stripped).
 
     Raises:
@@ -53,15 +63,9 @@ def read_module(module: str) -> dict[Ref, str]:
     """
     if shutil.which("diatheke") is None:
         raise InputError("diatheke not found: apt-get install diatheke sword-text-sparv sword-text-web sword-text-kjv")
-    res = subprocess.run(["diatheke", "-b", module, "-f", "OSIS", "-k", ALL_KEY], capture_output=True, text=True)
-    verses: dict[Ref, str] = {}
-    for line in res.stdout.splitlines():
-        m = _REF.search(line)
-        if m is None:
-            continue
-        book, ch, vs, text = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
-        verses[(book, ch, vs)] = _TAG.sub(" ", text)
-    if len(verses) < 1000:
+    res = subprocess.run(["diatheke", "-b", module, "-f", "OSIS", "-k", key], capture_output=True, text=True)
+    verses = parse_osis(res.stdout.splitlines())
+    if len(verses) < min_verses:
         raise InputError(f"SWORD module {module!r} gave {len(verses)} verses: is its package installed?")
     return verses
 
