@@ -51,3 +51,11 @@ def test_modules_align_by_reference() -> None:
 def test_missing_module_is_a_clear_error() -> None:
     with pytest.raises(InputError, match="noSuchModule"):
         read_module("noSuchModule", "Ruth 1:1", min_verses=1)
+
+
+def test_implausible_pairs_are_dropped() -> None:
+    from recipes.mt.make_es_en import plausible_pair
+
+    assert plausible_pair("la gracia sea con todos", "the grace be with all")
+    assert not plausible_pair("amén", "amen " + "glossary " * 200)
+    assert not plausible_pair("", "x")

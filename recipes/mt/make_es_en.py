@@ -43,6 +43,16 @@ _EN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 _ES_WORD = re.compile(r"[a-záéíóúüñ]+")
 
 Ref = tuple[str, int, int]
+MAX_WORDS = 150
+MAX_RATIO = 3.0
+"""A verse pair is dropped when a side has more words than this, or one side is this many times longer (a
+module's last verse can carry its appendix, e.g. the WEB glossary after Revelation 22:21)."""
+
+
+def plausible_pair(*sides: str) -> bool:
+    """Every side non-empty, at most :data:`MAX_WORDS` words, lengths within :data:`MAX_RATIO` of each other."""
+    n = [len(x.split()) for x in sides]
+    return min(n) > 0 and max(n) <= MAX_WORDS and max(n) <= MAX_RATIO * min(n) + 5
 
 
 def parse_osis(lines: Iterable[str]) -> dict[Ref, str]:
@@ -98,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if b not in books:
             raise InputError(f"held-out book {b!r} not found in the modules (books: {sorted(books)})")
     split: dict[str, list[Ref]] = {"train": [], "dev": [], "test": []}
+    dropped = 0
     for r in refs:
         name = "dev" if r[0] in DEV_BOOKS else "test" if r[0] in TEST_BOOKS else "train"
-        src, w, k = normalise_es(es[r]), normalise_en(web[r]), normalise_en(kjv[r])
-        if src and w and k:
+        if plausible_pair(normalise_es(es[r]), normalise_en(web[r]), normalise_en(kjv[r])):
             split[name].append(r)
+        else:
+            dropped += 1
     for name, rs in split.items():
         atomic_write_text(out / f"{name}.es", _lines(normalise_es(es[r]) for r in rs))
         atomic_write_text(out / f"{name}.web", _lines(normalise_en(web[r]) for r in rs))
@@ -115,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     lm_text = {normalise_en(kjv[r]) for r in split["train"]} | {normalise_en(web[r]) for r in split["train"]}
     overlap = sorted(held & lm_text)
     counts = {k: len(v) for k, v in split.items()}
-    print(f"pairs: {counts}; dev books {', '.join(DEV_BOOKS)}; test books {', '.join(TEST_BOOKS)}")
+    print(f"pairs: {counts} ({dropped} implausible verse pairs dropped); dev books {', '.join(DEV_BOOKS)}; test books {', '.join(TEST_BOOKS)}")
     print(f"held-out KJV verses also in LM text (identical strings, e.g. refrains): {len(overlap)}")
-    atomic_write_json(out / "data-info.json", {"pairs": counts, "dev_books": list(DEV_BOOKS),
+    atomic_write_json(out / "data-info.json", {"pairs": counts, "dropped": dropped, "dev_books": list(DEV_BOOKS),
                                                "test_books": list(TEST_BOOKS), "held_out_in_lm_text": len(overlap),
                                                "modules": [SOURCE, TRAIN_TARGET, ADAPT_TARGET]})
     return 0
