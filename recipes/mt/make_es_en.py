@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     lm_text = {normalise_en(kjv[r]) for r in split["train"]} | {normalise_en(web[r]) for r in split["train"]}
     overlap = sorted(held & lm_text)
     counts = {k: len(v) for k, v in split.items()}
-    print(f"pairs: {counts} ({dropped} implausible verse pairs dropped); dev books {', '.join(DEV_BOOKS)}; test books {', '.join(TEST_BOOKS)}")
+    print(f"pairs: {counts} ({dropped} implausible verse pairs dropped)")
+    print(f"dev books: {', '.join(DEV_BOOKS)}; test books: {', '.join(TEST_BOOKS)}")
     print(f"held-out KJV verses also in LM text (identical strings, e.g. refrains): {len(overlap)}")
     atomic_write_json(out / "data-info.json", {"pairs": counts, "dropped": dropped, "dev_books": list(DEV_BOOKS),
                                                "test_books": list(TEST_BOOKS), "held_out_in_lm_text": len(overlap),
