@@ -9,7 +9,8 @@ PIP         := $(PY) -m pip
 KENLM_VER   := 0.3.0
 KENLM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lmfusion/kenlm-$(KENLM_VER)
 APT_PKGS    := cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev \
-               libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev sox flite
+               libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev sox flite \
+               diatheke sword-text-sparv sword-text-web sword-text-kjv
 SETUP_STAMP := $(VENV)/.lmfusion-setup
 PYTEST_ARGS ?=
 
@@ -30,7 +31,7 @@ apt-deps:
 	    echo "installing build dependencies:$$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || exit 1; \
 	  else \
-	    echo "ERROR: lmfusion needs these Debian packages (KenLM's lmplz; sox and flite for the audio recipe):$$missing" >&2; \
+	    echo "ERROR: lmfusion needs these Debian packages (KenLM's lmplz; sox and flite for the audio recipe; diatheke and SWORD Bibles for the MT recipe):$$missing" >&2; \
 	    echo "run:   sudo apt-get install -y$$missing" >&2; \
 	    echo "then run make again." >&2; exit 1; \
 	  fi; \

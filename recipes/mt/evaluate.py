@@ -1,18 +1,23 @@
-"""Cross-domain fusion evaluation of the phoneme-to-text model: tech-trained model, bible test.
+"""Cross-domain fusion evaluation of a small MT model: adapted to a target domain by LM fusion.
 
-Target-domain LMs: a word 4-gram KenLM on bible text and a neural LSTM LM over the model's own
-target sentencepiece vocabulary (token-level fusion); a source-domain (tech) 4-gram for the density
-ratio. Configurations: no fusion; shallow fusion with the n-gram (word-boundary scorer), with the
-neural LM (token scorer), with both (log-linear: two weighted scorers); density ratio
-(``+β ln P_bible − μ ln P_tech``). Every fused configuration also has a word bonus.
+Two tasks (``--task``): ``p2t``, the phoneme-to-text model trained on tech and tested on bible; ``es-en``,
+Spanish -> English trained on modern English (WEB) and tested on King James references of held-out books.
+Target-domain LMs: a word 4-gram KenLM on target-domain text and a neural LSTM LM over the model's own
+target sentencepiece vocabulary (token-level fusion); a source-domain 4-gram for the density ratio.
+Configurations: no fusion; shallow fusion with the n-gram (word-boundary scorer), with the neural LM
+(token scorer), with both (log-linear: two weighted scorers; linear: an EM mix of the n-gram and the
+neural LM seen per word); density ratio (``+β ln P_target − μ ln P_source``). Every fused configuration
+also has a word bonus. The best density-ratio weights are also run through Hugging Face ``generate()``
+with :class:`~decoders.hf.FusionLogitsProcessor`, timed against plain ``generate()``.
 
-Weights are tuned on the bible dev split: one beam search over dev with starting weights gives
+Weights are tuned on the target-domain dev split: one beam search over dev with starting weights gives
 n-best lists with per-component scores; ``fusion.tuning.tune(method="mert")`` picks the weights that
 minimise dev WER over those lists (one MERT round); the test split is then decoded with those
 weights. Reported: BLEU and chrF (sacrebleu), WER, and a paired bootstrap 95% CI of the gain over
 no fusion.
 
     python -m recipes.mt.evaluate runs/mt/data runs/mt/model runs/mt/eval [--dev-n 250 --test-n 500]
+    python -m recipes.mt.evaluate runs/mt-es-en/data runs/mt-es-en/model runs/mt-es-en/eval --task es-en
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,31 @@ from decoders.hypothesis import NBestList, write_nbest_jsonl
 from fusion.io import atomic_write_json, atomic_write_text, read_sentences
 from fusion.scorers import Scorer, TokenLMScorer, WordBonus, WordLMScorer, units_from_pieces
 
-START = {"ngram": 0.3, "nnlm": 0.3, "source_lm": -0.1, "words": 0.5}
+
+@dataclass(frozen=True)
+class Task:
+    """Which files of the data folder a fusion evaluation reads (source, reference, LM text), by split."""
+
+    title: str
+    dev_src: str
+    dev_ref: str
+    test_src: str
+    test_ref: str
+    target_lm_text: str
+    source_lm_text: str
+
+
+TASKS: dict[str, Task] = {
+    "p2t": Task("Phoneme-to-text, trained on tech (Python docs), tested on bible", "bible.dev.ph", "bible.dev.txt",
+                "bible.test.ph", "bible.test.txt", "bible.lm.txt", "tech.lm.txt"),
+    "es-en": Task("Spanish -> English, trained on RV1909 -> WEB (modern English), tested on KJV-register references "
+                  "of held-out books", "dev.es", "dev.kjv", "test.es", "test.kjv", "kjv.lm.txt", "web.lm.txt"),
+}
+"""``p2t``: :mod:`recipes.mt.make_data`; ``es-en``: :mod:`recipes.mt.make_es_en`."""
+
+START = {"ngram": 0.3, "nnlm": 0.3, "mix": 0.3, "source_lm": -0.1, "words": 0.5}
 GRID: dict[str, tuple[float, ...]] = {"ngram": (0.05, 0.1, 0.2, 0.3), "nnlm": (0.05, 0.1, 0.2, 0.3),
+                                     "mix": (0.05, 0.1, 0.2, 0.3),
                                      "source_lm": (-0.05, -0.1, -0.2), "words": (0.0, 1.0, 2.0)}
 """Grid of the in-search sweep; combinations of two LMs use the first three values of each."""
 CONFIGS: dict[str, tuple[str, ...]] = {
@@ -41,36 +70,47 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     "neural LM": ("nnlm", "words"),
     "n-gram + neural (log-linear)": ("ngram", "nnlm", "words"),
     "density ratio (n-gram)": ("ngram", "source_lm", "words"),
+    "n-gram + neural (linear, EM)": ("mix", "words"),
+    "density ratio (n-gram + neural)": ("ngram", "nnlm", "source_lm", "words"),
 }
 
 
-def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: int) -> dict[str, Any]:
+def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: int, task: Task) -> dict[str, Any]:
     from fusion.loading import load_lm
     from fusion.ngram import KenLM, build_ngram
     from fusion.nnlm_train import TrainConfig, train_nnlm
 
     out.mkdir(parents=True, exist_ok=True)
-    tgt = out / "bible.o4.arpa"
-    src = out / "tech.o4.arpa"
+    from fusion.em import estimate_weights
+    from fusion.interpolate import LinearInterpolation
+    from fusion.units import word_view
+
+    tgt = out / "target.o4.arpa"
+    src = out / "source.o4.arpa"
     if not tgt.is_file():
-        build_ngram([data / "bible.lm.txt"], tgt, order=4, progress=False)
+        build_ngram([data / task.target_lm_text], tgt, order=4, progress=False)
     if not src.is_file():
-        build_ngram([data / "tech.lm.txt"], src, order=4, progress=False)
+        build_ngram([data / task.source_lm_text], src, order=4, progress=False)
     nn_dir = out / "nnlm"
     if not (nn_dir / "lmfusion-lm.json").is_file():
         train_nnlm(TrainConfig(
-            text=[str(data / "bible.lm.txt")], dev=[str(data / "bible.dev.txt")], spm=str(model_dir / "tgt.model"),
+            text=[str(data / task.target_lm_text)], dev=[str(data / task.dev_ref)], spm=str(model_dir / "tgt.model"),
             output=str(nn_dir), model={"arch": "lstm", "emb": 64, "hidden": 128, "layers": 1, "dropout": 0.0},
             epochs=1, max_steps=nnlm_steps, batch_tokens=2048, lr=5e-3, threads=threads, name="nnlm",
         ))
-    return {"ngram": KenLM(tgt, name="ngram"), "source_lm": KenLM(src, name="source_lm"),
-            "nnlm": load_lm(nn_dir, name="nnlm")}
+    ngram, nnlm = KenLM(tgt, name="ngram"), load_lm(nn_dir, name="nnlm")
+    # linear interpolation of the word n-gram and the neural LM seen per word, EM weights on dev references
+    words_nn = word_view(nnlm)
+    est = estimate_weights([ngram, words_nn], data / task.dev_ref)
+    print(f"EM mix of n-gram and neural LM on {task.dev_ref}: {est.weights}", flush=True)
+    mix = LinearInterpolation([ngram, words_nn], est.weights, name="mix")
+    return {"ngram": ngram, "source_lm": KenLM(src, name="source_lm"), "nnlm": nnlm, "mix": mix}
 
 
 def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str | None], eos: int) -> list[Scorer]:
     out: list[Scorer] = []
     for n in names:
-        if n in ("ngram", "source_lm"):
+        if n in ("ngram", "source_lm", "mix"):
             out.append(WordLMScorer(lms[n], units, eos, name=n, partial=True))
         elif n == "nnlm":
             out.append(TokenLMScorer(lms[n], units, eos, name=n))
@@ -102,6 +142,35 @@ def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: li
             utt_ids=[f"{prefix}{lo + i}" for i in range(len(ids))], refs=refs[lo : lo + batch],
         ))
     return out
+
+
+def generate_texts(model: Any, vocabs: Any, src: list[str], scorers: list[Scorer] | None,
+                   weights: Mapping[str, float], beam: int, batch: int) -> tuple[list[str], float]:
+    """Hugging Face ``generate(num_beams=beam)``, with a :class:`FusionLogitsProcessor` when ``scorers`` is given.
+
+    Returns the 1-best texts and the wall time in seconds.
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    from decoders.hf import FusionLogitsProcessor
+
+    texts: list[str] = []
+    t0 = time.perf_counter()
+    for lo in range(0, len(src), batch):
+        ids = [vocabs.encode_src(s) for s in src[lo : lo + batch]]
+        n = max(map(len, ids))
+        x = torch.full((len(ids), n), vocabs.pad_id, dtype=torch.long)
+        for i, s in enumerate(ids):
+            x[i, : len(s)] = torch.tensor(s)
+        procs = LogitsProcessorList()
+        if scorers:
+            procs.append(FusionLogitsProcessor(scorers, weights, pre_beam=2 * beam))
+        with torch.no_grad():
+            out = model.generate(input_ids=x, attention_mask=(x != vocabs.pad_id).long(), num_beams=beam,
+                                 max_new_tokens=80, logits_processor=procs, early_stopping=True)
+        texts.extend(vocabs.decode_tgt([int(t) for t in row[1:]]) for row in out)
+    return texts, time.perf_counter() - t0
 
 
 def best_texts(nbests: Sequence[NBestList]) -> list[str]:
@@ -148,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nnlm-steps", type=int, default=600)
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    ap.add_argument("--generate-n", type=int, default=100,
+                    help="test sentences also run through HF generate() with and without fusion (0: skip)")
+    ap.add_argument("--task", choices=sorted(TASKS), default="p2t", help="which data (see TASKS)")
     ap.add_argument("--tuning", choices=("grid", "mert"), default="grid",
                     help="grid: in-search sweep on dev by chrF; mert: one MERT round on dev n-best lists (WER)")
     args = ap.parse_args(argv)
@@ -163,13 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     model, vocabs = load_model(args.model)
-    lms = build_lms(args.data, args.model, out, args.threads, args.nnlm_steps)
+    task = TASKS[args.task]
+    lms = build_lms(args.data, args.model, out, args.threads, args.nnlm_steps, task)
     units = [*units_from_pieces(vocabs.spm.pieces, specials=[vocabs.spm.sp.unk_id()]), None, None]
     eos = vocabs.eos_id
-    dev_src = read_sentences(args.data / "bible.dev.ph")[: args.dev_n]
-    dev_ref = read_sentences(args.data / "bible.dev.txt")[: args.dev_n]
-    test_src = read_sentences(args.data / "bible.test.ph")[: args.test_n]
-    test_ref = read_sentences(args.data / "bible.test.txt")[: args.test_n]
+    dev_src = read_sentences(args.data / task.dev_src)[: args.dev_n]
+    dev_ref = read_sentences(args.data / task.dev_ref)[: args.dev_n]
+    test_src = read_sentences(args.data / task.test_src)[: args.test_n]
+    test_ref = read_sentences(args.data / task.test_ref)[: args.test_n]
 
     results: dict[str, Any] = {}
     hyps: dict[str, list[str]] = {}
@@ -193,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         elif names:
             # in-search grid sweep on dev, selected by dev chrF (HF's length_penalty=1.0 kept throughout)
             free = [n for n in names if n != "words"]
-            values = [GRID[n] if len(free) == 1 else GRID[n][:3] for n in free]
+            keep = {1: 4, 2: 3}.get(len(free), 2)  # fewer values per weight as the grid's dimension grows
+            values = [GRID[n][:keep] for n in free]
             best_score = -1.0
             for combo in itertools.product(*values, GRID["words"] if "words" in names else (0.0,)):
                 w = {"am": 1.0, **dict(zip([*free, "words"], combo, strict=True))}
@@ -212,10 +286,21 @@ def main(argv: list[str] | None = None) -> int:
                           **corpus_scores(test_ref, hyps[cname])}
         print(cname, json.dumps(results[cname]), f"{time.time() - t0:.0f}s", flush=True)
         atomic_write_json(out / "results.json", results)
+    dr = "density ratio (n-gram)"
+    if dr in results and args.generate_n > 0:
+        # the same weights through HF generate() + FusionLogitsProcessor, timed against plain generate()
+        src_g, ref_g = test_src[: args.generate_n], test_ref[: args.generate_n]
+        plain, t_plain = generate_texts(model, vocabs, src_g, None, {}, args.beam, args.batch)
+        scorers = make_scorers(CONFIGS[dr], lms, units, eos)
+        fused, t_fused = generate_texts(model, vocabs, src_g, scorers, results[dr]["weights"], args.beam, args.batch)
+        results["generate()"] = {"n": len(src_g), "plain": corpus_scores(ref_g, plain),
+                                 "fused": corpus_scores(ref_g, fused), "seconds_plain": t_plain,
+                                 "seconds_fused": t_fused, "overhead": t_fused / t_plain}
+        print("generate()", json.dumps(results["generate()"]), flush=True)
     base = hyps.get("no fusion")
     if base is not None:
         for cname in args.configs:
-            if cname == "no fusion":
+            if cname == "no fusion" or cname not in hyps:
                 continue
             for metric in ("bleu", "chrf"):
                 g, lo, hi = bootstrap_gain(test_ref, base, hyps[cname], metric)
@@ -228,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float) -> str:
     lines = [
-        f"Phoneme-to-text, trained on tech (Python docs), tested on bible: {args.test_n} test sentences, beam "
-        f"{args.beam}; weights tuned on {args.dev_n} bible dev sentences ("
+        f"{TASKS[args.task].title}: {args.test_n} test sentences, beam "
+        f"{args.beam}; weights tuned on {args.dev_n} dev sentences ("
         + ("in-search grid sweep, best dev chrF" if args.tuning == "grid"
            else "one MERT round on n-best lists, dev WER")
         + ").",
@@ -238,6 +323,9 @@ def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float)
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
+        if name == "generate()":
+            continue
+
         def ci(key: str, r: Mapping[str, Any] = r) -> str:
             if key not in r:
                 return "-"
@@ -247,6 +335,12 @@ def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float)
         w = ", ".join(f"{k}={v:.2f}" for k, v in r["weights"].items() if k != "am")
         lines.append(f"| {name} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['wer']:.1f} | {ci('bleu_gain')} | "
                      f"{ci('chrf_gain')} | {w or '-'} |")
+    g = results.get("generate()")
+    if g:
+        lines += ["", f"The density-ratio weights through Hugging Face `generate(num_beams={args.beam})` with "
+                  f"`FusionLogitsProcessor` on the first {g['n']} test sentences: BLEU {g['plain']['bleu']:.2f} -> "
+                  f"{g['fused']['bleu']:.2f}, chrF {g['plain']['chrf']:.2f} -> {g['fused']['chrf']:.2f}; time "
+                  f"{g['seconds_plain']:.1f} s plain, {g['seconds_fused']:.1f} s fused ({g['overhead']:.2f}x)."]
     lines.append("")
     lines.append(f"({seconds / 60:.1f} min for LMs, tuning and decoding.)")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,8 @@
-"""Train the recipe's phoneme-to-text Marian model on source-domain (tech) pairs, on CPU, under a time limit.
+"""Train the recipe's small Marian model on parallel text, on CPU, under a time limit.
+
+Default: the phoneme-to-text model on source-domain (tech) pairs (``tech.train.ph`` -> ``tech.train.txt``).
+Other pairs by name: ``--train train --dev dev --src-ext es --tgt-ext web`` reads ``train.es``/``train.web``
+(the Spanish -> English recipe, :mod:`recipes.mt.make_es_en`).
 
     python -m recipes.mt.train runs/mt/data runs/mt/model --minutes 18 --threads 2
 """
@@ -67,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", default="tech.train", help="training pairs: TRAIN.SRC_EXT -> TRAIN.TGT_EXT")
+    ap.add_argument("--dev", default="tech.dev", help="dev pairs (early stopping)")
+    ap.add_argument("--src-ext", default="ph")
+    ap.add_argument("--tgt-ext", default="txt")
+    ap.add_argument("--spm-extra", type=Path, nargs="*", default=[],
+                    help="more target-side text for the target sentencepiece model (e.g. the LM text)")
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--ffn", type=int, default=512)
     ap.add_argument("--resume", action="store_true", help="continue from the weights saved in OUTDIR")
     args = ap.parse_args(argv)
 
@@ -83,18 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     if resume:  # keep the vocabularies the saved weights were trained with
         spm, src_spm = SentencePieceTokenizer(out / "tgt.model"), SentencePieceTokenizer(out / "src.model")
     else:
-        spm = train_sentencepiece([d / "tech.train.txt"], out / "tgt", vocab_size=args.vocab_size)
-        src_spm = train_sentencepiece([d / "tech.train.ph"], out / "src", vocab_size=args.src_vocab_size)
-    src_lines = read_sentences(d / "tech.train.ph")
-    tgt_lines = read_sentences(d / "tech.train.txt")
+        tgt_text = [d / f"{args.train}.{args.tgt_ext}", *args.spm_extra]
+        spm = train_sentencepiece(tgt_text, out / "tgt", vocab_size=args.vocab_size)
+        src_spm = train_sentencepiece([d / f"{args.train}.{args.src_ext}"], out / "src", vocab_size=args.src_vocab_size)
+    src_lines = read_sentences(d / f"{args.train}.{args.src_ext}")
+    tgt_lines = read_sentences(d / f"{args.train}.{args.tgt_ext}")
     vocabs = Vocabs(src_spm, spm)
     save_vocabs(vocabs, out)
     pairs = [(vocabs.encode_src(s), vocabs.encode_tgt(t)) for s, t in zip(src_lines, tgt_lines, strict=True)]
-    dev = [
-        (vocabs.encode_src(s), vocabs.encode_tgt(t))
-        for s, t in zip(read_sentences(d / "tech.dev.ph"), read_sentences(d / "tech.dev.txt"), strict=True)
-    ]
-    config = marian_config(vocabs)
+    dev_src, dev_tgt = (read_sentences(d / f"{args.dev}.{ext}") for ext in (args.src_ext, args.tgt_ext))
+    dev = [(vocabs.encode_src(s), vocabs.encode_tgt(t)) for s, t in zip(dev_src, dev_tgt, strict=True)]
+    config = marian_config(vocabs, d_model=args.d_model, layers=args.layers, ffn=args.ffn)
     model = MarianMTModel.from_pretrained(str(out), use_safetensors=True) if resume else MarianMTModel(config)
     prior = read_json(out / "train-info.json") if resume and (out / "train-info.json").is_file() else {}
     n_params = sum(p.numel() for p in model.parameters())
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     dump_meta(out, runs=runs, total_steps=sum(r["steps"] for r in runs),
               total_minutes=sum(r["minutes"] for r in runs), total_cpu_minutes=sum(r["cpu_minutes"] for r in runs),
               params=n_params, pairs=len(pairs), threads=args.threads)
-    print(f"done: {step} steps, {epoch} epochs, best tech-dev loss {best:.3f}", flush=True)
+    print(f"done: {step} steps, {epoch} epochs, best dev loss {best:.3f}", flush=True)
     return 0
 
 
