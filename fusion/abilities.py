@@ -7,6 +7,8 @@ Protocols are ``runtime_checkable``), never with ``hasattr`` or ``type(lm) is ..
   padded batch, an LLM with prefix sharing). The n-best rescorer uses it.
 * :class:`FullDistribution` — the next-unit distribution over the whole vocabulary (a softmax), for
   full scorers.
+* :class:`UnknownWordsAlike` — every out-of-vocabulary unit scores as one unknown unit (KenLM's
+  ``<unk>``), so a search can cache them as one.
 * :class:`Reloadable` — the LM describes itself as an :class:`LMSpec` (files and options, no model
   objects), so a worker process or a Dask worker can open its own copy; nothing with C or torch state is
   pickled.
@@ -27,7 +29,7 @@ import numpy as np
 from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel, State
 
-__all__ = ["FullDistribution", "LMSpec", "Reloadable", "SentenceBatchScorer", "spec_of"]
+__all__ = ["FullDistribution", "LMSpec", "Reloadable", "SentenceBatchScorer", "UnknownWordsAlike", "spec_of"]
 
 
 @runtime_checkable
@@ -54,6 +56,16 @@ class Reloadable(Protocol):
 
     def spec(self) -> LMSpec:
         """The files and options this LM was opened from."""
+        ...
+
+
+@runtime_checkable
+class UnknownWordsAlike(Protocol):
+    """Scores every unit outside its vocabulary as one unknown unit (KenLM: ``<unk>``): same score, same
+    next state. A search may then give all unknown words after one context a single cache entry."""
+
+    def unknown_unit(self) -> str:
+        """The unit every out-of-vocabulary unit is scored as."""
         ...
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fusion.abilities import LMSpec, spec_of
 from fusion.errors import WeightsError
 from fusion.lm import LanguageModel, SentenceScore, State, check_same_units
 
@@ -113,6 +114,13 @@ class _Mixture(LanguageModel):
 
     def _combine(self, component_logprobs: np.ndarray) -> np.ndarray:
         return type(self)._mix(component_logprobs, self.weights)
+
+    def spec(self) -> LMSpec:
+        """The components' specs and weights (:class:`~fusion.abilities.Reloadable`; raises when a component
+        cannot be reopened)."""
+        kind = "linear" if isinstance(self, LinearInterpolation) else "loglinear"
+        mix = tuple((spec_of(m), float(w)) for m, w in zip(self.models, self.weights, strict=True))
+        return LMSpec(self.name, mix=mix, mix_kind=kind)
 
     def begin(self) -> State:
         return tuple(m.begin() for m in self.models)

@@ -159,6 +159,10 @@ class KenLM(LanguageModel):
     def is_oov(self, unit: str) -> bool:
         return unit not in self.model
 
+    def unknown_unit(self) -> str:
+        """KenLM scores every out-of-vocabulary unit as ``<unk>`` (:class:`~fusion.abilities.UnknownWordsAlike`)."""
+        return "<unk>"
+
     def tokenize(self, text: str) -> list[str]:
         return self.tokenizer.encode(text)
 

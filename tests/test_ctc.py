@@ -15,16 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders.ctc import (
-    CTCDecoder,
-    CTCOptions,
-    CTCVocab,
-    LMSpec,
-    reference_beam_search,
-)
+from decoders.ctc import CTCDecoder, CTCOptions, CTCVocab
 from decoders.emissions import CHAR_LABELS, EmissionConfig, greedy_decode, log_softmax, make_emission_set
 from decoders.hypothesis import read_nbest_jsonl, write_nbest_jsonl
 from decoders.lexicon import Lexicon, TokenTrie
+from decoders.reference import reference_beam_search
+from fusion.abilities import LMSpec
 from fusion.errors import InputError, LMFusionError, WeightsError
 from fusion.interpolate import LinearInterpolation
 from fusion.lm import LanguageModel, State, Units
@@ -242,9 +238,12 @@ def test_components_rebuild_the_fused_score_and_roundtrip(bible_lm: KenLM, tmp_p
         for h in nb.hyps:
             assert set(h.scores) == {"am", "lm", "words", "oov"}
             assert h.total(dec.weights) == pytest.approx(ref_totals[h.text], abs=1e-6)
-            # the LM component is the unweighted ln P of the words (+ </s>), as KenLM says
-            assert h.scores["lm"] == pytest.approx(bible_lm.sentence_logprob(h.text) if h.text else bible_lm.end(
-                bible_lm.begin()), abs=1e-4)
+            # the LM component is the unweighted ln P of the words (+ </s>), as KenLM says, plus the
+            # unknown-word offset (log10, pyctcdecode's default -10) for each word outside the lexicon
+            n_oov = sum(x not in bible_lm.vocab for x in h.text.split())  # type: ignore[operator]
+            assert h.scores["oov"] == n_oov
+            kenlm_says = bible_lm.sentence_logprob(h.text) if h.text else bible_lm.end(bible_lm.begin())
+            assert h.scores["lm"] == pytest.approx(kenlm_says + n_oov * -10.0 * math.log(10.0), abs=1e-4)
             assert h.scores["words"] == len(h.text.split())
         totals = [h.total(dec.weights) for h in nb.hyps]
         assert totals == sorted(totals, reverse=True)
@@ -357,13 +356,13 @@ def test_process_pool_matches_sequential(bible_lm: KenLM, tech_lm: KenLM, method
     seq = dec.decode_batch(ems, refs=refs)
     par = dec.decode_batch(ems, refs=refs, processes=2, mp_context=method)
     assert [nb.to_json() for nb in par] == [nb.to_json() for nb in seq]
-    assert dec.spec().lms[0].mix[0][0] == LMSpec("b", path=str(bible_lm.path))
+    assert dec.spec().lms[0].mix[0][0] == LMSpec("b", path=str(bible_lm.path), kind="kenlm")
 
 
 def test_pool_needs_reloadable_lms() -> None:
     chars = CharBigram(["ab"], CHAR_LABELS)
     dec = CTCDecoder(CHAR_LABELS, [chars])
-    with pytest.raises(LMFusionError, match="not loaded from a file"):
+    with pytest.raises(LMFusionError, match="cannot be reopened in another process"):
         dec.decode_batch(make_emission_set(["a b", "b a"]), processes=2)
 
 
@@ -484,7 +483,7 @@ def test_bad_configuration_is_clear() -> None:
         CTCOptions(token_min_logp=float("nan"))
     with pytest.raises(LMFusionError, match="backend"):
         CTCOptions(backend="gpu")
-    with pytest.raises(WeightsError, match="unknown weight 'lmm'"):
+    with pytest.raises(WeightsError, match=r"'lmm' names no score component \(known: am, words, oov\)"):
         CTCDecoder(CHAR_LABELS, weights={"lmm": 1.0})
     with pytest.raises(WeightsError, match="finite"):
         CTCDecoder(CHAR_LABELS, weights={"words": float("inf")})

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decoders.ctc import CTCDecoder, CTCOptions, LMSpec
+from decoders.ctc import CTCDecoder, CTCOptions
 from decoders.emissions import CHAR_LABELS, make_emission_set
+from fusion.abilities import LMSpec
 from fusion.ngram import KenLM
 from fusion.profile import ConditionWeights, FusionProfile, default_buckets
 
@@ -66,7 +67,7 @@ def test_profile_survives_a_spawn_pool(bible_arpa: Path, setup: tuple[KenLM, lis
     _, ems, _ = setup
     lm = KenLM(bible_arpa, name="lm")
     dec = CTCDecoder(CHAR_LABELS, [lm], _profile(), options=CTCOptions(beam_width=8, nbest=2))
-    assert dec.spec().lms == (LMSpec("lm", path=str(bible_arpa)),)
+    assert dec.spec().lms == (LMSpec("lm", path=str(bible_arpa), kind="kenlm"),)
     tags = [{"snr": "noisy"}, {"snr": "clean"}, {}, {"snr": 2.0}]
     seq = dec.decode_batch(ems[:4], tags=tags)
     pooled = dec.decode_batch(ems[:4], tags=tags, processes=2, mp_context="spawn")

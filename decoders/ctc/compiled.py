@@ -1,0 +1,146 @@
+"""The CTC search with the frame loop compiled by numba (the ``"numba"`` back end, :mod:`decoders.ctc.kernel`).
+
+:class:`NumbaSearch` keeps the node storage and results of :class:`~decoders.ctc.search.NumpySearch` and hands
+whole runs of frames to :func:`decoders.ctc.kernel.run_frames`, which returns to Python only when it is done,
+when the node arrays are full, or when it needs LM steps that are not cached yet (:meth:`NumbaSearch._answer`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from decoders.ctc.lmstep import CTCDecoder, FusionCache
+from decoders.ctc.search import NumpySearch, token_candidates
+from decoders.ctc.tree import NEG_INF
+from fusion.errors import LMFusionError
+
+
+
+class NumbaSearch(NumpySearch):
+    """The same search with the frame loop compiled by numba (:mod:`decoders._ctc_kernel`)."""
+
+    def __init__(self, dec: CTCDecoder, capacity: int = 2048, shared: FusionCache | None = None) -> None:
+        super().__init__(dec, capacity, shared, dense_children=False)
+        from decoders.ctc import kernel as K
+
+        self.K = K
+        self.child_nb = K.new_child_index()
+        self.sh.numba_index()
+        self.whash = np.zeros(self.cap, np.int64)
+        W = dec.options.beam_width
+        self.b_ids = np.zeros(W + 1, np.int64)
+        self.b_pb = np.zeros(W + 1)
+        self.b_pnb = np.full(W + 1, NEG_INF)
+        self.b_last = np.full(W + 1, self.V, np.int64)
+        self.b_rank = np.zeros(W + 1)
+        self.state = np.array([1, 1, capacity, 0, 0], np.int64)
+        tr = dec.trie
+        self.trie_tab = tr._dense if tr is not None else np.zeros((1, 1), np.int32)
+        self.terminal = dec.lexicon.terminal if dec.lexicon is not None else np.zeros(1, bool)
+        self.toklen64 = dec._toklen.astype(np.int64)
+        self.start64 = dec._start_trie.astype(np.int64)
+        self.req = [np.empty(0, np.int64)] * 3
+        self.ins_keys = np.empty((256, 3), np.int64)  # new LM-cache entries for the kernel to index
+        self.ins_vals = np.empty(256, np.int64)
+        self.n_ins = 0
+        self._sync()
+
+    def _tokens(self, node: int) -> tuple[list[int], list[int]]:
+        toks, frames = self.K.token_chain(self.parent, self.tok, self.frame, node)
+        return toks.tolist(), frames.tolist()
+
+    def _sync(self) -> None:
+        """Expose the kernel's beam as the arrays :func:`~decoders.ctc.output.final_hypotheses` reads."""
+        self.n = int(self.state[0])
+        B = int(self.state[1])
+        self.ids = self.b_ids[:B].copy()
+        self.pb = self.b_pb[:B].copy()
+        self.pnb = self.b_pnb[:B].copy()
+
+    def _answer(self, nreq: int) -> None:
+        """Score the kernel's LM requests and add them to its cache."""
+        pid_arr = self.req[0][:nreq]
+        pids = pid_arr.tolist()
+        pctx = self.ctx[pid_arr].tolist()
+        toks = self.req[1][:nreq].tolist() if self.d.token_lms else [-1] * nreq
+        codes = self.req[2][:nreq].tolist()
+        word_of = self.d.lexicon.word_of if self.d.lexicon is not None else []
+        keys, words = [], []
+        seen: set[tuple[int, int, int]] = set()
+        for p, cx, c, code in zip(pids, pctx, toks, codes, strict=True):
+            key = (cx, code, c)
+            if key in seen:
+                continue
+            seen.add(key)
+            keys.append(key)
+            words.append("" if code == 0 else (word_of[code - 1] if code > 0 else self._open_word(p)))
+        res = self.sh.extend(self.d, [k[0] for k in keys], words, [k[2] for k in keys])
+        a, b = self.sh.add_entries(res)
+        k = len(keys)
+        if self.n_ins + k > len(self.ins_vals):
+            size = max(2 * len(self.ins_vals), self.n_ins + k)
+            keys_new = np.empty((size, 3), np.int64)
+            vals_new = np.empty(size, np.int64)
+            keys_new[: self.n_ins] = self.ins_keys[: self.n_ins]
+            vals_new[: self.n_ins] = self.ins_vals[: self.n_ins]
+            self.ins_keys, self.ins_vals = keys_new, vals_new
+        self.ins_keys[self.n_ins : self.n_ins + k] = keys
+        self.ins_vals[self.n_ins : self.n_ins + k] = np.arange(a, b)
+        self.n_ins += k
+
+    def feed_array(self, arr: np.ndarray) -> None:
+        if self.w_am != 1.0:
+            arr = arr * self.w_am
+        d = self.d
+        o = d.options
+        blank = d.vocab.blank
+        T = len(arr)
+        mask, _ = token_candidates(arr, blank, o.token_min_logp)
+        tt, vv = np.nonzero(mask)
+        cand_ptr = np.searchsorted(tt, np.arange(T + 1)).astype(np.int64)
+        cand_tok = vv.astype(np.int64)
+        arr = np.ascontiguousarray(arr, dtype=np.float64)
+        t = 0
+        K = self.K
+        W = o.beam_width
+        cmax = max(1, int(np.diff(cand_ptr).max(initial=1)))
+        if len(self.req[0]) < W * cmax:
+            self.req = [np.empty(W * cmax, np.int64) for _ in range(3)]
+        sh = self.sh
+        self.n_ins = 0
+        while True:
+            n_ins = self.n_ins
+            self.n_ins = 0
+            status = K.run_frames(
+                arr, t, self.t, cand_ptr, cand_tok,
+                self.parent, self.tok, self.frame, self.fixed, self.rank, self.trie, self.wlen, self.ctx,
+                self.nwords, self.noov, self.comp, self.pos, self.child_nb, self.whash,
+                self.b_ids, self.b_pb, self.b_pnb, self.b_last, self.b_rank, self.state,
+                self.trie_tab, self.terminal, d._completes, d._pure_delim, self.toklen64, self.start64,
+                sh.lm_index, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
+                blank, W, float(o.beam_prune_logp), not bool((d.w_lm < 0).any()), d.weights["words"],
+                d.weights["oov"], float(o.unk_prefix_score),
+                float(o.unk_prefix_avg_len), bool(o.lexicon_constrained), d.trie is not None, bool(d.token_lms),
+                d.look, d._oov_uniform,
+                self.req[0], self.req[1], self.req[2], self.ins_keys, self.ins_vals, n_ins,
+            )
+            t = int(self.state[3])
+            if status == K.STATUS_DONE:
+                break
+            if status == K.STATUS_GROW:
+                self.n = int(self.state[0])
+                self._grow(self.n + W * (1 + cmax) + 1)
+                wh = np.zeros(self.cap, np.int64)
+                wh[: self.n] = self.whash[: self.n]
+                self.whash = wh
+                self.state[2] = self.cap
+            elif status == K.STATUS_NEED_LM:
+                self._answer(int(self.state[4]))
+            else:
+                self._sync()
+                raise LMFusionError(f"CTC search: every hypothesis has zero probability at frame {self.t + t}")
+        self.t += T
+        self._sync()
+

@@ -1,0 +1,56 @@
+"""Validation of the emissions the CTC decoder is given: ``[T, V]`` log-probabilities (numpy or torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fusion.errors import InputError
+
+
+def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what: str = "emissions") -> np.ndarray:
+    """Validate emissions ``[T, V]`` (numpy or torch) and return them as float64 numpy.
+
+    Raises:
+        InputError: not 2-D, wrong vocabulary size, empty, NaN or +inf cells, or rows that are not
+            log-probabilities (when ``check_normalized``).
+    """
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
+        x = x.detach().cpu().float().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{what} are not a numeric array: {e}", field=what) from None
+    if arr.ndim != 2:
+        raise InputError(f"{what} must be 2-D [frames, vocabulary], got shape {arr.shape}", field=what)
+    if arr.shape[1] != vocab_size:
+        raise InputError(
+            f"{what} have {arr.shape[1]} columns but the vocabulary has {vocab_size} labels", field=what
+        )
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} are empty (0 frames)", field=what)
+    bad = np.isnan(arr) | (arr == np.inf)
+    if bad.any():
+        t, v = np.argwhere(bad)[0]
+        kind = "NaN" if np.isnan(arr[t, v]) else "+inf"
+        raise InputError(
+            f"{what} contain {kind} (first at frame {t}, label {v}); {int(bad.sum())} bad cells", field=what
+        )
+    if check_normalized:
+        m = arr.max(axis=1, keepdims=True)
+        if not np.isfinite(m).all():
+            t = int(np.flatnonzero(~np.isfinite(m[:, 0]))[0])
+            raise InputError(f"{what}: frame {t} has probability zero for every label", field=what)
+        with np.errstate(over="ignore"):
+            mass = np.exp(arr).sum(axis=1)  # 1 for log-probabilities (inf for large logits: rejected)
+        dev = np.abs(mass - 1.0)
+        worst = int(np.argmax(dev))
+        if not dev[worst] <= 1e-3:
+            lse = float(m[worst, 0] + np.log(np.exp(arr[worst] - m[worst]).sum()))
+            raise InputError(
+                f"{what} are not log-probabilities: frame {worst} has logsumexp {lse:.4g} (expected 0); "
+                "apply log_softmax to the model's logits first",
+                field=what,
+            )
+    return arr

@@ -1,0 +1,120 @@
+"""The end of a CTC search: the beam scored as final hypotheses, then frozen hypothesis records.
+
+:func:`final_hypotheses` completes each beam entry's open word, adds the end-of-sentence scores, and merges
+prefixes with one text (their alignments summed into ``am``); :func:`to_hypothesis` and :func:`to_nbest`
+build the frozen :class:`~decoders.hypothesis.ScoredHypothesis` / :class:`~decoders.hypothesis.NBestList`
+every decoder emits (unweighted natural-log components, words with their frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from decoders.ctc.tree import PrefixTree
+from decoders.hypothesis import NBestList, ScoredHypothesis
+
+Final = tuple[float, int, dict[str, float]]
+"""``(fused total, node, unweighted components)``."""
+
+
+def _closable(s: PrefixTree) -> tuple[list[int], np.ndarray, list[str]]:
+    """Beam node ids, their CTC scores and open words; in lexicon-constrained mode only those whose open
+    word is known (unless none is)."""
+    d = s.d
+    ids = s.ids.tolist()
+    am = np.logaddexp(s.pb, s.pnb)
+    open_words = [s._open_word(i) if s.wlen[i] > 0 else "" for i in ids]
+    if d.options.lexicon_constrained:
+        lex = d.lexicon
+        ok = [w == "" or w in lex for w in open_words]  # type: ignore[operator]
+        if any(ok):
+            ids = [i for i, k in zip(ids, ok, strict=True) if k]
+            am = am[np.array(ok)]
+            open_words = [w for w, k in zip(open_words, ok, strict=True) if k]
+    return ids, np.asarray(am, dtype=np.float64), open_words
+
+
+def _text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
+    """One key per distinct text among the nodes."""
+    d = s.d
+    if d.vocab.kind != "char":
+        return [s._text(i) for i in ids]
+    # distinct prefixes share a text only as X and X + delimiter (delimiters never repeat)
+    ids_arr = np.array(ids, dtype=np.int64)
+    toks = s.tok[ids_arr]
+    pure = d._pure_delim[np.minimum(toks, s.V - 1)] & (toks < s.V)
+    return list(np.where(pure, s.parent[ids_arr], ids_arr).tolist())
+
+
+def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray) -> list[tuple[float, int, float]]:
+    """``(total, index, am)`` per distinct text, best first: the best member, with every member's
+    alignments summed into ``am`` (and the total moved by the same amount)."""
+    order = np.argsort(-total, kind="stable").tolist()
+    groups: dict[Any, list[int]] = {}
+    for j in order:
+        groups.setdefault(keys[j], []).append(j)
+    out = []
+    for members in groups.values():
+        j = members[0]
+        tot_j, a_j = float(total[j]), float(am[j])
+        if len(members) > 1:
+            merged = float(np.logaddexp.reduce(am[members]))
+            tot_j += merged - a_j
+            a_j = merged
+        out.append((tot_j, j, a_j))
+    out.sort(key=lambda x: -x[0])
+    return out
+
+
+def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
+    """Score the beam as final hypotheses, best first, one per distinct text."""
+    d = s.d
+    ids, am, open_words = _closable(s)
+    res = s.sh.extend(d, [int(s.ctx[i]) for i in ids], open_words, [-1] * len(ids))
+    n, M = len(ids), s.M
+    ends = np.zeros((n, M))
+    if d.options.eos and M:
+        for k in range(M):
+            ends[:, k] = d._lm_caches[k].end_scores([s.sh.ctx_states[r[2]][k] for r in res])
+    ids_arr = np.array(ids, dtype=np.int64)
+    dcomp = np.stack([r[1] for r in res]) if M else np.zeros((n, 0))
+    comp = s.comp[ids_arr] + dcomp + ends
+    nwords = s.nwords[ids_arr] + np.fromiter((bool(w) for w in open_words), np.int64, n)
+    noov = s.noov[ids_arr] + np.fromiter((r[3] for r in res), np.int64, n)
+    end_w = (ends[:, d.w_lm != 0] @ d.w_lm[d.w_lm != 0]) if M else 0.0
+    fixed = s.fixed[ids_arr] + np.fromiter((r[0] for r in res), np.float64, n) + end_w
+    merged = _merge_same_text(_text_keys(s, ids), am + fixed, am)
+    result = []
+    for tot_j, j, a_j in merged[:limit] if limit is not None else merged:
+        scores = {"am": a_j / s.w_am, **{nm: float(comp[j, k]) for k, nm in enumerate(d.lm_names)},
+                  "words": float(nwords[j]), "oov": float(noov[j])}
+        result.append((tot_j, int(ids_arr[j]), scores))
+    return result
+
+
+def to_hypothesis(s: PrefixTree, node: int, scores: Mapping[str, float]) -> ScoredHypothesis:
+    """The hypothesis of a node: text, labels, and words with ``(start frame, end frame)``."""
+    toks, frames = s._tokens(node)
+    vocab = s.d.vocab
+    words = []
+    pieces = vocab.words_of(toks)
+    # end frame: first frame of the word's last token, plus one
+    for wi, (w, start) in enumerate(pieces):
+        stop = pieces[wi + 1][1] if wi + 1 < len(pieces) else len(toks)
+        last_tok_idx = max(i for i in range(start, stop) if vocab.text[toks[i]])
+        words.append((w, frames[start], frames[last_tok_idx] + 1))
+    return ScoredHypothesis(
+        " ".join(w for w, _ in pieces), dict(scores), tuple(vocab.labels[t] for t in toks), tuple(words)
+    )
+
+
+def to_nbest(
+    s: PrefixTree, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None
+) -> NBestList:
+    """The search's n-best list (``options.nbest`` hypotheses)."""
+    fin = final_hypotheses(s, s.d.options.nbest)
+    hyps = tuple(to_hypothesis(s, node, scores) for _, node, scores in fin)
+    return NBestList(utt_id, hyps, ref, dict(tags or {}))
