@@ -10,6 +10,7 @@ import pytest
 from decoders.ctc import CTCDecoder, CTCOptions
 from decoders.emissions import CHAR_LABELS, make_emission_set
 from fusion.abilities import LMSpec
+from fusion.errors import WeightsError
 from fusion.ngram import KenLM
 from fusion.profile import ConditionWeights, FusionProfile, default_buckets
 
@@ -73,3 +74,62 @@ def test_profile_survives_a_spawn_pool(bible_arpa: Path, setup: tuple[KenLM, lis
     pooled = dec.decode_batch(ems[:4], tags=tags, processes=2, mp_context="spawn")
     assert _texts(seq) == _texts(pooled)
     assert [nb.tags for nb in pooled] == tags
+
+
+def _mix_profile() -> FusionProfile:
+    w = {"mix": 1.0, "words": 1.0}
+    return FusionProfile(
+        default=ConditionWeights(w),
+        conditions=(ConditionWeights(w, {"b": 0.9, "t": 0.1}, domain="bible"),
+                    ConditionWeights(w, {"b": 0.1, "t": 0.9}, domain="tech")),
+        name="ctc-mix",
+    )
+
+
+def test_profile_interpolation_weights_reweight_the_mixture(bible_arpa: Path, tech_arpa: Path) -> None:
+    from fusion.interpolate import LinearInterpolation
+
+    b, t = KenLM(bible_arpa, name="b"), KenLM(tech_arpa, name="t")
+    mix = LinearInterpolation([b, t], [0.5, 0.5], name="mix")
+    sents = (TEXT / "bible.test.txt").read_text().splitlines()[:3] + (TEXT / "tech.test.txt").read_text().splitlines()[:3]
+    ems = make_emission_set(sents, config="very_noisy", seed=5)
+    opts = CTCOptions(beam_width=8, nbest=3)
+    dec = CTCDecoder(CHAR_LABELS, [mix], _mix_profile(), options=opts)
+    tags = [{"domain": "bible"}, {"domain": "tech"}] * 3
+    got = [dec.decode(e, tags=tg) for e, tg in zip(ems, tags, strict=True)]
+    for lam in ({"b": 0.9, "t": 0.1}, {"b": 0.1, "t": 0.9}):
+        fixed = CTCDecoder(CHAR_LABELS, [LinearInterpolation([b, t], lam, name="mix")], {"mix": 1.0, "words": 1.0},
+                           options=opts)
+        dom = "bible" if lam["b"] > 0.5 else "tech"
+        for g, e, tg in zip(got, ems, tags, strict=True):
+            if tg["domain"] != dom:
+                continue
+            want = fixed.decode(e)
+            assert [h.text for h in g.hyps] == [h.text for h in want.hyps]
+            for hg, hw in zip(g.hyps, want.hyps, strict=True):
+                assert hg.scores == pytest.approx(hw.scores)
+    # λ really changes the LM scores (so the test can fail), and one mixture is built per distinct λ
+    assert got[0].hyps[0].scores["mix"] != pytest.approx(
+        CTCDecoder(CHAR_LABELS, [mix], {"mix": 1.0, "words": 1.0}, options=opts).decode(ems[0]).hyps[0].scores["mix"])
+    assert len(dec._mixtures._cache) == 2
+    # a λ naming no mixture's components is an error, not silently ignored
+    bad = FusionProfile(default=ConditionWeights({"mix": 1.0}, {"x": 0.5, "y": 0.5}), name="bad")
+    with pytest.raises(WeightsError, match="match no linear mixture"):
+        CTCDecoder(CHAR_LABELS, [mix], bad).decode(ems[0])
+
+
+def test_weights_have_one_meaning(setup: tuple[KenLM, list[np.ndarray], list[str]]) -> None:
+    """A missing LM weight counts 0 (the LM is still scored), ``am`` defaults to 1, unknown names are errors."""
+    lm, ems, _ = setup
+    opts = CTCOptions(beam_width=8, nbest=3)
+    plain = CTCDecoder(CHAR_LABELS, options=opts, lexicon=lm.vocab)  # the LM's words still shape the search
+    silent = CTCDecoder(CHAR_LABELS, [lm], options=opts)
+    assert silent.weights == {"am": 1.0, "lm": 0.0, "words": 0.0, "oov": 0.0}
+    for e in ems[:3]:
+        a, b = plain.decode(e), silent.decode(e)
+        assert [h.text for h in a.hyps] == [h.text for h in b.hyps]
+        assert all(h.scores["lm"] < 0 for h in b.hyps)  # computed and written out, unweighted
+    with pytest.raises(WeightsError, match=r"'lmm' names no score component \(known: am, lm, words, oov\)"):
+        CTCDecoder(CHAR_LABELS, [lm], {"lmm": 0.5})
+    with pytest.raises(WeightsError, match="'am' must be > 0 for CTC decoding"):
+        CTCDecoder(CHAR_LABELS, [lm], {"am": -1.0})
