@@ -91,7 +91,7 @@ def test_profile_interpolation_weights_reweight_the_mixture(bible_arpa: Path, te
 
     b, t = KenLM(bible_arpa, name="b"), KenLM(tech_arpa, name="t")
     mix = LinearInterpolation([b, t], [0.5, 0.5], name="mix")
-    sents = (TEXT / "bible.test.txt").read_text().splitlines()[:3] + (TEXT / "tech.test.txt").read_text().splitlines()[:3]
+    sents = [s for d in ("bible", "tech") for s in (TEXT / f"{d}.test.txt").read_text().splitlines()[:3]]
     ems = make_emission_set(sents, config="very_noisy", seed=5)
     opts = CTCOptions(beam_width=8, nbest=3)
     dec = CTCDecoder(CHAR_LABELS, [mix], _mix_profile(), options=opts)

@@ -7,15 +7,12 @@ when the node arrays are full, or when it needs LM steps that are not cached yet
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from decoders.ctc.lmstep import CTCDecoder, FusionCache
 from decoders.ctc.search import NumpySearch, token_candidates
 from decoders.ctc.tree import NEG_INF
 from fusion.errors import LMFusionError
-
 
 
 class NumbaSearch(NumpySearch):

@@ -29,7 +29,7 @@ def _closable(s: PrefixTree) -> tuple[list[int], np.ndarray, list[str]]:
     open_words = [s._open_word(i) if s.wlen[i] > 0 else "" for i in ids]
     if d.options.lexicon_constrained:
         lex = d.lexicon
-        ok = [w == "" or w in lex for w in open_words]  # type: ignore[operator]
+        ok = [w == "" or w in lex for w in open_words]
         if any(ok):
             ids = [i for i, k in zip(ids, ok, strict=True) if k]
             am = am[np.array(ok)]

@@ -242,7 +242,7 @@ class NumpySearch(PrefixTree):
             alive = trie != DEAD
             if completing.any():
                 pt = self.trie[pid[completing]]
-                okc = (pt >= 0) & d.lexicon.terminal[np.maximum(pt, 0)]  # type: ignore[union-attr]
+                okc = (pt >= 0) & d.lexicon.terminal[np.maximum(pt, 0)]
                 alive[np.flatnonzero(completing)[~okc]] = False
         return trie, wlen, completing, alive
 

@@ -8,12 +8,9 @@ their last label and their ranking LM score.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from decoders.ctc.lmstep import CTCDecoder, FusionCache
-
 
 NEG_INF = float("-inf")
 
@@ -105,7 +102,7 @@ class PrefixTree:
         tn = int(self.trie[node])
         lex = self.d.lexicon
         if tn >= 0 and lex is not None and lex.terminal[tn]:
-            return lex.word_of[tn]  # type: ignore[return-value]
+            return lex.word_of[tn]
         memo = self.word_memo
         w = memo.get(node)
         if w is not None:

@@ -136,9 +136,9 @@ class WordTables:
         self.completes = np.array(vocab.completes, dtype=bool)
         self.pure_delim = np.array([c and not t for c, t in zip(vocab.completes, vocab.text, strict=True)])
         self.toklen = np.array([len(t) for t in vocab.text], dtype=np.int32)
-        self.start_trie = (
-            self.trie.step(np.zeros(V, dtype=np.int64), np.arange(V)) if self.trie is not None else np.zeros(V, np.int32)
-        )
+        self.start_trie = np.zeros(V, np.int32)
+        if self.trie is not None:
+            self.start_trie = self.trie.step(np.zeros(V, dtype=np.int64), np.arange(V))
         self.start_trie[~self.completes] = 0  # unused for non-completing labels
         self.start_trie[self.pure_delim] = 0
         self.has_pure_delim = bool(self.pure_delim.any())
