@@ -6,8 +6,12 @@ token-level LMs) needs an LM score that is not in the cache yet. It mutates noth
 in a frame before it knows it can finish that frame, so Python can compute the missing LM scores,
 add them to the cache and call again from the same frame.
 
-It implements exactly the semantics of :class:`decoders.ctc._Search` (the numpy version) and of
-:func:`decoders.ctc.reference_beam_search` (the plain one); the tests check all three agree.
+It implements exactly the semantics of :class:`decoders.ctc.search.NumpySearch` (the numpy version) and of
+:func:`decoders.reference.reference_beam_search` (the plain one); the tests check all three agree.
+
+``run_frames`` is one long function on purpose (a stated exception to the ~80-line rule): split into named
+compiled steps (numba calls, IR-inlined where numba allows) it measured 7-16% slower on 100 utterances at beam
+64; the numpy back end (:mod:`decoders.ctc.search`) is the readable, step-by-step version of the same frame.
 """
 
 from __future__ import annotations
