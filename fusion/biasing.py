@@ -83,9 +83,10 @@ def label_tokenizer(labels: Sequence[str], word_delimiter: str | None = None) ->
             if wi and word_delimiter is not None:
                 out.append(index[word_delimiter])
             for ch in word:
-                if ch not in index:
+                j = index.get(ch, index.get(ch.upper(), index.get(ch.lower())))  # labels may be upper case
+                if j is None:
                     raise HotwordError(f"hotword {phrase!r}: character {ch!r} is not a label")
-                out.append(index[ch])
+                out.append(j)
         return out
 
     def spm_tok(phrase: str) -> list[int]:

@@ -236,7 +236,7 @@ def test_components_rebuild_the_fused_score_and_roundtrip(bible_lm: KenLM, tmp_p
     for nb, em in zip(nbs, ems, strict=True):
         ref_totals = {t: tot for t, tot, _ in reference_beam_search(dec, em)}
         for h in nb.hyps:
-            assert set(h.scores) == {"am", "lm", "words", "oov"}
+            assert set(h.scores) == {"am", "lm", "words", "oov", "hotwords"}
             assert h.total(dec.weights) == pytest.approx(ref_totals[h.text], abs=1e-6)
             # the LM component is the unweighted ln P of the words (+ </s>), as KenLM says, plus the
             # unknown-word offset (log10, pyctcdecode's default -10) for each word outside the lexicon
@@ -483,7 +483,7 @@ def test_bad_configuration_is_clear() -> None:
         CTCOptions(token_min_logp=float("nan"))
     with pytest.raises(LMFusionError, match="backend"):
         CTCOptions(backend="gpu")
-    with pytest.raises(WeightsError, match=r"'lmm' names no score component \(known: am, words, oov\)"):
+    with pytest.raises(WeightsError, match=r"'lmm' names no score component \(known: am, words, oov, hotwords\)"):
         CTCDecoder(CHAR_LABELS, weights={"lmm": 1.0})
     with pytest.raises(WeightsError, match="finite"):
         CTCDecoder(CHAR_LABELS, weights={"words": float("inf")})

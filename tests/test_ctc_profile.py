@@ -124,12 +124,12 @@ def test_weights_have_one_meaning(setup: tuple[KenLM, list[np.ndarray], list[str
     opts = CTCOptions(beam_width=8, nbest=3)
     plain = CTCDecoder(CHAR_LABELS, options=opts, lexicon=lm.vocab)  # the LM's words still shape the search
     silent = CTCDecoder(CHAR_LABELS, [lm], options=opts)
-    assert silent.weights == {"am": 1.0, "lm": 0.0, "words": 0.0, "oov": 0.0}
+    assert silent.weights == {"am": 1.0, "lm": 0.0, "words": 0.0, "oov": 0.0, "hotwords": 0.0}
     for e in ems[:3]:
         a, b = plain.decode(e), silent.decode(e)
         assert [h.text for h in a.hyps] == [h.text for h in b.hyps]
         assert all(h.scores["lm"] < 0 for h in b.hyps)  # computed and written out, unweighted
-    with pytest.raises(WeightsError, match=r"'lmm' names no score component \(known: am, lm, words, oov\)"):
+    with pytest.raises(WeightsError, match=r"'lmm' names no score component \(known: am, lm, words, oov, hotwords\)"):
         CTCDecoder(CHAR_LABELS, [lm], {"lmm": 0.5})
     with pytest.raises(WeightsError, match="'am' must be > 0 for CTC decoding"):
         CTCDecoder(CHAR_LABELS, [lm], {"am": -1.0})

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_hotwords
 from decoders.ctc.inputs import as_logprobs
 from decoders.ctc.lmcache import DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
 from decoders.ctc.lmstep import FusionCache
@@ -56,6 +57,7 @@ from decoders.ctc.weighting import FIXED_COMPONENTS, MixtureVariants, ctc_compon
 from decoders.hypothesis import NBestList
 from decoders.lexicon import Lexicon
 from fusion.abilities import LMSpec, spec_of
+from fusion.biasing import DEFAULT_BOOST, ContextGraph, Hotwords
 from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel
 from fusion.loading import open_spec
@@ -137,6 +139,9 @@ class CTCDecoder:
         self._mixture_caches: dict[int, CachedLM] = {}
         self._variants: dict[Any, CTCDecoder] = {}
         self._shared: FusionCache | None = None
+        self.hot: ContextGraph | None = None
+        self.w_hot = 0.0
+        self._hot_graphs = HotwordGraphs(self.vocab.labels, self.vocab.word_delimiter)
         self._set_weights(resolve_ctc_weights(self.policy.weights_for(UtteranceContext()), self.lm_names))
 
     # -- construction helpers ------------------------------------------------------------------
@@ -223,7 +228,7 @@ class CTCDecoder:
 
     @property
     def components(self) -> tuple[str, ...]:
-        """The score components of every hypothesis: ``am``, the LM names, ``words``, ``oov``."""
+        """The score components of every hypothesis: ``am``, the LM names, ``words``, ``oov``, ``hotwords``."""
         return ctc_components(self.lm_names)
 
     @property
@@ -274,16 +279,25 @@ class CTCDecoder:
             dec = self._variants[key] = self._variant(w, lam)
         return dec
 
+    def biased(self, hotwords: Hotwords | None, hotword_weight: float | None = None,
+               hotword_boost: float = DEFAULT_BOOST) -> CTCDecoder:
+        """This decoder boosting ``hotwords`` (phrases, or ``phrase -> boost per label``): component
+        ``"hotwords"`` with weight ``hotword_weight`` (default: this decoder's ``"hotwords"`` weight).
+        Itself when the list is empty."""
+        return with_hotwords(self, self._hot_graphs.graph(hotwords, hotword_boost), hotword_weight)
+
     def decode(self, logprobs: Any, *, utt_id: str = "utt", ref: str | None = None,
-               tags: Mapping[str, Any] | None = None, context: UtteranceContext | None = None) -> NBestList:
+               tags: Mapping[str, Any] | None = None, context: UtteranceContext | None = None,
+               hotwords: Hotwords | None = None, hotword_weight: float | None = None,
+               hotword_boost: float = DEFAULT_BOOST) -> NBestList:
         """Decode one utterance's log-probabilities ``[T, V]`` into an n-best list.
 
         ``tags`` are copied to the output and, with ``context`` (SNR, audio, features), tell the weight
-        policy which weights to use.
+        policy which weights to use. ``hotwords`` are boosted for this call (see :meth:`biased`).
         """
         arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized)
         ctx = context or as_context(tags, utt_id)
-        s = self.for_utterance(ctx)._search()
+        s = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)._search()
         s.feed_array(arr)
         return s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags)
 
@@ -307,10 +321,14 @@ class CTCDecoder:
         mp_context: str | None = None,
         spec: CTCDecoderSpec | None = None,
         progress: bool = False,
+        hotwords: Any = None,
+        hotword_weight: float | None = None,
     ) -> list[NBestList]:
         """Decode many utterances, in this process or in a process pool.
 
         Args:
+            hotwords: phrases to boost in every utterance, or one list (or ``phrase -> boost``) per utterance.
+            hotword_weight: the ``"hotwords"`` weight (default: the decoder's).
             processes: worker processes (``1``: decode here).
             mp_context: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the platform's).
             spec: how workers rebuild this decoder (default: :meth:`spec`, which needs LMs that
@@ -328,14 +346,17 @@ class CTCDecoder:
             as_logprobs(e, len(self.vocab), check_normalized=self.options.check_normalized, what=f"emissions[{i}]")
             for i, e in enumerate(emissions)
         ]
+        hot = per_utterance_hotwords(hotwords, n)
         if processes > 1 and n > 1:
             return decode_in_pool(spec or self.spec(), arrays, ids, rs, tg, processes=processes,
-                                  mp_context=mp_context, progress=progress)
+                                  mp_context=mp_context, progress=progress, hotwords=hot,
+                                  hotword_weight=hotword_weight)
         from tqdm import tqdm
 
         out = []
-        for a, u, r, t in tqdm(list(zip(arrays, ids, rs, tg, strict=True)), desc="ctc decode", disable=not progress):
-            s = self.for_utterance(as_context(t, u))._search()
+        rows = list(zip(arrays, ids, rs, tg, hot, strict=True))
+        for a, u, r, t, h in tqdm(rows, desc="ctc decode", disable=not progress):
+            s = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)._search()
             s.feed_array(a)
             out.append(s.finish(utt_id=u, ref=r, tags=t))
         return out

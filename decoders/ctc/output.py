@@ -86,11 +86,15 @@ def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
     noov = s.noov[ids_arr] + np.fromiter((r[3] for r in res), np.int64, n)
     end_w = (ends[:, d.w_lm != 0] @ d.w_lm[d.w_lm != 0]) if M else 0.0
     fixed = s.fixed[ids_arr] + np.fromiter((r[0] for r in res), np.float64, n) + end_w
+    hot = np.zeros(n)
+    if d.hot is not None:  # unfinished phrases give their bonus back
+        hot = s.hsc[ids_arr] - d.hot.at_risk[s.hstate[ids_arr]]
+        fixed = fixed - d.w_hot * d.hot.at_risk[s.hstate[ids_arr]]
     merged = _merge_same_text(_text_keys(s, ids), am + fixed, am)
     result = []
     for tot_j, j, a_j in merged[:limit] if limit is not None else merged:
         scores = {"am": a_j / s.w_am, **{nm: float(comp[j, k]) for k, nm in enumerate(d.lm_names)},
-                  "words": float(nwords[j]), "oov": float(noov[j])}
+                  "words": float(nwords[j]), "oov": float(noov[j]), "hotwords": float(hot[j])}
         result.append((tot_j, int(ids_arr[j]), scores))
     return result
 

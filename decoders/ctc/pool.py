@@ -33,9 +33,10 @@ def _worker_init(spec: DecoderFactory) -> None:
     _WORKER["decoder"] = spec.build()
 
 
-def _worker_decode(arr: np.ndarray, utt_id: str, ref: str | None, tags: Mapping[str, Any] | None) -> NBestList:
+def _worker_decode(arr: np.ndarray, utt_id: str, ref: str | None, tags: Mapping[str, Any] | None,
+                   hotwords: Any = None, hotword_weight: float | None = None) -> NBestList:
     dec = _WORKER["decoder"].for_utterance(UtteranceContext(utt_id=utt_id, tags=dict(tags or {})))
-    s = dec._search()
+    s = dec.biased(hotwords, hotword_weight)._search()
     s.feed_array(arr)
     result: NBestList = s.finish(utt_id=utt_id, ref=ref, tags=tags)
     return result
@@ -51,13 +52,17 @@ def decode_in_pool(
     processes: int,
     mp_context: str | None = None,
     progress: bool = False,
+    hotwords: Sequence[Any] | None = None,
+    hotword_weight: float | None = None,
 ) -> list[NBestList]:
-    """Decode validated emissions in ``processes`` workers, in input order."""
+    """Decode validated emissions in ``processes`` workers, in input order (``hotwords``: one list per
+    utterance)."""
     from tqdm import tqdm
 
     n = len(arrays)
     ctx = mp.get_context(mp_context)
     chunks = max(1, min(16, n // (processes * 4) or 1))
     with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(spec,)) as ex:
-        it = ex.map(_worker_decode, arrays, utt_ids, refs, tags, chunksize=chunks)
+        hw = list(hotwords) if hotwords is not None else [None] * n
+        it = ex.map(_worker_decode, arrays, utt_ids, refs, tags, hw, [hotword_weight] * n, chunksize=chunks)
         return list(tqdm(it, total=n, desc="ctc decode", disable=not progress))

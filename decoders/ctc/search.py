@@ -273,6 +273,10 @@ class NumpySearch(PrefixTree):
             fixed[idx] += np.fromiter((r[0] for r in res), np.float64, idx.size)
             delta = np.full(n, -1, np.int64)
             delta[idx] = np.arange(idx.size)
+        hot = d.hot
+        if hot is not None:
+            hstate, hd = hot.step_many(self.hstate[pid], ctok)
+            fixed = fixed + d.w_hot * hd
         rank = fixed
         if d.trie is not None:
             rank = fixed + partial_scores(d.look, trie, wlen, o.unk_prefix_score, o.unk_prefix_avg_len)
@@ -286,6 +290,9 @@ class NumpySearch(PrefixTree):
                "trie": trie, "wlen": wlen, "completing": completing}
         if delta is not None:
             out["delta"] = delta
+        if hot is not None:
+            out["hstate"] = hstate
+            out["hsc"] = self.hsc[pid] + hd
         if not keep.all():
             out = {key: v[keep] for key, v in out.items()}
         if delta is not None:
@@ -302,8 +309,9 @@ class NumpySearch(PrefixTree):
         self.parent[a:b] = pid
         self.tok[a:b] = tok
         self.frame[a:b] = self.t
-        for name in ("fixed", "rank", "trie", "wlen"):
-            getattr(self, name)[a:b] = new[name][ni]
+        for name in ("fixed", "rank", "trie", "wlen", "hstate", "hsc"):
+            if name in new:
+                getattr(self, name)[a:b] = new[name][ni]
         ctx = self.ctx[pid]
         nwords = self.nwords[pid] + new["completing"][ni]
         noov = self.noov[pid]

@@ -39,6 +39,8 @@ class PrefixTree:
         self.nwords = np.empty(capacity, np.int32)
         self.noov = np.empty(capacity, np.int32)
         self.comp = np.empty((capacity, M), np.float64)
+        self.hstate = np.zeros(capacity, np.int64)  # hotword context-graph state (0 without hotwords)
+        self.hsc = np.zeros(capacity, np.float64)  # unweighted hotword bonus so far
         self.pos = np.full(capacity + 1, -1, np.int32)  # position in the beam, or -1; pos[-1] pads child -1
         self.child = np.full((capacity, V), -1, np.int32) if dense_children and V <= 128 else None
         self.child_map: dict[int, int] = {}
@@ -71,9 +73,10 @@ class PrefixTree:
         if need <= self.cap:
             return
         new = max(need, self.cap * 2)
-        for name in ("parent", "tok", "frame", "fixed", "rank", "trie", "wlen", "ctx", "nwords", "noov"):
+        names = ("parent", "tok", "frame", "fixed", "rank", "trie", "wlen", "ctx", "nwords", "noov", "hstate", "hsc")
+        for name in names:
             a = getattr(self, name)
-            b = np.empty(new, a.dtype)
+            b = np.zeros(new, a.dtype)
             b[: self.n] = a[: self.n]
             setattr(self, name, b)
         c = np.empty((new, self.M), np.float64)

@@ -1,9 +1,10 @@
 """CTC weights, resolved only through :mod:`fusion.weights` (one meaning of a weights mapping).
 
 The CTC score components are ``am``, one per LM (its name), ``words`` (words in the hypothesis: the word
-bonus β) and ``oov`` (out-of-lexicon words). :func:`resolve_ctc_weights` is :func:`fusion.weights.check_weights`
-plus the one constraint of the CTC search (``am > 0``). :class:`MixtureVariants` applies a policy's
-per-utterance interpolation λ to the decoder's linear mixtures.
+bonus β), ``oov`` (out-of-lexicon words) and ``hotwords`` (contextual biasing, :mod:`decoders.ctc.hotwords`).
+:func:`resolve_ctc_weights` is :func:`fusion.weights.check_weights` plus the one constraint of the CTC search
+(``am > 0``). :class:`MixtureVariants` applies a policy's per-utterance interpolation λ to the decoder's linear
+mixtures.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fusion.biasing import HOTWORDS
 from fusion.errors import WeightsError
 from fusion.interpolate import LinearInterpolation
 from fusion.lm import LanguageModel
@@ -18,13 +20,13 @@ from fusion.weights import AM, check_weights
 
 WORDS = "words"
 OOV = "oov"
-FIXED_COMPONENTS = (AM, WORDS, OOV)
+FIXED_COMPONENTS = (AM, WORDS, OOV, HOTWORDS)
 """Score components every CTC hypothesis carries, besides one per LM name."""
 
 
 def ctc_components(lm_names: Sequence[str]) -> tuple[str, ...]:
     """The score components of a CTC hypothesis, in output order."""
-    return (AM, *lm_names, WORDS, OOV)
+    return (AM, *lm_names, WORDS, OOV, HOTWORDS)
 
 
 def resolve_ctc_weights(

@@ -1,0 +1,86 @@
+"""Contextual biasing in the CTC search: per-call hotwords as one more weighted component, ``"hotwords"``.
+
+A call's hotwords are compiled (once per distinct list, cached) to a :class:`~fusion.biasing.ContextGraph`
+over the decoder's label ids. The search keeps a graph state per prefix node; a new node adds
+``w_hotwords x delta`` to its fixed score (the bonus of a matched label, or the take-back of an abandoned
+phrase prefix), and a final hypothesis takes back an unfinished phrase's bonus. The unweighted sum is the
+hypothesis' ``"hotwords"`` component. Biasing runs in the numpy search (the compiled kernel knows no graph).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fusion.biasing import HOTWORDS, ContextGraph, Hotwords, build_context_graph, label_tokenizer, normalize_hotwords
+from fusion.errors import LMFusionError
+
+CTCDecoder = Any
+"""A :class:`decoders.ctc.decoder.CTCDecoder` (not imported: modules import down the package only)."""
+
+GRAPH_CACHE = 16
+"""Compiled hotword lists kept per decoder."""
+
+
+class HotwordGraphs:
+    """Compiles hotword lists to context graphs over a vocabulary's labels, keeping the last few."""
+
+    def __init__(self, labels: Sequence[str], word_delimiter: str | None) -> None:
+        self.num_units = len(labels)
+        self.tokenize = label_tokenizer(labels, word_delimiter)
+        self._cache: OrderedDict[tuple[tuple[str, float], ...], ContextGraph | None] = OrderedDict()
+
+    def graph(self, hotwords: Hotwords | None, boost: float) -> ContextGraph | None:
+        phrases = normalize_hotwords(hotwords, boost)
+        if not phrases:
+            return None
+        key = tuple(sorted(phrases.items()))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        g = build_context_graph(phrases, self.tokenize, self.num_units)
+        self._cache[key] = g
+        if len(self._cache) > GRAPH_CACHE:
+            self._cache.popitem(last=False)
+        return g
+
+
+def with_hotwords(dec: CTCDecoder, graph: ContextGraph | None, weight: float | None) -> CTCDecoder:
+    """The decoder biased by ``graph`` with weight ``weight`` (``None``: the decoder's ``"hotwords"`` weight).
+
+    Shares everything with ``dec`` (LMs, caches, fused steps); runs the numpy search.
+    """
+    w = float(dec.weights[HOTWORDS] if weight is None else weight)
+    if graph is None:
+        return dec
+    if w == 0.0:
+        warnings.warn(
+            "hotwords were given but the weight 'hotwords' is 0, so they change nothing: pass hotword_weight= "
+            "or weights={'hotwords': w}", UserWarning, stacklevel=3)
+        return dec
+    new = copy.copy(dec)
+    new.weights = {**dec.weights, HOTWORDS: w}
+    new.hot = graph
+    new.w_hot = w
+    new.backend = "numpy"
+    new._gain_bound = dec._gain_bound + abs(w) * graph.max_gain
+    return new
+
+
+def per_utterance_hotwords(hotwords: Any, n: int) -> list[Hotwords | None]:
+    """One hotword list per utterance: a list of phrases (or ``phrase -> boost``) for all, or one per utterance.
+
+    Raises:
+        LMFusionError: a per-utterance list whose length is not ``n``.
+    """
+    if hotwords is None or isinstance(hotwords, Mapping):
+        return [hotwords] * n
+    items = list(hotwords)
+    if all(isinstance(h, str) for h in items):
+        return [items] * n
+    if len(items) != n:
+        raise LMFusionError(f"decode_batch: {n} emissions but {len(items)} per-utterance hotword lists")
+    return items
