@@ -38,6 +38,7 @@ the plain, slow version the tests check the fast one against.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_hotwords
-from decoders.ctc.inputs import as_logprobs
+from decoders.ctc.inputs import as_logprobs, split_batch
 from decoders.ctc.lmcache import DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
 from decoders.ctc.lmstep import FusionCache
 from decoders.ctc.options import CTCOptions
@@ -87,6 +88,26 @@ def _named_lms(lms: Sequence[LanguageModel] | Mapping[str, LanguageModel] | None
         if n in FIXED_COMPONENTS:
             raise LMFusionError(f"an LM cannot be named {n!r} (reserved score component)")
     return pairs
+
+
+def _warn_case_mismatch(labels: Sequence[str], words: Iterable[str]) -> None:
+    """Warn when the letter labels and the LM's words differ only in case (e.g. upper-case wav2vec2 labels
+    against a lower-case LM), which would make every word unknown to the LM."""
+    letters = [lab for lab in labels if len(lab) == 1 and lab.isalpha()]
+    if not letters:
+        return
+    sample = [w for _, w in zip(range(2000), words, strict=False) if any(c.isalpha() for c in w)]
+    if not sample:
+        return
+    up_labels = all(c.isupper() for c in letters)
+    low_labels = all(c.islower() for c in letters)
+    low_words = all(w == w.lower() for w in sample)
+    up_words = all(w == w.upper() for w in sample)
+    if (up_labels and low_words) or (low_labels and up_words):
+        warnings.warn(
+            f"the labels are {'upper' if up_labels else 'lower'}-case but the LM's words are "
+            f"{'lower' if up_labels else 'upper'}-case: every word would be unknown to the LM; convert the "
+            "labels' case (or the LM's)", UserWarning, stacklevel=3)
 
 
 class CTCDecoder:
@@ -132,6 +153,7 @@ class CTCDecoder:
         self.policy = as_policy(weights)
         self._fixed = False
         self._bind_lexicon(lexicon)
+        _warn_case_mismatch(self.vocab.labels, self.lexicon.words if self.lexicon is not None else ())
         self.backend = self._pick_backend()
         self.cache_limit = DEFAULT_CACHE_LIMIT
         self._lm_caches = [CachedLM(m, n, self.cache_limit) for n, m in pairs]
@@ -279,6 +301,17 @@ class CTCDecoder:
             dec = self._variants[key] = self._variant(w, lam)
         return dec
 
+    def with_search(self, beam_width: int | None = None, beam_prune_logp: float | None = None,
+                    token_min_logp: float | None = None) -> CTCDecoder:
+        """This decoder with other beam width / pruning for a call (``None``: keep); shares every cache."""
+        over = {k: v for k, v in (("beam_width", beam_width), ("beam_prune_logp", beam_prune_logp),
+                                  ("token_min_logp", token_min_logp)) if v is not None}
+        if not over:
+            return self
+        new = copy.copy(self)
+        new.options = replace(self.options, **over)  # type: ignore[arg-type]
+        return new
+
     def biased(self, hotwords: Hotwords | None, hotword_weight: float | None = None,
                hotword_boost: float = DEFAULT_BOOST) -> CTCDecoder:
         """This decoder boosting ``hotwords`` (phrases, or ``phrase -> boost per label``): component
@@ -289,15 +322,20 @@ class CTCDecoder:
     def decode(self, logprobs: Any, *, utt_id: str = "utt", ref: str | None = None,
                tags: Mapping[str, Any] | None = None, context: UtteranceContext | None = None,
                hotwords: Hotwords | None = None, hotword_weight: float | None = None,
-               hotword_boost: float = DEFAULT_BOOST) -> NBestList:
+               hotword_boost: float = DEFAULT_BOOST, logits: bool = False, beam_width: int | None = None,
+               beam_prune_logp: float | None = None, token_min_logp: float | None = None) -> NBestList:
         """Decode one utterance's log-probabilities ``[T, V]`` into an n-best list.
 
         ``tags`` are copied to the output and, with ``context`` (SNR, audio, features), tell the weight
         policy which weights to use. ``hotwords`` are boosted for this call (see :meth:`biased`).
+        ``logits=True``: the rows are raw scores, log-softmax is applied. ``beam_width``, ``beam_prune_logp``
+        and ``token_min_logp`` override the options for this call.
         """
-        arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized)
+        arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized and not logits,
+                          logits=logits)
         ctx = context or as_context(tags, utt_id)
-        s = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)._search()
+        dec = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)
+        s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
         s.feed_array(arr)
         return s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags)
 
@@ -323,8 +361,17 @@ class CTCDecoder:
         progress: bool = False,
         hotwords: Any = None,
         hotword_weight: float | None = None,
+        lengths: Any = None,
+        logits: bool = False,
+        beam_width: int | None = None,
+        beam_prune_logp: float | None = None,
+        token_min_logp: float | None = None,
     ) -> list[NBestList]:
         """Decode many utterances, in this process or in a process pool.
+
+        ``emissions`` is a sequence of ``[T, V]`` arrays or one ``[B, T, V]`` array / tensor; ``lengths`` cuts
+        each row to its number of frames. ``logits`` and the search overrides are as in :meth:`decode`
+        (the overrides apply in this process only).
 
         Args:
             hotwords: phrases to boost in every utterance, or one list (or ``phrase -> boost``) per utterance.
@@ -334,6 +381,7 @@ class CTCDecoder:
             spec: how workers rebuild this decoder (default: :meth:`spec`, which needs LMs that
                 can describe themselves, :class:`~fusion.abilities.Reloadable`).
         """
+        emissions = split_batch(emissions, lengths)
         n = len(emissions)
         ids = list(utt_ids) if utt_ids is not None else [f"utt{i}" for i in range(n)]
         rs = list(refs) if refs is not None else [None] * n
@@ -343,7 +391,8 @@ class CTCDecoder:
                 f"decode_batch: {n} emissions but {len(ids)} utt_ids, {len(rs)} refs and {len(tg)} tags"
             )
         arrays = [
-            as_logprobs(e, len(self.vocab), check_normalized=self.options.check_normalized, what=f"emissions[{i}]")
+            as_logprobs(e, len(self.vocab), check_normalized=self.options.check_normalized and not logits,
+                        what=f"emissions[{i}]", logits=logits)
             for i, e in enumerate(emissions)
         ]
         hot = per_utterance_hotwords(hotwords, n)
@@ -356,7 +405,8 @@ class CTCDecoder:
         out = []
         rows = list(zip(arrays, ids, rs, tg, hot, strict=True))
         for a, u, r, t, h in tqdm(rows, desc="ctc decode", disable=not progress):
-            s = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)._search()
+            dec = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)
+            s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
             s.feed_array(a)
             out.append(s.finish(utt_id=u, ref=r, tags=t))
         return out

@@ -9,8 +9,11 @@ import numpy as np
 from fusion.errors import InputError
 
 
-def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what: str = "emissions") -> np.ndarray:
+def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what: str = "emissions",
+                logits: bool = False) -> np.ndarray:
     """Validate emissions ``[T, V]`` (numpy or torch) and return them as float64 numpy.
+
+    With ``logits=True`` the rows are raw scores: log-softmax is applied (and the check is not needed).
 
     Raises:
         InputError: not 2-D, wrong vocabulary size, empty, NaN or +inf cells, or rows that are not
@@ -30,6 +33,9 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         )
     if arr.shape[0] == 0:
         raise InputError(f"{what} are empty (0 frames)", field=what)
+    if logits and np.isfinite(arr).all():
+        m = arr.max(axis=1, keepdims=True)
+        arr = arr - (m + np.log(np.exp(arr - m).sum(axis=1, keepdims=True)))
     bad = np.isnan(arr) | (arr == np.inf)
     if bad.any():
         t, v = np.argwhere(bad)[0]
@@ -54,3 +60,35 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
                 field=what,
             )
     return arr
+
+
+def split_batch(x: Any, lengths: Any = None, *, what: str = "emissions") -> list[Any]:
+    """Rows of a batch: a ``[B, T, V]`` array or tensor cut to ``lengths`` (default: all ``T``), or a
+    sequence of ``[T, V]`` arrays as they are.
+
+    Raises:
+        InputError: ``lengths`` not one per row, or outside ``[1, T]``.
+    """
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().float().numpy()
+    if isinstance(x, np.ndarray) and x.ndim == 3:
+        B, T = x.shape[:2]
+        if lengths is None:
+            return [x[b] for b in range(B)]
+        if hasattr(lengths, "detach"):
+            lengths = lengths.detach().cpu().numpy()
+        ln = np.asarray(lengths).reshape(-1)
+        if ln.size != B:
+            raise InputError(f"{what}: {B} rows but {ln.size} lengths", field="lengths")
+        bad = np.flatnonzero((ln < 1) | (ln > T))
+        if bad.size:
+            raise InputError(f"{what}: length {int(ln[bad[0]])} of row {int(bad[0])} is outside [1, {T}]",
+                             field="lengths")
+        return [x[b, : int(ln[b])] for b in range(B)]
+    if lengths is not None:
+        rows = list(x)
+        lens = np.asarray(lengths).reshape(-1).tolist()
+        if len(lens) != len(rows):
+            raise InputError(f"{what}: {len(rows)} rows but {len(lens)} lengths", field="lengths")
+        return [r[: int(n)] for r, n in zip(rows, lens, strict=True)]
+    return list(x)

@@ -122,3 +122,9 @@ def to_nbest(
     fin = final_hypotheses(s, s.d.options.nbest)
     hyps = tuple(to_hypothesis(s, node, scores) for _, node, scores in fin)
     return NBestList(utt_id, hyps, ref, dict(tags or {}))
+
+
+def word_times(hyp: ScoredHypothesis, frame_shift: float = 0.02) -> list[tuple[str, float, float]]:
+    """The hypothesis' words with ``(start, end)`` in seconds: frames x ``frame_shift`` (seconds per frame,
+    e.g. 0.02 for wav2vec2 at 16 kHz)."""
+    return [(w, s * frame_shift, e * frame_shift) for w, s, e in hyp.words]
