@@ -49,7 +49,7 @@ def test_weights_equal_gguf_dequantised(smol: GGUFCausalLM) -> None:
 @pytest.mark.slow
 def test_prefix_shared_batch_equals_reference_on_nbest(smol: GGUFCausalLM) -> None:
     lists = [json.loads(line) for line in (REPO / "data" / "asr" / "test.jsonl").read_text().splitlines()[:2]]
-    texts = [h["text"] for nb in lists for h in nb["hyps"][:6]]
+    texts = [h["text"] for nb in lists for h in nb["hyps"][:4]]
     got = smol.sentence_logprobs(texts)
     ref = smol.sentence_logprobs_reference(texts)
     np.testing.assert_allclose(got, ref, atol=2e-3, rtol=0)  # float32 through 30 layers
