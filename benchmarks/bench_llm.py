@@ -17,7 +17,7 @@ tuned by MERT on the dev subsample, ``am`` fixed to 1, evaluated on the test sub
 Each line shows test WER and the paired-bootstrap 95% CI of its difference to ``base``. Speed: the same
 hypotheses scored by ``sentence_logprobs`` (prefix tries, tree attention, batched), by padded batches
 without sharing (``score_sentences``), and one forward per hypothesis (``sentence_logprobs_reference``);
-medians of ``--repeat`` runs, prefix cache irrelevant (no state is kept between calls).
+medians of ``--repeat`` round-robin runs (no state is kept between calls, so there is no cache to empty).
 """
 
 from __future__ import annotations
@@ -64,14 +64,15 @@ def word_ppl(lm: Any, sents: list[str]) -> float:
     return math.exp(-sum(s.total for s in scores) / sum(s.n_predictions for s in scores))
 
 
-def median_time(fn: Any, repeat: int) -> tuple[float, float]:
-    """(median seconds, first-run seconds)."""
-    ts = []
+def interleaved(fns: dict[str, Any], repeat: int) -> dict[str, list[float]]:
+    """Seconds of each function, run round-robin ``repeat`` times (a shared machine's load drifts)."""
+    ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), ts[0]
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return ts
 
 
 def main() -> None:
@@ -102,9 +103,11 @@ def main() -> None:
         speed_lists = subsample(ASR / "test.jsonl", args.test_utts, args.speed_nbest)[: args.speed_utts]
         texts = [h.text for nb in speed_lists for h in nb.hyps]
         n_tok = sum(len(smol.text_ids(t)) + 1 for t in texts)
-        tree, tree_first = median_time(lambda: smol.sentence_logprobs(texts), args.repeat)
-        padded, _ = median_time(lambda: smol.score_sentences([smol.tokenize(t) for t in texts]), args.repeat)
-        ref, _ = median_time(lambda: smol.sentence_logprobs_reference(texts), args.repeat)
+        times = interleaved({"tree": lambda: smol.sentence_logprobs(texts),
+                             "padded": lambda: smol.score_sentences([smol.tokenize(t) for t in texts]),
+                             "reference": lambda: smol.sentence_logprobs_reference(texts)}, args.repeat)
+        tree, padded, ref = (statistics.median(times[k]) for k in ("tree", "padded", "reference"))
+        tree_first = times["tree"][0]
         diff = float(abs(smol.sentence_logprobs(texts) - smol.sentence_logprobs_reference(texts)).max())
         res["speed"] = {"hyps": len(texts), "tokens": n_tok, "tree_s": tree, "tree_first_s": tree_first,
                         "padded_s": padded, "reference_s": ref, "speedup_vs_reference": ref / tree,
