@@ -13,6 +13,7 @@ import torch
 from fusion.errors import InputError
 from fusion.gguf_lm import GGUFCausalLM, load_smollm2
 from fusion.packaged import smollm2_gguf_path
+from fusion.reference import score_unit_by_unit
 from fusion.units import WordLevelLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,10 +65,10 @@ def test_incremental_equals_full_and_word_view(smol: GGUFCausalLM) -> None:
     words = "and god said let there be light".split()
     u = smol.tokenize(" ".join(words))
     full = smol.score_sentences([u])[0].logprobs
-    inc = smol.score_sentence_incremental(u).logprobs
+    inc = score_unit_by_unit(smol, u).logprobs
     np.testing.assert_allclose(inc, full, atol=2e-3, rtol=0)
     wv = WordLevelLM(smol)
-    np.testing.assert_allclose(wv.score_sentence_incremental(words).logprobs, wv.score_sentences([words])[0].logprobs,
+    np.testing.assert_allclose(score_unit_by_unit(wv, words).logprobs, wv.score_sentences([words])[0].logprobs,
                                atol=2e-3, rtol=0)
     # a closed vocabulary (plus </s>) gets at most all the mass
     st = wv.begin()
