@@ -42,6 +42,7 @@ from decoders.hypothesis import (
     read_nbest_jsonl,
     write_nbest_jsonl,
 )
+from fusion.abilities import SentenceBatchScorer
 from fusion.adaptive import NBestFeatures
 from fusion.errors import InputError, LMFusionError
 from fusion.io import atomic_write_text, iter_text_lines
@@ -462,6 +463,21 @@ def _kenlm_word_model(lm: LanguageModel) -> object | None:
     return None
 
 
+def _count_oov(lm: LanguageModel, units_all: Sequence[Sequence[str]]) -> int:
+    vocab = lm.vocab
+    if vocab is not None:
+        return sum(1 for units in units_all for u in units if u not in vocab)
+    return sum(1 for units in units_all for u in units if lm.is_oov(u))
+
+
+def _one_sentence_logprob(lm: SentenceBatchScorer, text: str) -> float:
+    try:
+        return float(lm.sentence_logprobs([text])[0])
+    except Exception as e:
+        warnings.warn(f"cannot score {text!r}: {e}", stacklevel=3)
+        return math.nan
+
+
 def score_texts(
     lm: LanguageModel,
     texts: Sequence[str],
@@ -474,7 +490,9 @@ def score_texts(
     """Score whole texts with ``lm``: ``Σ ln P`` over its units plus ``ln P(</s>)``.
 
     A word-level KenLM goes through ``kenlm.Model.score`` directly (it splits on whitespace itself,
-    so texts need no tokenizing); any other LM gets ``lm.tokenize`` and batches of ``batch_size``
+    so texts need no tokenizing); an LM with the :class:`~fusion.abilities.SentenceBatchScorer` ability
+    (an LLM with prefix-shared scoring) gets the texts in list order, ``batch_size`` per call, so an
+    n-best list's hypotheses share their prefixes; any other LM gets ``lm.tokenize`` and batches of ``batch_size``
     sentences through ``lm.score_sentences``, sorted by length so a neural LM pads little. A batch that
     raises is retried sentence by sentence; a sentence that still fails, or scores NaN/inf, gets
     ``floor_score`` and is counted (with a warning), so one bad hypothesis never stops a file.
@@ -500,6 +518,17 @@ def score_texts(
             counts = Counter(" ".join(texts).split())
             oov = sum(c for w, c in counts.items() if w not in model)  # type: ignore[misc,operator]
         units_all: list[list[str]] = []
+    elif isinstance(lm, SentenceBatchScorer):  # e.g. an LLM with prefix-shared scoring: texts in list order
+        for s in range(0, n, batch_size):
+            chunk = list(texts[s : s + batch_size])
+            try:
+                out[s : s + len(chunk)] = lm.sentence_logprobs(chunk)
+            except Exception:  # one bad sentence must not sink the batch: retry one by one
+                out[s : s + len(chunk)] = [_one_sentence_logprob(lm, t) for t in chunk]
+            bar.update(len(chunk))
+        units_all = [lm.tokenize(t) for t in texts] if count_oov else []
+        if count_oov:
+            oov = _count_oov(lm, units_all)
     else:
         units_all = [lm.tokenize(t) for t in texts]
         order = sorted(range(n), key=lambda i: len(units_all[i]))
@@ -519,11 +548,7 @@ def score_texts(
             out[idx] = vals
             bar.update(len(idx))
         if count_oov:
-            vocab = lm.vocab
-            if vocab is not None:
-                oov = sum(1 for units in units_all for u in units if u not in vocab)
-            else:
-                oov = sum(1 for units in units_all for u in units if lm.is_oov(u))
+            oov = _count_oov(lm, units_all)
     bar.close()
     bad = ~np.isfinite(out)
     failed = int(bad.sum())

@@ -54,6 +54,7 @@ class HFCausalLM(CachedIncrementalLM):
         model: an ``AutoModelForCausalLM`` (put in eval mode, moved to ``device``/``dtype``).
         tokenizer: its tokenizer; must define an end-of-sequence token.
         name: short name for reports and weights.
+        max_row, max_tokens: prefix-shared sentence scoring: most trie nodes per row, most tokens per forward.
     """
 
     def __init__(
@@ -66,6 +67,8 @@ class HFCausalLM(CachedIncrementalLM):
         dtype: torch.dtype | None = None,
         cache_bytes: int = 1 << 30,
         max_batch: int = 1024,
+        max_row: int = 512,
+        max_tokens: int = 2048,
     ) -> None:
         eos = tokenizer.eos_token_id
         if eos is None:
@@ -73,6 +76,7 @@ class HFCausalLM(CachedIncrementalLM):
         super().__init__(name, Units.token(tokenizer_identity(tokenizer)), cache_bytes=cache_bytes,
                          max_batch=max_batch)
         self.tokenizer = tokenizer
+        self.max_row, self.max_tokens = int(max_row), int(max_tokens)
         self.device = torch.device(device)
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.dtype = next(self.model.parameters()).dtype
@@ -136,7 +140,15 @@ class HFCausalLM(CachedIncrementalLM):
 
     # -- units -----------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
+        """The tokenizer's pieces of ``text``. Byte-level BPE: every word as after a space (``Ġword``), the
+        first one too, so a sentence's pieces are the concatenation of :meth:`encode_word` of its words."""
+        if self.space_marker == BYTE_LEVEL_SPACE and text and not text[0].isspace():
+            text = " " + text
         return list(self.tokenizer.tokenize(text))
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` (as :meth:`tokenize`, no special tokens added)."""
+        return [self.unit_id(p) for p in self.tokenize(text)]
 
     def word_start_ids(self) -> list[int]:
         return [i for i, p in enumerate(self.pieces) if p.startswith(self.space_marker) and i not in self.special_ids]
@@ -223,6 +235,35 @@ class HFCausalLM(CachedIncrementalLM):
         logits = self.model(input_ids=inp, attention_mask=mask, position_ids=pos, use_cache=False).logits
         lp = torch.log_softmax(logits.float(), dim=-1)
         return [lp[i, : len(s) + 1] for i, s in enumerate(seqs)]
+
+    # -- whole sentences, prefix-shared (SentenceBatchScorer) ---------------------------------------
+    def sentence_logprobs(self, texts: Sequence[str], bos: bool = True, eos: bool = True) -> np.ndarray:
+        """``ln P`` of each text over this LM's tokens (after BOS; plus end-of-sentence when ``eos``).
+
+        The texts' token sequences are merged into prefix tries and each trie runs as one row with tree
+        attention (:mod:`fusion.prefix_score`), many rows per forward: shared prefixes (an n-best list's
+        common start) are computed once. Equal to :meth:`sentence_logprobs_reference` up to float error.
+        """
+        from fusion.prefix_score import tree_sequence_logprobs
+
+        self._check_bos(bos)
+        seqs = [self.text_ids(t) for t in texts]
+        return tree_sequence_logprobs(self.model, seqs, start=self.bos_id, end=self.eos_id if eos else None,
+                                      pad=self.eos_id, max_row=self.max_row, max_tokens=self.max_tokens,
+                                      device=self.device)
+
+    def sentence_logprobs_reference(self, texts: Sequence[str], bos: bool = True, eos: bool = True) -> np.ndarray:
+        """The plain reference of :meth:`sentence_logprobs`: one forward per text, nothing shared."""
+        from fusion.prefix_score import reference_sequence_logprobs
+
+        self._check_bos(bos)
+        return reference_sequence_logprobs(self.model, [self.text_ids(t) for t in texts], start=self.bos_id,
+                                           end=self.eos_id if eos else None, device=self.device)
+
+    def _check_bos(self, bos: bool) -> None:
+        if not bos:
+            raise LMFusionError(f"{self.name}: a causal LLM scores a sentence after its start token; bos=False "
+                                "(no context at all) is not defined for it")
 
     def logprobs_all(self, states: Sequence[Any]) -> np.ndarray:
         """``[B, len(tokenizer)]`` next-token log-probs in the tokenizer's id order (includes eos's column)."""

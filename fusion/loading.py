@@ -3,6 +3,7 @@
 * a file: a KenLM model (ARPA or binary), over words or, with ``tokenizer``, over pieces;
 * a directory holding ``lmfusion-lm.json``: a neural LM checkpoint (:func:`fusion.neural.load_checkpoint`),
   or a Hugging Face model directory marked by :func:`fusion.hf_lm.mark_hf_dir`.
+* a GGUF file (by its magic bytes): a causal LLM such as SmolLM2 (:mod:`fusion.gguf_lm`).
 
 Loaders for other kinds register with :func:`register_loader`. :func:`open_spec` opens the
 :class:`~fusion.abilities.LMSpec` an LM gave (``Reloadable.spec()``), e.g. in a worker process.
@@ -46,6 +47,21 @@ def _load_checkpoint_dir(path: Path, name: str | None, options: dict[str, Any]) 
     return load_checkpoint(path, name=name, **options)
 
 
+def _is_gguf(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def _load_gguf(path: Path, name: str | None, tokenizer: Tokenizer | None, options: dict[str, Any]) -> LanguageModel:
+    from fusion.gguf_lm import load_gguf_lm
+
+    if tokenizer is not None:
+        raise InputError("a GGUF LLM brings its own tokenizer; do not pass one", path=path)
+    return load_gguf_lm(path, name=name, **options)
+
+
 def parse_lm_spec(spec: str) -> tuple[str | None, Path]:
     """``"NAME=PATH"`` or ``"PATH"`` -> ``(name or None, path)``."""
     if "=" in spec and not Path(spec).exists():
@@ -82,6 +98,8 @@ def load_lm(
         if (path / CONFIG_NAME).is_file():
             return _load_checkpoint_dir(path, name, options)
         raise InputError(f"a directory, but no {CONFIG_NAME} in it: not an lmfusion neural LM", path=path)
+    if _is_gguf(path):
+        return _load_gguf(path, name, tok, options)
     if options:
         raise LMFusionError(f"options {sorted(options)} apply to neural checkpoints, not to the KenLM file {path}")
     return _load_kenlm(path, name, tok)

@@ -171,3 +171,32 @@ def test_tokenizer_without_eos_is_refused(gpt2: HFCausalLM) -> None:
     tok.eos_token = None
     with pytest.raises(LMFusionError, match="no eos token"):
         HFCausalLM(gpt2.model, tok)
+
+
+def test_prefix_shared_sentence_scores_equal_reference(lm: HFCausalLM) -> None:
+    from fusion.abilities import SentenceBatchScorer
+
+    assert isinstance(lm, SentenceBatchScorer)
+    texts = ["and the lord said", "and the lord saith", "and the lord", "and then", "import the module", "a",
+             "and the lord said"]
+    got = lm.sentence_logprobs(texts)
+    ref = lm.sentence_logprobs_reference(texts)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    full = [s.total for s in lm.score_sentences([lm.tokenize(t) for t in texts])]
+    np.testing.assert_allclose(got, full, atol=1e-4, rtol=0)
+    assert got[0] == got[-1]  # a repeated text is scored once and shared
+    # rows split when a trie outgrows max_row: same scores
+    lm.max_row, old = 4, lm.max_row
+    try:
+        np.testing.assert_allclose(lm.sentence_logprobs(texts), ref, atol=1e-4, rtol=0)
+    finally:
+        lm.max_row = old
+    no_eos = lm.sentence_logprobs(texts, eos=False)
+    np.testing.assert_allclose(no_eos, lm.sentence_logprobs_reference(texts, eos=False), atol=1e-4, rtol=0)
+    with pytest.raises(LMFusionError, match="bos=False"):
+        lm.sentence_logprobs(texts, bos=False)
+
+
+def test_byte_level_tokenize_is_concatenated_words(gpt2: HFCausalLM) -> None:
+    words = "in the beginning".split()
+    assert gpt2.tokenize(" ".join(words)) == [p for w in words for p in gpt2.encode_word(w)]

@@ -109,6 +109,7 @@ class WhisperCT2NBest:
 
     def __init__(self, directory: str | Path | None = None, *, n: int = 8, beam: int = 8, threads: int = 2) -> None:
         import ctranslate2
+
         from decoders.whisper_ct2 import load_whisper_ct2
 
         self.bundle = load_whisper_ct2(directory)  # tokenizer and features, checked files
