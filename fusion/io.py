@@ -174,8 +174,14 @@ def read_sentences(path: PathLike, *, skip_empty: bool = True) -> list[str]:
 
 
 def read_json(path: PathLike) -> Any:
-    """Read a JSON file, turning parse errors into located errors."""
+    """Read a JSON file, turning every parse problem into a located :class:`InputError`.
+
+    Refused with a clear error: a missing file or a directory, bytes that are not UTF-8, invalid JSON,
+    nesting deeper than Python's recursion limit, integers longer than Python's digit limit.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, not a JSON file", path=path)
     if not path.is_file():
         raise InputError("no such file", path=path)
     try:
@@ -184,3 +190,9 @@ def read_json(path: PathLike) -> Any:
         raise InputError("not valid UTF-8", path=path) from None
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=path) from None
+    except ValueError as e:  # an integer over Python's digit limit
+        raise InputError(f"invalid JSON number: {str(e).split(';')[0]}", path=path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path=path) from None

@@ -56,8 +56,26 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return t.__name__
 
 
+def refuse_aliases(text: str, path: str | Path = "<config>") -> None:
+    """Refuse YAML anchors and aliases before anything expands them (a few hundred bytes of nested
+    aliases expand to gigabytes: a "billion laughs"). Recipe configs never need them."""
+    try:
+        for tok in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(tok, (yaml.AnchorToken, yaml.AliasToken)):
+                kind = "anchor" if isinstance(tok, yaml.AnchorToken) else "alias"
+                raise ConfigError(
+                    f"YAML {kind} {'&' if kind == 'anchor' else '*'}{tok.value} is not allowed in configs "
+                    "(write the value out)",
+                    path=path,
+                    line=tok.start_mark.line + 1,
+                )
+    except yaml.YAMLError:
+        return  # safe_load reports the syntax error with its line
+
+
 def _line_map(text: str) -> dict[str, int]:
-    """Dotted key path -> 1-based line, from the YAML node tree (best effort)."""
+    """Dotted key path -> 1-based line, from the YAML node tree (best effort; aliases are refused
+    earlier by :func:`refuse_aliases`, so nothing here expands)."""
     out: dict[str, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -150,12 +168,19 @@ def load_config(path: str | Path, schema: Mapping[str, Field], overrides: Mappin
                 ) -> dict[str, Any]:  # fmt: skip
     """Read a YAML config with ``yaml.safe_load`` and validate it; ``overrides`` are dotted keys."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a directory, not a YAML config", path=path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config: {e.strerror}", path=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not valid UTF-8 (byte {e.start})", path=path) from None
+    refuse_aliases(text, path)
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", path=path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=path,
@@ -167,6 +192,8 @@ def load_config(path: str | Path, schema: Mapping[str, Field], overrides: Mappin
         parts = dotted.split(".")
         for p in parts[:-1]:
             cur = cur.setdefault(p, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"override {dotted!r}: {p!r} is not a section", path=path, field=dotted)
         cur[parts[-1]] = v
     return validate(data, schema, source=path, lines=_line_map(text))
 
