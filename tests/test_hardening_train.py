@@ -66,12 +66,14 @@ def test_bad_settings_are_clear_errors(small, tiny_spm, tmp_path: Path, extra: t
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
-def test_cuda_without_cuda_is_a_clear_error(small, tiny_spm, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_without_cuda_is_a_clear_error(small, tiny_spm, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(small, str(tiny_spm.path), tmp_path / "x", "--device", "cuda") == 2
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_interrupt_inside_a_step_resumes_bit_exact(small, tiny_spm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_interrupt_inside_a_step_resumes_bit_exact(small, tiny_spm, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     spm = str(tiny_spm.path)
     straight = train_nnlm(_cfg(small, spm, tmp_path / "a", max_steps=12))
     real_step = torch.optim.AdamW.step
