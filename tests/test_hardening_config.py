@@ -100,5 +100,5 @@ def test_read_json_is_a_located_error(tmp_path: Path) -> None:
 
     p = tmp_path / "x.json"
     p.write_text("[" * 50_000)
-    with pytest.raises(InputError, match="nested too deeply|invalid JSON"):
+    with pytest.raises(InputError, match=r"nested too deeply|invalid JSON"):
         read_json(p)
