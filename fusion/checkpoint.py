@@ -132,6 +132,10 @@ def check_checkpoint_tensors(expected: Mapping[str, torch.Tensor], found: Mappin
             raise InputError(
                 f"weights do not match the config ({config_desc}): tensor {k!r} has shape "
                 f"{list(found[k].shape)} in the file but the config needs {list(t.shape)}", path=path)
+        if found[k].is_floating_point() != t.is_floating_point():
+            raise InputError(
+                f"tensor {k!r} has dtype {str(found[k].dtype).replace('torch.', '')} in the file but the model "
+                f"needs {str(t.dtype).replace('torch.', '')} (integer weights would be cast silently)", path=path)
         if not found[k].isfinite().all():
             raise InputError(f"tensor {k!r} contains NaN or infinity", path=path)
 

@@ -106,3 +106,32 @@ def test_ctrl_c_during_startup_imports_is_held_then_raised() -> None:
             os.kill(os.getpid(), signal.SIGINT)
             done.append("the block ran to its end")
     assert done
+
+
+def test_integer_safetensors_weights_are_refused(tiny_nnlm: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from fusion.errors import InputError
+
+    d = tmp_path / "ck"
+    shutil.copytree(tiny_nnlm, d)
+    t = load_file(str(d / "model.safetensors"))
+    save_file({k: (v * 100).to(torch.int32) for k, v in t.items()}, str(d / "model.safetensors"))
+    with pytest.raises(InputError, match="dtype int32"):
+        load_lm(d)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_log_probs_are_accepted(dtype: torch.dtype) -> None:
+    from decoders.ctc import as_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.log_softmax(torch.randn(80, 40, generator=g) * 3, -1).to(dtype)
+    out = as_logprobs(x, 40)
+    assert out.shape == (80, 40) and abs(float(torch.logsumexp(x.float(), -1).abs().max())) < 0.05
+    from fusion.errors import InputError
+
+    with pytest.raises(InputError, match="not log-probabilities"):
+        as_logprobs((x.float() + 1.0).to(dtype), 40)  # logits are still refused
