@@ -48,6 +48,15 @@ def _remove_stale_temps(path: Path) -> None:
                 pass
 
 
+def is_file(spec: PathLike) -> bool:
+    """Whether ``spec`` names an existing regular file; False (not an error) for strings that cannot be
+    paths at all: too long for the file system, or holding a NUL byte."""
+    try:
+        return Path(spec).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def check_output_path(path: PathLike, *, inputs: Iterable[PathLike] = (), what: str = "output") -> Path:
     """Refuse an output path that is a directory or the same file as one of ``inputs``.
 
