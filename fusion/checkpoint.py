@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusion.errors import InputError
-from fusion.io import atomic_write_bytes, atomic_write_json, read_json
+from fusion.errors import InputError, OutputError
+from fusion.io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps
 from fusion.tokenizers import SentencePieceTokenizer
 
 if TYPE_CHECKING:
@@ -58,8 +58,13 @@ def save_checkpoint(
     from safetensors.torch import save as st_save
 
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)  # left by a writer that was killed
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # a checkpoint is as readable as any file the user makes
+    except OSError as e:
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         tok = Path(tokenizer_file)
         atomic_write_bytes(tmp / tok.name, tok.read_bytes())
@@ -68,10 +73,19 @@ def save_checkpoint(
             atomic_write_bytes(tmp / name, data)
         atomic_write_json(tmp / CONFIG_NAME, dict(config))
         _replace_dir(tmp, target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 PICKLE_HINT = "lmfusion never unpickles weights; convert them with safetensors.torch.save_file"

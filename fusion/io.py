@@ -6,6 +6,7 @@ import glob
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,8 +34,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Remove ``.NAME.<pid>.*.tmp`` files a killed writer of ``path`` left behind (dead pid only)."""
+def remove_stale_temps(path: Path) -> None:
+    """Remove ``.NAME.<pid>.*.tmp`` files (or folders) a killed writer of ``path`` left behind (dead pid only)."""
     try:
         entries = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
     except OSError:
@@ -43,7 +44,10 @@ def _remove_stale_temps(path: Path) -> None:
         pid = e.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             try:
-                e.unlink()
+                if e.is_dir() and not e.is_symlink():
+                    shutil.rmtree(e)
+                else:
+                    e.unlink()
             except OSError:
                 pass
 
@@ -95,7 +99,7 @@ class AtomicWriter:
     def __enter__(self) -> Any:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temps(self.path)
+            remove_stale_temps(self.path)
             fd, self._tmp = tempfile.mkstemp(
                 prefix=f".{self.path.name}.{os.getpid()}.", suffix=".tmp", dir=self.path.parent
             )

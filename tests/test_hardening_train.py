@@ -135,3 +135,17 @@ def test_half_precision_log_probs_are_accepted(dtype: torch.dtype) -> None:
 
     with pytest.raises(InputError, match="not log-probabilities"):
         as_logprobs((x.float() + 1.0).to(dtype), 40)  # logits are still refused
+
+
+def test_checkpoint_respects_umask_and_clears_stale_temporaries(small, tiny_spm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stale = tmp_path / ".ck.999999999.abc.tmp"  # a killed writer's half-built checkpoint (no such pid)
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    old = os.umask(0o022)
+    try:
+        train_nnlm(_cfg(small, str(tiny_spm.path), tmp_path / "ck", max_steps=1))
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    assert oct((tmp_path / "ck").stat().st_mode & 0o777) == oct(0o755)
+    assert oct((tmp_path / "ck" / "model.safetensors").stat().st_mode & 0o777) == oct(0o644)
