@@ -177,3 +177,17 @@ def test_streamed_rescore_matches_the_in_memory_one(tmp_path: Path, bible_arpa: 
     out = tmp_path / "out.jsonl"
     assert main(["-q", "rescore", str(p), "--lm", f"g={bible_arpa}", "-o", str(out), "--chunk-hyps", "7"]) == 0
     assert read_nbest_jsonl(out) == rescore(lists, {"g": KenLM(bible_arpa)})
+
+
+def test_tune_says_which_component_it_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lists = _lists(8)
+    lacking = NBestList("u3", (ScoredHypothesis("in the beginning", {"am": -1.0}),
+                               ScoredHypothesis("in the begin", {"am": -1.5, "lm": -4.0})), "in the beginning")  # fmt: skip
+    lists[3] = lacking
+    lists = [NBestList(nb.utt_id, tuple(h.with_scores(words=len(h.text.split())) for h in nb.hyps), nb.ref)
+             for nb in lists]  # fmt: skip
+    p = tmp_path / "dev.jsonl"
+    write_nbest_jsonl(p, lists)
+    assert main(["-q", "tune", "--dev", str(p), "--method", "grid", "--points", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "component 'lm' is left out" in err and "'u3'" in err
