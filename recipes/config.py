@@ -181,6 +181,8 @@ def load_config(path: str | Path, schema: Mapping[str, Field], overrides: Mappin
         data = yaml.safe_load(text)
     except RecursionError:
         raise ConfigError("YAML nested too deeply", path=path) from None
+    except ValueError as e:  # an integer over Python's digit limit
+        raise ConfigError(f"invalid YAML number: {str(e).split(';')[0]}", path=path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=path,

@@ -102,3 +102,12 @@ def test_read_json_is_a_located_error(tmp_path: Path) -> None:
     p.write_text("[" * 50_000)
     with pytest.raises(InputError, match=r"nested too deeply|invalid JSON"):
         read_json(p)
+
+
+def test_huge_yaml_integer_is_a_clear_error(tmp_path: Path) -> None:  # found by the fuzz suite
+    from recipes.asr.run import load_recipe
+
+    p = tmp_path / "big.yaml"
+    p.write_text("seed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="invalid YAML number"):
+        load_recipe(p)
