@@ -19,8 +19,9 @@ Prints hypotheses/second of both and the ratio lmfusion/anchor (goal >= 0.8).
 n-best JSONL of 100k and 1M hypotheses (20 per utterance) rescored with two KenLM binaries (bible,
 tech) and written back, by this checkout and by an older one (``--old DIR``: a ``git worktree`` of
 ``main`` that the script adds when DIR does not exist), each run in a fresh process (no warm caches),
-interleaved, median of ``--repeat``. Reports peak RSS (the child's ``ru_maxrss``), wall time,
-hypotheses/second and time to first output byte::
+interleaved, median of ``--repeat``. Reports peak RSS (the child's ``ru_maxrss``), wall time, CPU time
+(user + system: steadier than wall time on a shared machine), hypotheses per CPU second, and time to
+the first output byte::
 
     .venv/bin/python benchmarks/bench_rescore.py --memory --old /tmp/old [--sizes 100000 1000000]
 """
@@ -70,7 +71,8 @@ except SystemExit as e:
     code = e.code
 else:
     code = 0
-print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print("MAXRSS_KB", ru.ru_maxrss, ru.ru_utime + ru.ru_stime, file=sys.stderr)
 sys.exit(code)
 """
 
@@ -109,8 +111,8 @@ def run_cli(tree: Path, argv: list[str], out: Path) -> dict[str, float]:
     _, err = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"{tree}: lmfusion {' '.join(argv)} failed:\n{err[-2000:]}")
-    rss = next(int(line.split()[1]) for line in err.splitlines() if line.startswith("MAXRSS_KB"))
-    return {"rss_mb": rss / 1024, "seconds": secs, "first": secs if first is None else first}
+    rss, cpu = next(line.split()[1:3] for line in err.splitlines() if line.startswith("MAXRSS_KB"))
+    return {"rss_mb": int(rss) / 1024, "seconds": secs, "cpu": float(cpu), "first": secs if first is None else first}
 
 
 def memory_benchmark(args: argparse.Namespace) -> None:
@@ -143,8 +145,8 @@ def memory_benchmark(args: argparse.Namespace) -> None:
                     runs[name].append(run_cli(tree, argv, out))
             for name, _ in trees:
                 med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
-                print(f"| {n:,} | {name} | {med['rss_mb']:.0f} | {med['seconds']:.1f} | "
-                      f"{n / med['seconds']:,.0f} | {med['first']:.1f} |", flush=True)  # fmt: skip
+                print(f"| {n:,} | {name} | {med['rss_mb']:.0f} | {med['seconds']:.1f} | {med['cpu']:.1f} | "
+                      f"{n / med['cpu']:,.0f} | {med['first']:.1f} |", flush=True)  # fmt: skip
             nb.unlink()
         print(f"(median of {args.repeat} fresh-process runs each; input {d}/nb*.jsonl, 20 hyps per utterance)")
 
