@@ -31,8 +31,9 @@ import recipes.cli_args
 import recipes.commands.rescore
 from fusion.errors import LMFusionError
 
-assert decoders.ctc and decoders.nbest and fusion.neural and fusion.ngram and fusion.profile  # imported up front:
-assert recipes.asr.run and recipes.commands.rescore and recipes.cli_args  # an example's time is its reader's, not an import's
+# imported up front: an example's time is its reader's, not an import's
+assert decoders.ctc and decoders.nbest and fusion.neural and fusion.ngram and fusion.profile
+assert recipes.asr.run and recipes.commands.rescore and recipes.cli_args
 
 MAX = int(os.environ.get("LMFUSION_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(

@@ -181,8 +181,9 @@ def test_streamed_rescore_matches_the_in_memory_one(tmp_path: Path, bible_arpa: 
 
 def test_tune_says_which_component_it_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lists = _lists(8)
-    lacking = NBestList("u3", (ScoredHypothesis("in the beginning", {"am": -1.0}),
-                               ScoredHypothesis("in the begin", {"am": -1.5, "lm": -4.0})), "in the beginning")  # fmt: skip
+    hyps = (ScoredHypothesis("in the beginning", {"am": -1.0}),
+            ScoredHypothesis("in the begin", {"am": -1.5, "lm": -4.0}))
+    lacking = NBestList("u3", hyps, "in the beginning")
     lists[3] = lacking
     lists = [NBestList(nb.utt_id, tuple(h.with_scores(words=len(h.text.split())) for h in nb.hyps), nb.ref)
              for nb in lists]  # fmt: skip
