@@ -170,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
     policy = read_weights(args.weights) if args.weights else None
     lms, mix_policy = _open(args)
     chunk = args.chunk_hyps if not (args.mbr and args.mbr_scale is None) else 2**62
-    stats, ties, counts = [], 0, {}
+    stats: list[Any] = []
+    ties = 0
+    counts: dict[str, int] = {}
     refs_known = True
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(AtomicWriter(args.output)) if args.output else None
