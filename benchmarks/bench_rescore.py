@@ -129,8 +129,8 @@ def memory_benchmark(args: argparse.Namespace) -> None:
         lms = [build_ngram([TEXT / f"{n}.train.txt"], d / f"{n}.bin", order=3, progress=False)
                for n in ("bible", "tech")]  # fmt: skip
         trees = [("new", new)] + ([("old", old)] if old is not None else [])
-        print("| hypotheses | version | peak RSS (MB) | seconds | hyps/s | first output (s) |")
-        print("|---:|---|---:|---:|---:|---:|")
+        print("| hypotheses | version | peak RSS (MB) | wall s | CPU s | hyps/CPU s | first output (s) |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
         for n in args.sizes:
             nb = d / f"nb{n}.jsonl"
             write_big_jsonl(nb, n)
