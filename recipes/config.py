@@ -56,9 +56,23 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return t.__name__
 
 
+MAX_FLOW_DEPTH = 64
+"""Deepest ``[``/``{`` nesting a config may have."""
+
+
 def refuse_aliases(text: str, path: str | Path = "<config>") -> None:
     """Refuse YAML anchors and aliases before anything expands them (a few hundred bytes of nested
-    aliases expand to gigabytes: a "billion laughs"). Recipe configs never need them."""
+    aliases expand to gigabytes: a "billion laughs"). Recipe configs never need them. Flow brackets
+    nested deeper than :data:`MAX_FLOW_DEPTH` are refused first (PyYAML's scanner slows down on them)."""
+    depth = top = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    if top > MAX_FLOW_DEPTH:
+        raise ConfigError(f"YAML nested too deeply ({top} levels of [ or {{; at most {MAX_FLOW_DEPTH})", path=path)
     try:
         for tok in yaml.scan(text, Loader=yaml.SafeLoader):
             if isinstance(tok, (yaml.AnchorToken, yaml.AliasToken)):

@@ -111,3 +111,12 @@ def test_huge_yaml_integer_is_a_clear_error(tmp_path: Path) -> None:  # found by
     p.write_text("seed: " + "9" * 5000 + "\n")
     with pytest.raises(ConfigError, match="invalid YAML number"):
         load_recipe(p)
+
+
+def test_deeply_nested_yaml_is_refused_before_parsing(tmp_path: Path) -> None:  # found by the fuzz suite
+    from recipes.asr.settings import load_recipe
+
+    p = tmp_path / "deep.yaml"
+    p.write_text("[" * 3000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_recipe(p)
