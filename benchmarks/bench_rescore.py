@@ -18,7 +18,7 @@ Prints hypotheses/second of both and the ratio lmfusion/anchor (goal >= 0.8).
 ``--memory`` measures the ``lmfusion rescore`` command end to end instead (issue 13: streaming): an
 n-best JSONL of 100k and 1M hypotheses (20 per utterance) rescored with two KenLM binaries (bible,
 tech) and written back, by this checkout and by an older one (``--old DIR``: a ``git worktree`` of
-``main`` that the script adds when DIR does not exist), each run in a fresh process (no warm caches),
+``--old-ref``, default the last commit before issue 13, that the script adds when DIR does not exist), each run in a fresh process (no warm caches),
 interleaved, median of ``--repeat``. Reports peak RSS (the child's ``ru_maxrss``), wall time, CPU time
 (user + system: steadier than wall time on a shared machine), hypotheses per CPU second, and time to
 the first output byte::
@@ -123,7 +123,7 @@ def memory_benchmark(args: argparse.Namespace) -> None:
     new = Path(__file__).resolve().parents[1]
     old = Path(args.old) if args.old else None
     if old is not None and not old.exists():
-        subprocess.run(["git", "-C", str(new), "worktree", "add", "--detach", str(old), "main"], check=True)
+        subprocess.run(["git", "-C", str(new), "worktree", "add", "--detach", str(old), args.old_ref], check=True)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         lms = [build_ngram([TEXT / f"{n}.train.txt"], d / f"{n}.bin", order=3, progress=False)
@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="best of N timings for each side")
     ap.add_argument("--memory", action="store_true", help="peak RSS/throughput of the rescore command (see above)")
     ap.add_argument("--old", help="--memory: an older checkout to compare with (a worktree of main is added here)")
+    ap.add_argument("--old-ref", default="776ebda", help="--memory: the commit --old checks out (before issue 13)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: hypotheses")
     args = ap.parse_args()
     if args.memory:
