@@ -19,7 +19,8 @@ Prints hypotheses/second of both and the ratio lmfusion/anchor (goal >= 0.8).
 n-best JSONL of 100k and 1M hypotheses (20 per utterance) rescored with two KenLM binaries (bible,
 tech) and written back, by this checkout and by an older one (``--old DIR``: a ``git worktree`` of
 ``--old-ref``, default the last commit before issue 13, that the script adds when DIR does not exist),
-each run in a fresh process (no warm caches), interleaved, median of ``--repeat``. Reports peak RSS (the child's ``ru_maxrss``), wall time, CPU time
+each run in a fresh process (no warm caches), interleaved, median of ``--repeat``.
+Reports peak RSS (the child's ``ru_maxrss``), wall time, CPU time
 (user + system: steadier than wall time on a shared machine), hypotheses per CPU second, and time to
 the first output byte::
 
