@@ -14,6 +14,17 @@ unseen), then scores every hypothesis
     .venv/bin/python benchmarks/bench_rescore.py [--utts 2000] [--nbest 20] [--repeat 5]
 
 Prints hypotheses/second of both and the ratio lmfusion/anchor (goal >= 0.8).
+
+``--memory`` measures the ``lmfusion rescore`` command end to end instead (issue 13: streaming): an
+n-best JSONL of 100k and 1M hypotheses (20 per utterance) rescored with two KenLM binaries (bible,
+tech) and written back, by this checkout and by an older one (``--old DIR``: a ``git worktree`` of
+``--old-ref``, default the last commit before issue 13, that the script adds when DIR does not exist),
+each run in a fresh process (no warm caches), interleaved, median of ``--repeat``.
+Reports peak RSS (the child's ``ru_maxrss``), wall time, CPU time
+(user + system: steadier than wall time on a shared machine), hypotheses per CPU second, and time to
+the first output byte::
+
+    .venv/bin/python benchmarks/bench_rescore.py --memory --old /tmp/old [--sizes 100000 1000000]
 """
 
 from __future__ import annotations
@@ -52,12 +63,108 @@ def make_nbests(utts: int, nbest: int, seed: int) -> list[NBestList]:
     return out
 
 
+_CHILD = """
+import resource, runpy, sys, time
+sys.argv = ["lmfusion"] + sys.argv[1:]
+try:
+    runpy.run_module("recipes", run_name="__main__")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print("MAXRSS_KB", ru.ru_maxrss, ru.ru_utime + ru.ru_stime, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def write_big_jsonl(path: Path, n_hyps: int, nbest: int = 20, seed: int = 0) -> None:
+    """An n-best JSONL of ``n_hyps`` hypotheses (edited dev/test sentences), streamed to disk."""
+    import json
+
+    per = 2000
+    with path.open("w", encoding="utf-8") as f:
+        for start in range(0, n_hyps // nbest, per):
+            for nb in make_nbests(min(per, n_hyps // nbest - start), nbest, seed + start):
+                d = nb.to_json()
+                d["utt_id"] = f"u{start}-{d['utt_id']}"
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+
+
+def run_cli(tree: Path, argv: list[str], out: Path) -> dict[str, float]:
+    """One ``lmfusion`` run of the code in ``tree`` in a fresh process: peak RSS, seconds, first byte."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], cwd=tree, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = None
+    while proc.poll() is None:  # time to the first output byte (the temporary file the writer fills)
+        if first is None and any(
+            p.stat().st_size > 0 for p in out.parent.iterdir() if p.name.startswith((".out", "out"))
+        ):
+            first = time.perf_counter() - t0
+        time.sleep(0.02)
+    secs = time.perf_counter() - t0
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{tree}: lmfusion {' '.join(argv)} failed:\n{err[-2000:]}")
+    rss, cpu = next(line.split()[1:3] for line in err.splitlines() if line.startswith("MAXRSS_KB"))
+    return {"rss_mb": int(rss) / 1024, "seconds": secs, "cpu": float(cpu), "first": secs if first is None else first}
+
+
+def memory_benchmark(args: argparse.Namespace) -> None:
+    import shutil
+    import statistics
+    import subprocess
+
+    new = Path(__file__).resolve().parents[1]
+    old = Path(args.old) if args.old else None
+    if old is not None and not old.exists():
+        subprocess.run(["git", "-C", str(new), "worktree", "add", "--detach", str(old), args.old_ref], check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        lms = [build_ngram([TEXT / f"{n}.train.txt"], d / f"{n}.bin", order=3, progress=False)
+               for n in ("bible", "tech")]  # fmt: skip
+        trees = [("new", new)] + ([("old", old)] if old is not None else [])
+        print("| hypotheses | version | peak RSS (MB) | wall s | CPU s | hyps/CPU s | first output (s) |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        for n in args.sizes:
+            nb = d / f"nb{n}.jsonl"
+            write_big_jsonl(nb, n)
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
+            for _ in range(args.repeat):
+                for name, tree in trees:
+                    work = d / f"run-{name}"
+                    shutil.rmtree(work, ignore_errors=True)
+                    work.mkdir()
+                    out = work / "out.jsonl"
+                    argv = ["-q", "rescore", str(nb), "--lm", f"bible={lms[0]}", f"tech={lms[1]}", "-o", str(out)]
+                    runs[name].append(run_cli(tree, argv, out))
+            for name, _ in trees:
+                med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
+                print(f"| {n:,} | {name} | {med['rss_mb']:.0f} | {med['seconds']:.1f} | {med['cpu']:.1f} | "
+                      f"{n / med['cpu']:,.0f} | {med['first']:.1f} |", flush=True)  # fmt: skip
+            nb.unlink()
+        print(f"(median of {args.repeat} fresh-process runs each; input {d}/nb*.jsonl, 20 hyps per utterance)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--utts", type=int, default=2000)
     ap.add_argument("--nbest", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5, help="best of N timings for each side")
+    ap.add_argument("--memory", action="store_true", help="peak RSS/throughput of the rescore command (see above)")
+    ap.add_argument("--old", help="--memory: an older checkout to compare with (a worktree of main is added here)")
+    ap.add_argument("--old-ref", default="776ebda", help="--memory: the commit --old checks out (before issue 13)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: hypotheses")
     args = ap.parse_args()
+    if args.memory:
+        memory_benchmark(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         lm_path = build_ngram(

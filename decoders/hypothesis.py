@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from fusion.errors import InputError
-from fusion.io import atomic_write_text, iter_text_lines
+from fusion.io import AtomicWriter, iter_text_lines
+from fusion.weights import check_weights
+
+MAX_LINE_CHARS = 64 * 1024 * 1024
+"""Longest JSONL line read (one utterance); a longer one is refused before parsing."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,10 @@ class ScoredHypothesis:
     """Optional ``(word, start_frame, end_frame)`` triples."""
 
     def total(self, weights: Mapping[str, float]) -> float:
-        """``Σ_k weights[k] * scores[k]`` over the weighted components (missing score -> error)."""
+        """``Σ_k weights[k] * scores[k]`` under :func:`~fusion.weights.check_weights` (``am`` defaults
+        to 1, a component without a weight counts 0, an unknown name is an error)."""
         s = 0.0
-        for k, w in weights.items():
+        for k, w in check_weights(weights, self.scores, where=f"weights of {self.text!r}").items():
             if w == 0.0:
                 continue
             if k not in self.scores:
@@ -81,6 +86,27 @@ class NBestList:
         return d
 
 
+def check_utt_id(utt: str, path: Path | str, lineno: int | None) -> None:
+    """Refuse an utterance id that would break a ``<utt_id> <text>`` line (whitespace, control chars)."""
+    if not utt or any(c.isspace() or not c.isprintable() for c in utt):
+        raise InputError(
+            f"utterance id {utt[:80]!r} is empty or holds whitespace or control characters", path=path, line=lineno,
+            field="utt_id",
+        )
+
+
+def _check_finite_tree(obj: Any, path: Path | str, lineno: int, where: str) -> None:
+    """Refuse NaN/infinity anywhere in a JSON value (it could not be written back as JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise InputError("value is not finite", path=path, line=lineno, field=where)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite_tree(v, path, lineno, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_finite_tree(v, path, lineno, f"{where}[{i}]")
+
+
 def _parse_hyp(obj: Any, path: Path | str, lineno: int, i: int) -> ScoredHypothesis:
     where = f"hyps[{i}]"
     if not isinstance(obj, dict):
@@ -95,16 +121,20 @@ def _parse_hyp(obj: Any, path: Path | str, lineno: int, i: int) -> ScoredHypothe
     for k, v in scores.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InputError(f"score {k!r} is not a number", path=path, line=lineno, field=f"{where}.scores.{k}")
-        if math.isnan(v):
-            raise InputError(f"score {k!r} is NaN", path=path, line=lineno, field=f"{where}.scores.{k}")
-        clean[k] = float(v)
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x):
+            raise InputError(f"score {k!r} is not finite", path=path, line=lineno, field=f"{where}.scores.{k}")
+        clean[k] = x
     tokens = obj.get("tokens", [])
     words = obj.get("words", [])
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise InputError("'tokens' must be a list of strings", path=path, line=lineno, field=f"{where}.tokens")
     try:
         wtuple = tuple((str(w), int(s), int(e)) for w, s, e in words)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(
             "'words' must be [word, start, end] triples", path=path, line=lineno, field=f"{where}.words"
         ) from None
@@ -117,15 +147,23 @@ CONDITION_FIELDS = ("domain", "condition", "snr", "noise")
 
 def parse_nbest_line(line: str, *, path: Path | str = "<string>", lineno: int = 1) -> NBestList:
     """Parse one JSONL line into an :class:`NBestList`, with located errors."""
+    if len(line) > MAX_LINE_CHARS:
+        raise InputError(f"line of {len(line)} characters is longer than {MAX_LINE_CHARS}", path=path, line=lineno)
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=path, line=lineno) from None
+    except ValueError as e:  # integers over Python's digit limit
+        msg = str(e).split(";")[0]
+        raise InputError(f"invalid JSON number: {msg}", path=path, line=lineno) from None
     if not isinstance(obj, dict):
         raise InputError("each line must be a JSON object", path=path, line=lineno)
     utt = obj.get("utt_id")
     if not isinstance(utt, str) or not utt:
         raise InputError("missing or empty 'utt_id'", path=path, line=lineno, field="utt_id")
+    check_utt_id(utt, path, lineno)
     hyps = obj.get("hyps")
     if not isinstance(hyps, list):
         raise InputError("'hyps' must be a list", path=path, line=lineno, field="hyps")
@@ -138,6 +176,7 @@ def parse_nbest_line(line: str, *, path: Path | str = "<string>", lineno: int = 
     top = {k: obj[k] for k in CONDITION_FIELDS if k in obj and k not in tags}
     if top:  # condition fields at the top level count as tags (a tag of the same name wins)
         tags = {**tags, **top}
+    _check_finite_tree(tags, path, lineno, "tags")
     return NBestList(
         utt_id=utt,
         hyps=tuple(_parse_hyp(h, path, lineno, i) for i, h in enumerate(hyps)),
@@ -171,8 +210,10 @@ def format_nbest_jsonl(nbests: Iterable[NBestList]) -> str:
 
 
 def write_nbest_jsonl(path: str | Path, nbests: Iterable[NBestList]) -> None:
-    """Atomically write n-best lists as JSONL."""
-    atomic_write_text(path, format_nbest_jsonl(nbests))
+    """Atomically write n-best lists as JSONL (streamed: ``nbests`` may be a generator)."""
+    with AtomicWriter(path) as f:
+        for nb in nbests:
+            f.write(json.dumps(nb.to_json(), ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def component_names(nbests: Sequence[NBestList]) -> list[str]:

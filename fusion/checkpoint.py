@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusion.errors import InputError
-from fusion.io import atomic_write_bytes, atomic_write_json, read_json
+from fusion.errors import InputError, OutputError
+from fusion.io import atomic_write_bytes, atomic_write_json, read_json, remove_stale_temps
 from fusion.tokenizers import SentencePieceTokenizer
 
 if TYPE_CHECKING:
@@ -58,8 +58,13 @@ def save_checkpoint(
     from safetensors.torch import save as st_save
 
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)  # left by a writer that was killed
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # a checkpoint is as readable as any file the user makes
+    except OSError as e:
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         tok = Path(tokenizer_file)
         atomic_write_bytes(tmp / tok.name, tok.read_bytes())
@@ -68,10 +73,19 @@ def save_checkpoint(
             atomic_write_bytes(tmp / name, data)
         atomic_write_json(tmp / CONFIG_NAME, dict(config))
         _replace_dir(tmp, target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 PICKLE_HINT = "lmfusion never unpickles weights; convert them with safetensors.torch.save_file"
@@ -132,6 +146,10 @@ def check_checkpoint_tensors(expected: Mapping[str, torch.Tensor], found: Mappin
             raise InputError(
                 f"weights do not match the config ({config_desc}): tensor {k!r} has shape "
                 f"{list(found[k].shape)} in the file but the config needs {list(t.shape)}", path=path)
+        if found[k].is_floating_point() != t.is_floating_point():
+            raise InputError(
+                f"tensor {k!r} has dtype {str(found[k].dtype).replace('torch.', '')} in the file but the model "
+                f"needs {str(t.dtype).replace('torch.', '')} (integer weights would be cast silently)", path=path)
         if not found[k].isfinite().all():
             raise InputError(f"tensor {k!r} contains NaN or infinity", path=path)
 

@@ -43,3 +43,8 @@ class UnitMismatchError(LMFusionError):
 
 class WeightsError(LMFusionError):
     """Weights that are negative, NaN, missing, or (for a linear mix) do not sum to one."""
+
+
+class OutputError(LMFusionError):
+    """An output that cannot or must not be written: a directory, an input, a full disk, a folder that
+    holds files the user did not name (without ``--overwrite``/``--resume``)."""

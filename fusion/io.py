@@ -2,33 +2,143 @@
 
 from __future__ import annotations
 
+import glob
+import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fusion.errors import InputError
+from fusion.errors import InputError, OutputError
 
 PathLike = str | os.PathLike[str]
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0666 less the process umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove ``.NAME.<pid>.*.tmp`` files (or folders) a killed writer of ``path`` left behind (dead pid only)."""
+    try:
+        entries = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return
+    for e in entries:
+        pid = e.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                if e.is_dir() and not e.is_symlink():
+                    shutil.rmtree(e)
+                else:
+                    e.unlink()
+            except OSError:
+                pass
+
+
+def is_file(spec: PathLike) -> bool:
+    """Whether ``spec`` names an existing regular file; False (not an error) for strings that cannot be
+    paths at all: too long for the file system, or holding a NUL byte."""
+    try:
+        return Path(spec).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def check_output_path(path: PathLike, *, inputs: Iterable[PathLike] = (), what: str = "output") -> Path:
+    """Refuse an output path that is a directory or the same file as one of ``inputs``.
+
+    Raises:
+        OutputError: naming the path and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a directory; give a file name")
+    for i in inputs:
+        ip = Path(i)
+        try:
+            same = path.exists() and ip.exists() and os.path.samefile(path, ip)
+        except OSError:
+            same = False
+        if same or path.resolve() == ip.resolve():
+            raise OutputError(f"{what} {str(path)!r} is also an input; write to another file")
+    return path
+
+
+class AtomicWriter:
+    """A file written in pieces that appears at ``path`` only when complete (``with`` block).
+
+    The temporary file (``.NAME.<pid>.<random>.tmp`` beside ``path``) is removed on any error, and
+    temporaries left by killed writers are removed the next time ``path`` is written. The file gets
+    the mode a plain ``open()`` would (umask respected). Write errors (disk full) raise
+    :class:`~fusion.errors.OutputError`.
+    """
+
+    def __init__(self, path: PathLike, *, text: bool = True) -> None:
+        self.path = check_output_path(path)
+        self.text = text
+        self._f: Any = None
+        self._tmp = ""
+
+    def __enter__(self) -> Any:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.path)
+            fd, self._tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.{os.getpid()}.", suffix=".tmp", dir=self.path.parent
+            )
+            os.fchmod(fd, _umask_mode())
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
+        raw = os.fdopen(fd, "wb")
+        self._f = io.TextIOWrapper(raw, encoding="utf-8", newline="\n") if self.text else raw
+        return self._f
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        f, self._f = self._f, None
+        try:
+            if exc_type is None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                os.replace(self._tmp, self.path)
+                return
+        except OSError as e:
+            self._discard(f)
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self._discard(f)
+        if isinstance(exc, OSError) and not isinstance(exc, InputError):
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def _discard(self, f: Any) -> None:
+        try:
+            f.close()
+        except OSError:
+            pass
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with AtomicWriter(path, text=False) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -77,8 +187,14 @@ def read_sentences(path: PathLike, *, skip_empty: bool = True) -> list[str]:
 
 
 def read_json(path: PathLike) -> Any:
-    """Read a JSON file, turning parse errors into located errors."""
+    """Read a JSON file, turning every parse problem into a located :class:`InputError`.
+
+    Refused with a clear error: a missing file or a directory, bytes that are not UTF-8, invalid JSON,
+    nesting deeper than Python's recursion limit, integers longer than Python's digit limit.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, not a JSON file", path=path)
     if not path.is_file():
         raise InputError("no such file", path=path)
     try:
@@ -87,3 +203,9 @@ def read_json(path: PathLike) -> Any:
         raise InputError("not valid UTF-8", path=path) from None
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=path) from None
+    except ValueError as e:  # an integer over Python's digit limit
+        raise InputError(f"invalid JSON number: {str(e).split(';')[0]}", path=path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror or e}", path=path) from None

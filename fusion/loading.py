@@ -64,7 +64,11 @@ def _load_gguf(path: Path, name: str | None, tokenizer: Tokenizer | None, option
 
 def parse_lm_spec(spec: str) -> tuple[str | None, Path]:
     """``"NAME=PATH"`` or ``"PATH"`` -> ``(name or None, path)``."""
-    if "=" in spec and not Path(spec).exists():
+    try:
+        exists = Path(spec).exists()
+    except (OSError, ValueError):
+        exists = False
+    if "=" in spec and not exists:
         name, _, path = spec.partition("=")
         if not name or not path:
             raise InputError(f"bad LM spec {spec!r}: expected NAME=PATH or PATH")

@@ -79,6 +79,81 @@ def read_arpa_vocab(path: str | Path) -> frozenset[str]:
     return frozenset(w for w in words if w not in SENTENCE_MARKERS)
 
 
+def checksum_sidecar(path: str | Path) -> Path:
+    """Where ``build_ngram`` writes the model's SHA-256 (``sha256sum`` format, so ``sha256sum -c`` works)."""
+    return Path(f"{path}.sha256")
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_checksum(path: str | Path) -> None:
+    """Write ``path``'s SHA-256 beside it (atomically)."""
+    atomic_write_lines(checksum_sidecar(path), [f"{file_sha256(path)}  {Path(path).name}"])
+
+
+KENLM_MAX_ORDER = 6
+_BINARY_MODEL_TYPES = range(0, 6)  # PROBING, REST_PROBING, TRIE, QUANT_TRIE, ARRAY_TRIE, QUANT_ARRAY_TRIE
+
+
+def verify_lm_file(path: Path, kind: str) -> None:
+    """Check a model file before KenLM opens it: KenLM maps a binary into memory and trusts it, so a
+    corrupted one crashes the process (a segfault) instead of raising.
+
+    * With a checksum sidecar (``build_ngram`` writes one), the file must match it.
+    * A binary without one gets header checks: KenLM's sanity block, a known model type, an order KenLM
+      supports, and n-gram counts that fit in the file. Damage past the header is only caught by the
+      checksum: keep the sidecar beside models you copy.
+    """
+    side = checksum_sidecar(path)
+    if side.is_file():
+        try:
+            want = side.read_text(encoding="utf-8").split()[0].lower()
+        except (UnicodeDecodeError, IndexError, OSError):
+            raise InputError("unreadable checksum file", path=side) from None
+        if file_sha256(path) != want:
+            raise InputError(
+                f"the model does not match its checksum in {side.name}: the file is damaged or was changed "
+                "after it was built (rebuild it, or delete the .sha256 file if the change is intended)",
+                path=path,
+            )
+        return
+    if kind == "binary":
+        _check_binary_header(path)
+
+
+def _check_binary_header(path: Path) -> None:
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(256)
+    # KenLM's Sanity block: NUL-padded magic (56 bytes), 3 floats, 2 word indices, one uint64 (at 80);
+    # then FixedWidthParameters (order at 88, model type at 96) and the n-gram counts (uint64, at 108)
+    if len(head) < 120:
+        raise InputError("KenLM binary is truncated (shorter than its header)", path=path)
+    magic_end = head.find(b"\0")
+    if not head.startswith(BINARY_MAGIC) or not 0 < magic_end <= 56:
+        raise InputError("KenLM binary header is damaged (magic)", path=path)
+    zero_f, one_f, minus_half_f, one_idx = struct.unpack_from("<fffI", head, 56)
+    (one_u64,) = struct.unpack_from("<Q", head, 80)
+    if (zero_f, one_f, minus_half_f, one_idx, one_u64) != (0.0, 1.0, -0.5, 1, 1):
+        raise InputError("KenLM binary header is damaged (sanity values), or it was built on another "
+                         "architecture", path=path)
+    (order,) = struct.unpack_from("<B", head, 88)
+    (model_type,) = struct.unpack_from("<I", head, 96)
+    if not 1 <= order <= KENLM_MAX_ORDER or model_type not in _BINARY_MODEL_TYPES:
+        raise InputError(f"KenLM binary header is damaged (order {order}, model type {model_type})", path=path)
+    counts = struct.unpack_from(f"<{order}Q", head, 108)
+    if counts[0] < 1 or any(c > size for c in counts):
+        raise InputError(f"KenLM binary header is damaged (n-gram counts {list(counts)} for a {size}-byte file)",
+                         path=path)
+
+
 def vocab_sidecar(path: str | Path) -> Path:
     """Where ``build_ngram`` writes a binary model's vocabulary (one word per line)."""
     return Path(f"{path}.vocab")
@@ -108,6 +183,7 @@ class KenLM(LanguageModel):
     ) -> None:
         self.path = Path(path)
         self.format = _check_lm_file(self.path)
+        verify_lm_file(self.path, self.format)
         self.tokenizer: Tokenizer = tokenizer or WordTokenizer()
         super().__init__(name or self.path.name.split(".")[0], self.tokenizer.units)
         try:
@@ -328,7 +404,9 @@ def build_ngram(
             raise InputError("training text not found", path=f)
     if order < 1:
         raise LMFusionError(f"build_ngram: order must be >= 1, got {order}")
-    output = Path(output)
+    from fusion.io import check_output_path
+
+    output = check_output_path(output, inputs=files, what="model output")
     want_binary = (output.suffix != ".arpa") if binary is None else binary
     output.parent.mkdir(parents=True, exist_ok=True)
     lmplz = find_kenlm_binary("lmplz")
@@ -347,5 +425,6 @@ def build_ngram(
         out_tmp = _build_binary(arpa, tmpdir / "model.bin", memory, binary_type) if want_binary else arpa
         os.replace(out_tmp, output)  # the temp dir sits beside the output: same filesystem, atomic
     atomic_write_lines(vocab_sidecar(output), sorted(vocab))
+    write_checksum(output)
     return output
 

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fusion.checkpoint import CONFIG_NAME, save_checkpoint
-from fusion.errors import InputError, LMFusionError
+from fusion.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_checkpoint
+from fusion.errors import InputError, LMFusionError, OutputError
 from fusion.io import iter_text_lines, read_json
 from fusion.neural import NeuralLM, load_checkpoint
 from fusion.nn_models import _padded_batch, normalize_config, sequence_logprobs
@@ -164,10 +164,69 @@ def _save(lm: NeuralLM, opt: torch.optim.Optimizer, cfg: TrainConfig, pos: dict[
     torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, buf)
     state_json = json.dumps({"config": cfg.fingerprint(), **pos}, indent=2).encode()
     lm.meta = {"trained_by": "lmfusion train-nnlm", "steps": pos["step"], "epoch": pos["epoch"],
-               "dev_ppl": pos["history"][-1]["dev_ppl"] if pos["history"] else None,
+               "dev_ppl": pos["history"][-1].get("dev_ppl") if pos["history"] else None,
                "train_text": [str(t) for t in cfg.text]}
     save_checkpoint(cfg.output, lm.to_json(), lm.state_dict_cpu(), lm.tokenizer.path,
                     extra_files={STATE_PT: buf.getvalue(), STATE_JSON: state_json})
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """Refuse settings training would fail on later (or silently misuse): a clear error up front."""
+    for name in ("lr", "weight_decay", "clip"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise LMFusionError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not cfg.lr > 0:
+        raise LMFusionError(f"lr must be > 0, got {cfg.lr!r}")
+    for name in ("epochs", "batch_tokens", "max_len"):
+        if getattr(cfg, name) < 1:
+            raise LMFusionError(f"{name} must be >= 1, got {getattr(cfg, name)!r}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise LMFusionError(f"max_steps must be >= 1, got {cfg.max_steps!r}")
+    if cfg.eval_every < 0 or cfg.seed < 0:
+        raise LMFusionError("eval_every and seed must be >= 0")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise LMFusionError(f"threads must be >= 1, got {cfg.threads!r}")
+    dev = str(cfg.device)
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise LMFusionError(f"device {dev!r}: CUDA is not available here (torch {torch.__version__}); use cpu")
+    if dev != "cpu" and not dev.startswith("cuda"):
+        raise LMFusionError(f"device must be 'cpu' or 'cuda[:N]', got {dev!r}")
+
+
+CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, STATE_PT, STATE_JSON)
+
+
+def check_output_dir(cfg: TrainConfig) -> None:
+    """The output must be a new or empty directory, or a checkpoint of ours holding nothing else.
+
+    A checkpoint is replaced when it is saved, so a directory with any other file (or a file in place of
+    the directory) is refused rather than deleted.
+    """
+    out = Path(cfg.output)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"output {str(out)!r} is a file, not a checkpoint directory; give a directory")
+    names = {p.name for p in out.iterdir()}
+    if not names:
+        return
+    ours = {*CHECKPOINT_FILES, Path(cfg.spm).name}
+    if CONFIG_NAME in names:
+        try:
+            ours.add(str(read_json(out / CONFIG_NAME)["tokenizer"]["file"]))
+        except (LMFusionError, AttributeError, KeyError, TypeError):
+            pass
+    other = sorted(names - ours)
+    if CONFIG_NAME not in names or other:
+        raise OutputError(
+            f"output directory {str(out)!r} holds files that are not a checkpoint of this trainer "
+            f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); it would be replaced: "
+            "choose a new or empty directory"
+        )
+    for t in [*cfg.text, *cfg.dev]:
+        if Path(t).resolve().parent == out.resolve():
+            raise OutputError(f"training text {t!r} is inside the output directory {str(out)!r}")
 
 
 def _resume(cfg: TrainConfig, out: Path) -> tuple[NeuralLM, dict[str, Any], dict[str, Any]] | None:
@@ -241,6 +300,8 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
         torch.set_num_threads(cfg.threads)
     if not cfg.text:
         raise LMFusionError("no training text given")
+    check_settings(cfg)
+    check_output_dir(cfg)
     tok = SentencePieceTokenizer(cfg.spm)
     mcfg = normalize_config(cfg.model)
     train, dev = _read_data(cfg, tok, mcfg)
@@ -280,15 +341,18 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
     bar = tqdm(total=total_steps, initial=min(start_step, total_steps), desc=f"train {cfg.name}", unit="step",
                disable=not cfg.progress)
     run_loss, run_n = 0.0, 0
+    consistent = True  # False while a step is half done: an interrupt then keeps the last checkpoint
     try:
         while pos["epoch"] < cfg.epochs and pos["step"] < total_steps:
             batches = make_batches(train, cfg.batch_tokens, cfg.seed + 1000 * int(pos["epoch"]))
             while pos["batch"] < len(batches) and pos["step"] < total_steps:
+                consistent = False
                 seqs = [train[i] for i in batches[pos["batch"]]]
                 loss, n_valid = _train_step(lm, opt, seqs, _lr_at(int(pos["step"]), total_steps, cfg), cfg.clip,
                                             int(pos["step"]))
                 pos["batch"] += 1
                 pos["step"] += 1
+                consistent = True
                 run_loss += loss * n_valid
                 run_n += n_valid
                 bar.update(1)
@@ -308,7 +372,8 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
                     model.train()
     except KeyboardInterrupt:
         bar.close()
-        _save(lm, opt, cfg, pos)
+        if consistent:  # between steps: save exactly where we are (resuming gives the uninterrupted result)
+            _save(lm, opt, cfg, pos)
         raise
     bar.close()
     if pos["step"] > start_step and (not history or history[-1]["step"] != pos["step"]):

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from fusion.errors import InputError
-from fusion.io import atomic_write_text
+from fusion.io import atomic_write_text, read_json
 
 __all__ = [
     "FORMAT",
@@ -341,11 +341,7 @@ class FusionProfile:
     @classmethod
     def load(cls, path: str | Path) -> FusionProfile:
         """Read and validate a profile file (errors name the file and field)."""
-        try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(f"invalid JSON: {e.msg} (line {e.lineno})", path=path, line=e.lineno) from None
-        return cls.from_json(obj, source=path)
+        return cls.from_json(read_json(path), source=path)
 
 
 def now_iso() -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fusion.errors import InputError, LMFusionError
+from fusion.io import is_file
 
 if TYPE_CHECKING:
     from fusion.lm import LanguageModel
@@ -116,7 +117,7 @@ def parse_ranges(items: Items, flag: str) -> dict[str, tuple[float, float]]:
 
 def _single_file(items: Items) -> Path | None:
     words = [items] if isinstance(items, str) else list(items or [])
-    if len(words) == 1 and "=" not in words[0] and Path(words[0]).is_file():
+    if len(words) == 1 and "=" not in words[0] and is_file(words[0]):  # a string too long for a path is no file
         return Path(words[0])
     return None
 

@@ -56,8 +56,40 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     return t.__name__
 
 
+MAX_FLOW_DEPTH = 64
+"""Deepest ``[``/``{`` nesting a config may have."""
+
+
+def refuse_aliases(text: str, path: str | Path = "<config>") -> None:
+    """Refuse YAML anchors and aliases before anything expands them (a few hundred bytes of nested
+    aliases expand to gigabytes: a "billion laughs"). Recipe configs never need them. Flow brackets
+    nested deeper than :data:`MAX_FLOW_DEPTH` are refused first (PyYAML's scanner slows down on them)."""
+    depth = top = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    if top > MAX_FLOW_DEPTH:
+        raise ConfigError(f"YAML nested too deeply ({top} levels of [ or {{; at most {MAX_FLOW_DEPTH})", path=path)
+    try:
+        for tok in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(tok, (yaml.AnchorToken, yaml.AliasToken)):
+                kind = "anchor" if isinstance(tok, yaml.AnchorToken) else "alias"
+                raise ConfigError(
+                    f"YAML {kind} {'&' if kind == 'anchor' else '*'}{tok.value} is not allowed in configs "
+                    "(write the value out)",
+                    path=path,
+                    line=tok.start_mark.line + 1,
+                )
+    except yaml.YAMLError:
+        return  # safe_load reports the syntax error with its line
+
+
 def _line_map(text: str) -> dict[str, int]:
-    """Dotted key path -> 1-based line, from the YAML node tree (best effort)."""
+    """Dotted key path -> 1-based line, from the YAML node tree (best effort; aliases are refused
+    earlier by :func:`refuse_aliases`, so nothing here expands)."""
     out: dict[str, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -150,12 +182,21 @@ def load_config(path: str | Path, schema: Mapping[str, Field], overrides: Mappin
                 ) -> dict[str, Any]:  # fmt: skip
     """Read a YAML config with ``yaml.safe_load`` and validate it; ``overrides`` are dotted keys."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("is a directory, not a YAML config", path=path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config: {e.strerror}", path=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not valid UTF-8 (byte {e.start})", path=path) from None
+    refuse_aliases(text, path)
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply", path=path) from None
+    except ValueError as e:  # an integer over Python's digit limit
+        raise ConfigError(f"invalid YAML number: {str(e).split(';')[0]}", path=path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", path=path,
@@ -167,6 +208,8 @@ def load_config(path: str | Path, schema: Mapping[str, Field], overrides: Mappin
         parts = dotted.split(".")
         for p in parts[:-1]:
             cur = cur.setdefault(p, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"override {dotted!r}: {p!r} is not a section", path=path, field=dotted)
         cur[parts[-1]] = v
     return validate(data, schema, source=path, lines=_line_map(text))
 

@@ -356,8 +356,11 @@ def test_apply_weights_matches_nbestlist_best() -> None:
     tied = [NBestList("t", (H("x", am=-1.0), H("y", am=-1.0)), "y")]
     assert apply_weights(tied, {"am": 1.0}) == ["x"]
     assert count_ties(tied, {"am": 1.0}) == 1
-    with pytest.raises(LMFusionError, match="no 'lm' score"):
+    with pytest.raises(LMFusionError, match="weight 'lm' names no score component"):
         apply_weights(tied, {"am": 1.0, "lm": 0.5})
+    partial = [NBestList("p", (H("x", am=-1.0, lm=-2.0), H("y", am=-1.0)), "y")]
+    with pytest.raises(LMFusionError, match="no 'lm' score"):
+        apply_weights(partial, {"am": 1.0, "lm": 0.5})
 
 
 def test_tuning_problem_agrees_with_wer_of_apply_weights(bible_lm) -> None:  # type: ignore[no-untyped-def]

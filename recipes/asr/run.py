@@ -44,11 +44,11 @@ from recipes.asr.report import stage_report
 from recipes.asr.settings import (
     SCHEMA,
     general_files,
+    load_recipe,
     recipe_paths,
     text_files,
 )
 from recipes.asr.tune_stages import stage_profile, stage_tune
-from recipes.config import load_config
 from recipes.pipeline import Pipeline, Stage
 
 
@@ -99,7 +99,7 @@ def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
 def run_recipe(config: str | Path, *, overrides: Mapping[str, Any] | None = None, force: Sequence[str] = (),
                only: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Load + validate the config, run the stages; returns the config and the stage reports."""
-    cfg = load_config(config, SCHEMA, overrides)
+    cfg = load_recipe(config, overrides)
     Path(cfg["work_dir"]).mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(cfg["work_dir"], progress=progress)
     reports = pipe.run(build_stages(cfg), force=force, only=only)

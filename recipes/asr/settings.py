@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from decoders.hypothesis import NBestList, read_nbest_jsonl
 from fusion.profile import default_buckets
-from recipes.config import Field, non_empty, positive
+from recipes.config import Field, load_config, non_empty, non_negative, positive
 
 # ----------------------------------------------------------------------------------------------
 # Config schema
@@ -24,19 +26,67 @@ def _buckets_check(v: Any) -> str | None:
     if not v:
         return "needs at least one bucket"
     for k, c in v.items():
-        if isinstance(c, bool) or not isinstance(c, (int, float)):
-            return f"bucket {k!r}: centre must be a number (dB), got {c!r}"
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            return f"bucket {k!r}: centre must be a finite number (dB), got {c!r}"
+    if len(set(v.values())) != len(v):
+        return f"two buckets share a centre: {dict(v)}"
     return None
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+def _names_check(v: Any) -> str | None:
+    """Domain names become file names under the work dir: plain names only (no '/', '..', spaces)."""
+    for name in v:
+        if not _SAFE_NAME.fullmatch(name) or ".." in name:
+            return f"domain {name!r} is not a plain name (letters, digits, '_', '.', '+', '-'; no '/' or '..')"
+    if len(set(v)) != len(v):
+        return "a domain is named twice"
+    if "general" in v:
+        return "'general' is the name of the all-domain LM; call the domain something else"
+    return None
+
+def _template_check(v: Any) -> str | None:
+    """A file-name template with ``{domain}`` as its only placeholder (filled by plain replacement)."""
+    rest = v.replace("{domain}", "")
+    if "{" in rest or "}" in rest:
+        return f"{v!r}: the only placeholder allowed is {{domain}}"
+    if "{domain}" not in v:
+        return f"{v!r} must contain {{domain}}"
+    return None
+
+def _pair_check(v: Any) -> str | None:
+    if len(v) != 2 or not v[0] <= v[1] or not all(math.isfinite(x) for x in v):
+        return f"must be [lo, hi] finite numbers with lo <= hi, got {v!r}"
+    return None
+
+def check_recipe(cfg: Mapping[str, Any], source: str | Path = "<config>") -> dict[str, Any]:
+    """Checks across keys that the stages would otherwise fail on later (``recipe check`` runs them too)."""
+    from recipes.config import ConfigError
+
+    c, t = cfg["conditions"], cfg["tune"]
+    if t["cv_folds"] > 1 and c["min_utts"] < t["cv_folds"]:
+        raise ConfigError(f"conditions.min_utts ({c['min_utts']}) must be >= tune.cv_folds ({t['cv_folds']}) "
+                          "for cross-validation to have data in every fold", path=source, field="conditions.min_utts")
+    work = Path(cfg["work_dir"]).resolve()
+    for dom in cfg["text"]["domains"]:
+        if work not in (work / "lms" / f"{dom}.bin").resolve().parents:
+            raise ConfigError(f"domain {dom!r} would write outside the work dir", path=source, field="text.domains")
+    return dict(cfg)
+
+def load_recipe(config: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read, validate and cross-check a recipe config: the one validation ``recipe check`` and ``run`` share."""
+    return check_recipe(load_config(config, SCHEMA, overrides), config)
 
 SCHEMA: dict[str, Field] = {
     "name": Field(str, "asr"),
     "work_dir": Field(str, doc="where every output goes"),
-    "seed": Field(int, 0),
+    "seed": Field(int, 0, check=non_negative),
     "text": Field(schema={
         "dir": Field(str, "data/text"),
-        "domains": Field(list, items=Field(str), check=non_empty, doc="domain names: <dir>/<domain>.train.txt ..."),
-        "train": Field(str, "{domain}.train.txt"),
-        "heldout": Field(str, "{domain}.dev.txt"),
+        "domains": Field(list, items=Field(str), check=lambda v: non_empty(v) or _names_check(v),
+                         doc="domain names: <dir>/<domain>.train.txt ..."),
+        "train": Field(str, "{domain}.train.txt", check=_template_check),
+        "heldout": Field(str, "{domain}.dev.txt", check=_template_check),
         "general": Field(list, [], items=Field(str),
                          doc="text files of the general LM (default: every domain's training text)"),
     }),
@@ -87,7 +137,7 @@ SCHEMA: dict[str, Field] = {
         "free": Field(list, ["lm", "dlm", "words"], items=Field(str), check=non_empty),
         "per_condition": Field(str, "scale", choices=("scale", "full"),
                                doc="per condition tune an LM scale + word bonus (scale) or every weight (full)"),
-        "scale_bounds": Field(list, [0.0, 4.0], items=Field(float)),
+        "scale_bounds": Field(list, [0.0, 4.0], items=Field(float), check=_pair_check),
         "cv_folds": Field(int, 5, doc="K-fold CV on dev decides if a condition keeps its own weights (<2: always)"),
         "bounds": Field(dict, {"lm": [0, 40], "dlm": [0, 40], "nnlm": [0, 40], "words": [-40, 40]},
                         check=_bounds_check),
@@ -126,7 +176,7 @@ def recipe_paths(cfg: Mapping[str, Any]) -> dict[str, Path]:
 
 def text_files(cfg: Mapping[str, Any], key: str) -> dict[str, Path]:
     d = Path(cfg["text"]["dir"])
-    return {dom: d / cfg["text"][key].format(domain=dom) for dom in cfg["text"]["domains"]}
+    return {dom: d / cfg["text"][key].replace("{domain}", dom) for dom in cfg["text"]["domains"]}
 
 def general_files(cfg: Mapping[str, Any]) -> list[Path]:
     return [Path(f) for f in cfg["text"]["general"]] or list(text_files(cfg, "train").values())

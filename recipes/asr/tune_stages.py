@@ -135,8 +135,9 @@ def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
         r["parent"] = "/".join(x or "*" for x in parent_key)
         if folds > 1:
             e_t, e_p, n = cv_errors(nbs, comps, cfg, parent, folds, cfg["seed"])
-            r["cv"] = {"folds": folds, "wer_own": e_t / n, "wer_parent": e_p / n, "ref_words": n}
-            if e_t >= e_p:  # own weights do not generalise: back off to the parent's
+            r["cv"] = {"folds": folds, "wer_own": e_t / n if n else None, "wer_parent": e_p / n if n else None,
+                       "ref_words": n}
+            if n and e_t >= e_p:  # own weights do not generalise: back off to the parent's
                 r["tuned_weights"], r["weights"] = r["weights"], dict(parent)
                 r["dev"]["error_rate"] = error_rate(prob, parent)
                 r["backoff"] = True

@@ -25,11 +25,11 @@ def register(sub: SubParsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from fusion.io import read_json
     from recipes.asr.report import wer_table_markdown
-    from recipes.asr.run import SCHEMA, build_stages, run_recipe
-    from recipes.config import load_config
+    from recipes.asr.run import build_stages, run_recipe
+    from recipes.asr.settings import load_recipe
     from recipes.pipeline import Pipeline
 
-    cfg = load_config(args.config, SCHEMA)
+    cfg = load_recipe(args.config)
     if args.action == "check":
         print(f"{args.config}: ok ({len(build_stages(cfg))} stages, work dir {cfg['work_dir']})")
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from recipes.cli_args import (
@@ -16,19 +17,21 @@ from recipes.cli_args import (
 
 if TYPE_CHECKING:
     from decoders.hypothesis import NBestList
-    from fusion.profile import FusionProfile
-    from fusion.weights import WeightPolicy
 
-FORMATS = ("jsonl", "kaldi", "tsv")
+def _formats() -> dict[str, str]:
+    from decoders.nbest import reader_formats
+
+    return reader_formats()
 
 
 def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input", nargs: str = "+") -> None:
     """Options shared by ``rescore`` and ``tune`` for reading n-best lists."""
+    fmts = _formats()
     p.add_argument(
         "--format",
-        choices=FORMATS,
+        choices=list(fmts),
         default="jsonl",
-        help="n-best format: jsonl (canonical), kaldi (three files: text ac_cost lm_cost), tsv",
+        help="n-best format: " + "; ".join(f"{k} ({v})" for k, v in fmts.items()),
     )
     p.add_argument(
         "--score-scale",
@@ -45,22 +48,27 @@ def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input"
     p.add_argument("--words-txt", help="Kaldi symbol table, when the Kaldi text holds integer word ids")
 
 
-def read_input(args: argparse.Namespace, paths: list[str]) -> list[NBestList]:
-    from decoders.nbest import read_nbest
+def iter_input(args: argparse.Namespace, paths: list[str]) -> Iterator[NBestList]:
+    """Stream the n-best lists the input flags describe (flags are checked before the first list is read)."""
+    from decoders.nbest import iter_nbest
     from fusion.errors import LMFusionError
 
     if args.cost and args.score_scale:
         raise LMFusionError("give --cost or --score-scale, not both")
     scale = "-1" if args.cost else args.score_scale
-    if args.format == "kaldi":
-        if args.cost:
-            raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
-        if len(paths) != 3:
-            raise LMFusionError(f"--format kaldi needs three files (text ac_cost lm_cost), got {len(paths)}")
-        return read_nbest(paths, "kaldi", scale=scale, refs=args.refs, words_txt=args.words_txt)
-    if len(paths) != 1:
-        raise LMFusionError(f"--format {args.format} reads one file, got {len(paths)}")
-    return read_nbest(paths[0], args.format, scale=scale, refs=args.refs)
+    if args.format == "kaldi" and args.cost:
+        raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
+    return iter_nbest(paths, args.format, scale=scale, refs=args.refs, words_txt=args.words_txt)
+
+
+def read_input(args: argparse.Namespace, paths: list[str]) -> list[NBestList]:
+    """All the n-best lists the input flags describe."""
+    return list(iter_input(args, paths))
+
+
+def input_files(args: argparse.Namespace, paths: list[str]) -> list[str]:
+    """Every file the input flags read (outputs may not be any of them)."""
+    return [*paths, *(p for p in (args.refs, args.words_txt) if p)]
 
 
 def register(sub: SubParsers) -> None:
@@ -90,7 +98,22 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument("--mbr-scale", type=float, help="posterior scale for --mbr (default 1 / median score spread)")
     p.add_argument("--no-word-count", action="store_true", help="do not add the 'words' component")
-    add_overwrite_argument(p, help="re-score components already in the input")
+    add_overwrite_argument(
+        p, help="recompute components the input already has under an LM's name (replacing them in the output)"
+    )
+    p.add_argument(
+        "--cached",
+        action="store_true",
+        help="reuse components the input already has under an LM's name (the score cache of an earlier "
+        "`lmfusion rescore` with the same LM); without --cached or --overwrite such a name is an error",
+    )
+    p.add_argument(
+        "--chunk-hyps",
+        type=int,
+        default=20_000,
+        help="hypotheses read, scored and written per step (whole lists; bounds memory; 20000). "
+        "--mbr without --mbr-scale needs every list at once",
+    )
     p.add_argument(
         "--no-oov-count", action="store_true", help="skip counting out-of-vocabulary words (faster with KenLM)"
     )
@@ -101,30 +124,116 @@ def register(sub: SubParsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from decoders.hypothesis import write_nbest_jsonl
-    from decoders.nbest import apply_weights, count_ties, onebest_error_rates, rescore_with_stats, write_onebest
+def _check_flags(args: argparse.Namespace) -> None:
     from fusion.errors import LMFusionError
-    from recipes.cli_args import open_lms, read_weights
+    from fusion.io import check_output_path
 
     if args.onebest and not args.weights:
         raise LMFusionError("--onebest needs --weights")
     if bool(args.mix) != bool(args.interpolation):
         raise LMFusionError("--mix NAME and --interpolation go together")
-    nbests = read_input(args, args.input)
+    if args.cached and args.overwrite:
+        raise LMFusionError("give --cached or --overwrite, not both")
+    if args.batch_size < 1 or args.chunk_hyps < 1:
+        raise LMFusionError("--batch-size and --chunk-hyps must be >= 1")
+    inputs = input_files(args, args.input)
+    for flag in ("output", "onebest"):
+        if getattr(args, flag):
+            check_output_path(getattr(args, flag), inputs=inputs, what=f"--{flag}")
+    if args.output and args.onebest:
+        check_output_path(args.onebest, inputs=[args.output], what="--onebest")
+
+
+def _open(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    from decoders.nbest import WORDS
+    from fusion.errors import LMFusionError
+    from recipes.cli_args import open_lms
+
     lms = {lm.name: lm for lm in open_lms(args)}
-    mix_policy = None
-    if args.mix:
-        mix_policy = _mix_component(args.mix, args.interpolation, lms)
-    out, st = rescore_with_stats(
-        nbests,
-        lms,
-        not args.no_word_count,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        overwrite=args.overwrite,
-        count_oov=not args.no_oov_count,
-    )
+    taken = [n for n in (*lms, args.mix) if n == WORDS and not args.no_word_count]
+    if taken or (args.mix and args.mix in lms):
+        raise LMFusionError(f"the name {(taken or [args.mix])[0]!r} is already taken: name the LM differently")
+    mix_policy = _mix_component(args.mix, args.interpolation, lms) if args.mix else None
+    return lms, mix_policy
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, score and write in bounded batches of whole lists (``--chunk-hyps``); outputs are atomic."""
+    import contextlib
+
+    from decoders.nbest import count_ties, merge_stats, onebest_line, rescore_stream
+    from decoders.nbest.rank import best_indices, onebest_error_counts
+    from fusion.io import AtomicWriter
+    from recipes.cli_args import read_weights
+
+    _check_flags(args)
+    policy = read_weights(args.weights) if args.weights else None
+    lms, mix_policy = _open(args)
+    chunk = args.chunk_hyps if not (args.mbr and args.mbr_scale is None) else 2**62
+    stats: list[Any] = []
+    ties = 0
+    counts: dict[str, int] = {}
+    refs_known = True
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(AtomicWriter(args.output)) if args.output else None
+        best = stack.enter_context(AtomicWriter(args.onebest)) if args.onebest else None
+        for batch, st in rescore_stream(
+            iter_input(args, args.input), lms, not args.no_word_count, batch_hyps=chunk,
+            batch_size=args.batch_size, progress=not args.quiet, overwrite=args.overwrite, reuse=args.cached,
+            count_oov=not args.no_oov_count,
+        ):  # fmt: skip
+            stats.append(st)
+            if mix_policy is not None:
+                from decoders.nbest_policy import add_utterance_mix
+
+                batch = add_utterance_mix(batch, mix_policy[2], mix_policy[1], mix_policy[0])
+            if out is not None:
+                out.write(format_nbest_jsonl(batch))
+            picks = None
+            if policy is not None:
+                ties += count_ties(batch, policy)
+                picks = best_indices(batch, policy)
+                if args.mbr:
+                    from decoders.nbest_policy import mbr_choices
+
+                    mbr = mbr_choices(batch, policy, scale=args.mbr_scale)
+                    counts["mbr"] = counts.get("mbr", 0) + _errors(batch, mbr)
+                    picks = mbr
+                if best is not None:
+                    best.writelines(
+                        onebest_line(nb.utt_id, nb.hyps[i].text if i >= 0 else "")
+                        for nb, i in zip(batch, picks, strict=True)
+                    )
+            refs_known = refs_known and all(nb.ref is not None for nb in batch)
+            if refs_known:
+                for k, v in onebest_error_counts(batch, policy).items():
+                    counts[k] = counts.get(k, 0) + v
+    _report(args, merge_stats(stats), lms, mix_policy, policy, ties, counts if refs_known else None)
+    return 0
+
+
+def _errors(batch: list[NBestList], picks: list[int]) -> int:
+    from fusion.metrics import edit_distance, units_of
+
+    total = 0
+    for nb, i in zip(batch, picks, strict=True):
+        ref = units_of(nb.ref or "")
+        total += len(ref) if i < 0 else edit_distance(ref, units_of(nb.hyps[i].text))
+    return total
+
+
+def format_nbest_jsonl(batch: list[NBestList]) -> str:
+    from decoders.hypothesis import format_nbest_jsonl as fmt
+
+    return fmt(batch)
+
+
+def _report(args: argparse.Namespace, st: Any, lms: dict[str, Any], mix_policy: Any, policy: Any, ties: int,
+            counts: dict[str, int] | None) -> None:  # fmt: skip
+    from decoders.nbest.rank import rates_of_counts
+    from fusion.errors import LMFusionError
+    from fusion.profile import FusionProfile
+
     print(
         f"{st.n_utts} utterances, {st.n_hyps} hypotheses ({st.n_no_hyps} empty lists, {st.n_single} single, "
         f"{st.n_empty_text} empty texts, {st.n_duplicates} duplicates) in {st.seconds:.2f}s"
@@ -132,68 +241,42 @@ def run(args: argparse.Namespace) -> int:
     if lms:
         print(f"{'component':<24} {'scored':>8} {'cached':>8} {'oov':>8} {'failed':>7}")
         for name in lms:
-            print(f"{name:<24} {st.scored[name]:>8} {st.cached[name]:>8} {st.oov[name]:>8} {st.failed[name]:>7}")
+            sc, ca = st.scored.get(name, 0), st.cached.get(name, 0)
+            print(f"{name:<24} {sc:>8} {ca:>8} {st.oov.get(name, 0):>8} {st.failed.get(name, 0):>7}")
     if mix_policy is not None:
-        from decoders.nbest_policy import add_utterance_mix
-
-        name, policy, models = mix_policy
-        out = add_utterance_mix(out, models, policy, name)
-        print(f"added {name!r}: a per-utterance mix of {', '.join(models)}")
+        print(f"added {mix_policy[0]!r}: a per-utterance mix of {', '.join(mix_policy[2])}")
     if args.output:
-        write_nbest_jsonl(args.output, out)
         print(f"wrote {args.output}")
-    fusion_weights: dict[str, float] | FusionProfile | WeightPolicy | None = None
-    if args.weights:
-        fusion_weights = read_weights(args.weights)
-        assert fusion_weights is not None
-        texts = apply_weights(out, fusion_weights)
-        if args.mbr:
-            from decoders.nbest_policy import mbr_choices
-
-            picks = mbr_choices(out, fusion_weights, scale=args.mbr_scale)
-            texts = ["" if i < 0 else nb.hyps[i].text for nb, i in zip(out, picks, strict=True)]
-        ties = count_ties(out, fusion_weights)
-        from fusion.profile import FusionProfile
-
+    if policy is not None:
         shown = (
-            f"profile {fusion_weights.name!r}"
-            if isinstance(fusion_weights, FusionProfile)
-            else str(fusion_weights)
-            if isinstance(fusion_weights, dict)
-            else type(fusion_weights).__name__
-        )
+            f"profile {policy.name!r}" if isinstance(policy, FusionProfile)
+            else str(policy) if isinstance(policy, dict) else type(policy).__name__
+        )  # fmt: skip
         print(f"1-best under {shown}: {ties} utterances with tied top scores (first hypothesis kept)")
         if args.onebest:
-            write_onebest(args.onebest, out, texts)
             print(f"wrote {args.onebest}")
-    if out and all(nb.ref is not None for nb in out):
+    if counts and st.n_utts:
         try:
-            rates = onebest_error_rates(out, fusion_weights)
-            if args.mbr and fusion_weights is not None:
-                from fusion.metrics import error_rate_of
-
-                rates["mbr"] = error_rate_of([nb.ref or "" for nb in out], texts)
+            rates = rates_of_counts(counts)
         except LMFusionError as e:
             print(f"no WER: {e}")
         else:
             print("WER: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items()))
-    return 0
 
 
 def _mix_component(name: str, interpolation: list[str], lms: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
     """``--mix NAME --interpolation SPEC``: a constant mix is added to ``lms`` as a model (returns None); a
     profile or policy file returns ``(name, policy, models)`` for a per-utterance mix after the LMs are scored."""
-    from pathlib import Path
 
     from fusion.errors import LMFusionError
     from fusion.interpolate import LinearInterpolation
-    from fusion.io import read_json
+    from fusion.io import is_file, read_json
     from fusion.units import bridge_units
     from recipes.cli_args import read_interpolation
 
     if len(lms) < 2:
         raise LMFusionError("--mix needs at least two --lm models")
-    if len(interpolation) == 1 and Path(interpolation[0]).is_file():
+    if len(interpolation) == 1 and is_file(interpolation[0]):
         obj = read_json(interpolation[0])
         if isinstance(obj, dict) and obj.get("format") in ("lmfusion-profile", "lmfusion-policy"):
             from fusion.adaptive import load_policy

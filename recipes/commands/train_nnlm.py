@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import signal
+import threading
+from collections.abc import Iterator
 
 from recipes.cli_args import SubParsers, add_output_argument
 
@@ -40,17 +45,35 @@ def register(sub: SubParsers) -> None:
     p.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Hold Ctrl-C while heavy modules import (an interrupted ``import torch`` leaves torch half
+    initialised and fails with a RecursionError); the interrupt is raised once the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hits: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if hits:
+        raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fusion.nnlm_train import TrainConfig, train_nnlm
-    from fusion.tokenizers import train_sentencepiece
+    from fusion.errors import LMFusionError
 
+    with deferred_sigint():
+        from fusion.nnlm_train import TrainConfig, check_output_dir, check_settings, train_nnlm
+        from fusion.tokenizers import train_sentencepiece
+
+    if args.spm_vocab_size is not None and args.spm_vocab_size < 2:
+        raise LMFusionError(f"--spm-vocab-size must be >= 2, got {args.spm_vocab_size}")
     spm = Path(args.spm)
-    if not spm.is_file() and args.spm_vocab_size:
-        prefix = spm.with_suffix("") if spm.suffix == ".model" else spm
-        spm = train_sentencepiece(args.text, prefix, vocab_size=args.spm_vocab_size).path
-        print(f"trained sentencepiece model {spm}")
     keys = {"lstm": ("emb", "hidden", "layers", "dropout"),
             "transformer": ("d_model", "heads", "d_ff", "max_len", "layers", "dropout")}[args.arch]
     model = {"arch": args.arch, **{k: getattr(args, k) for k in keys if getattr(args, k) is not None}}
@@ -60,6 +83,13 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, seed=args.seed, threads=args.threads, device=args.device, name=args.name,
         resume=not args.no_resume, progress=not args.quiet,
     )
+    check_settings(cfg)  # before any work: bad settings and a non-checkpoint output fail at once
+    check_output_dir(cfg)
+    if not spm.is_file() and args.spm_vocab_size:
+        prefix = spm.with_suffix("") if spm.suffix == ".model" else spm
+        spm = train_sentencepiece(args.text, prefix, vocab_size=args.spm_vocab_size).path
+        print(f"trained sentencepiece model {spm}")
+        cfg = dataclasses.replace(cfg, spm=str(spm))
     res = train_nnlm(cfg)
     if res.resumed_from_step:
         print(f"resumed from step {res.resumed_from_step}")

@@ -9,13 +9,14 @@ another LM is present). Default bounds come from each component's spread
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from recipes.cli_args import SubParsers, add_output_argument, parse_numbers, parse_pairs, parse_ranges
 from recipes.commands.rescore import add_nbest_input_arguments
 
 if TYPE_CHECKING:
+    from decoders.hypothesis import NBestList
     from fusion.tuning import TuningProblem
 
 METRICS = ("wer", "cer", "bleu", "chrf")
@@ -171,7 +172,43 @@ def _test_errors(problem: Any, weights: dict[str, Any]) -> Any:
     return utterance_errors(problem, weights)
 
 
+def common_components(lists: Iterable[NBestList]) -> tuple[list[str], dict[str, str]]:
+    """Components every hypothesis has (first-seen order), and ``{dropped component: first utterance
+    lacking it}`` for components some hypotheses have and others lack (one pass over a stream)."""
+    common: list[str] | None = None
+    seen: dict[str, None] = {}
+    dropped: dict[str, str] = {}
+    for nb in lists:
+        for h in nb.hyps:
+            seen.update(dict.fromkeys(h.scores))
+            if common is None:
+                common = list(h.scores)
+                continue
+            for c in seen:
+                if c not in h.scores and c not in dropped:
+                    dropped[c] = nb.utt_id
+            common = [c for c in common if c in h.scores]
+    return common or [], dropped
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Flag values the tuners would fail on later, and outputs that would replace an input or a folder."""
+    from fusion.errors import LMFusionError
+    from fusion.io import check_output_path
+    from recipes.commands.rescore import input_files
+
+    for flag, low in (("trials", 1), ("points", 2), ("restarts", 0), ("bootstrap", 0)):
+        if getattr(args, flag, low) < low:
+            raise LMFusionError(f"--{flag} must be >= {low}, got {getattr(args, flag)}")
+    inputs = input_files(args, [*args.dev, *(args.test or [])])
+    for flag in ("output", "plot"):
+        if getattr(args, flag, None):
+            check_output_path(getattr(args, flag), inputs=inputs, what=f"--{flag}")
+
+
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from decoders.hypothesis import component_names
     from fusion.errors import LMFusionError
     from fusion.metrics import bootstrap_from_counts
@@ -179,11 +216,15 @@ def run(args: argparse.Namespace) -> int:
     from fusion.tuning.stable import bound_warnings, default_components, scale_aware_bounds
     from recipes.commands.rescore import read_input
 
+    _check_args(args)
     dev = read_input(args, args.dev)
     test = read_input(args, args.test) if args.test else None
     if args.components:
         comps = [c.strip() for c in args.components.split(",")]
     else:
+        for c, utt in common_components(dev)[1].items():
+            print(f"tune: component {c!r} is left out: utterance {utt!r} has hypotheses without it "
+                  "(give --components to choose)", file=sys.stderr)
         comps = default_components(component_names(dev))
         print(
             f"components (default: am, the LMs, words; counts and the recogniser's lm beside another LM left out): "
