@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from fusion.errors import LMFusionError
-from fusion.tokenizers import WORD_BOUNDARY as WORD_START
+from fusion.tokenizers import WORD_START
 
 __all__ = [
     "WORD_START",
