@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
+from decoders.nbest import _read_kaldi_table
 from fusion.errors import InputError
 from fusion.io import iter_text_lines
 
@@ -128,8 +129,12 @@ def read_srilm_nbest_file(path: str | Path, *, utt_id: str | None = None) -> NBe
     return NBestList(utt_id or srilm_utt_id(path), tuple(hyps))
 
 
-def read_srilm_nbest(paths: str | Path | Sequence[str | Path]) -> list[NBestList]:
+def read_srilm_nbest(
+    paths: str | Path | Sequence[str | Path], *, refs: str | Path | None = None
+) -> list[NBestList]:
     """Read SRILM n-best files: a file, a directory of them (sorted by name), or a sequence of files.
+
+    ``refs``: an optional Kaldi-style ``<utt> words`` file of references.
 
     Raises:
         InputError: a malformed line (file and line named), a missing file, or two files with one utterance id.
@@ -149,4 +154,7 @@ def read_srilm_nbest(paths: str | Path | Sequence[str | Path]) -> list[NBestList
             raise InputError(f"utterance id {nb.utt_id!r} also comes from {seen[nb.utt_id]}", path=f)
         seen[nb.utt_id] = f
         out.append(nb)
+    if refs is not None:
+        table = {k: " ".join(v.split()) for k, (_, v) in _read_kaldi_table(refs, "references").items()}
+        out = [NBestList(nb.utt_id, nb.hyps, table.get(nb.utt_id, nb.ref), nb.tags) for nb in out]
     return out

@@ -110,3 +110,39 @@ def test_kaldi_binary_ark_and_scp_equal_the_text_triplet(tmp_path: Path) -> None
     with pytest.raises(InputError, match="cost but no word ids"):
         read_kaldi_ark_nbest(tmp_path / "words.ark", tmp_path / "ac_extra.ark", tmp_path / "lm.txt.ark",
                              words_txt=tmp_path / "words.txt")
+
+
+def test_rescore_cli_reads_srilm_and_kaldi_ark(tmp_path: Path, tiny_arpa: Path) -> None:
+    """``lmfusion rescore --format srilm|kaldi-ark`` as a user runs it."""
+    import json
+    import subprocess
+    import sys
+
+    import kaldiio
+
+    d = tmp_path / "nbest"
+    d.mkdir()
+    (d / "u1.gz").write_bytes(gzip.compress(b"-12.5 -3.25 2 the cat\n-13 -4 1 cat\n"))
+    (d / "u2").write_text("NBestList1.0\n(-100) a cat\n")
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "recipes", "-q", "rescore"]
+    r = subprocess.run([*cmd, str(d), "--format", "srilm", "--lm", f"tiny={tiny_arpa}", "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["utt_id"] for x in rows] == ["u1", "u2"]
+    first = rows[0]["hyps"][0]
+    assert first["text"] == "the cat" and first["scores"]["am"] == pytest.approx(-12.5 * math.log(10))
+    assert "tiny" in first["scores"]
+
+    (tmp_path / "words.txt").write_text("<eps> 0\nthe 1\ncat 2\n")
+    kaldiio.save_ark(str(tmp_path / "w.ark"), {"u1-1": np.array([1, 2], dtype=np.int32)})
+    write_float_ark(tmp_path / "ac.ark", {"u1-1": 5.0})
+    write_float_ark(tmp_path / "lm.ark", {"u1-1": 2.0})
+    out2 = tmp_path / "out2.jsonl"
+    r = subprocess.run([*cmd, str(tmp_path / "w.ark"), str(tmp_path / "ac.ark"), str(tmp_path / "lm.ark"),
+                        "--format", "kaldi-ark", "--words-txt", str(tmp_path / "words.txt"),
+                        "--lm", f"tiny={tiny_arpa}", "-o", str(out2)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    hyp = json.loads(out2.read_text())["hyps"][0]
+    assert hyp["text"] == "the cat" and hyp["scores"]["am"] == -5.0 and hyp["scores"]["lm"] == -2.0

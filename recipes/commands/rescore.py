@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from fusion.profile import FusionProfile
     from fusion.weights import WeightPolicy
 
-FORMATS = ("jsonl", "kaldi", "tsv")
+FORMATS = ("jsonl", "kaldi", "tsv", "srilm", "kaldi-ark")
 
 
 def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input", nargs: str = "+") -> None:
@@ -28,7 +28,8 @@ def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input"
         "--format",
         choices=FORMATS,
         default="jsonl",
-        help="n-best format: jsonl (canonical), kaldi (three files: text ac_cost lm_cost), tsv",
+        help="n-best format: jsonl (canonical), kaldi (three files: text ac_cost lm_cost), tsv, srilm (files or a "
+        "directory, one utterance a file), kaldi-ark (binary ark/scp: words ac_cost lm_cost, with --words-txt)",
     )
     p.add_argument(
         "--score-scale",
@@ -52,6 +53,8 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list[NBestList]:
     if args.cost and args.score_scale:
         raise LMFusionError("give --cost or --score-scale, not both")
     scale = "-1" if args.cost else args.score_scale
+    if args.format in ("srilm", "kaldi-ark"):
+        return _read_framework_format(args, paths, scale)
     if args.format == "kaldi":
         if args.cost:
             raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
@@ -61,6 +64,24 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list[NBestList]:
     if len(paths) != 1:
         raise LMFusionError(f"--format {args.format} reads one file, got {len(paths)}")
     return read_nbest(paths[0], args.format, scale=scale, refs=args.refs)
+
+
+def _read_framework_format(args: argparse.Namespace, paths: list[str], scale: str | None) -> list[NBestList]:
+    """``--format srilm`` (SRILM n-best files or a directory) and ``kaldi-ark`` (Kaldi binary tables)."""
+    from decoders.kaldi_ark import read_kaldi_ark_nbest
+    from decoders.nbest import parse_score_scale, scale_scores
+    from decoders.srilm_nbest import read_srilm_nbest
+    from fusion.errors import LMFusionError
+
+    if args.format == "srilm":
+        nbests = read_srilm_nbest(paths[0] if len(paths) == 1 else paths, refs=args.refs)
+    else:
+        if args.cost:
+            raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
+        if len(paths) != 3 or not args.words_txt:
+            raise LMFusionError("--format kaldi-ark needs three tables (words ac_cost lm_cost) and --words-txt")
+        nbests = read_kaldi_ark_nbest(*paths, words_txt=args.words_txt, refs=args.refs)
+    return scale_scores(nbests, parse_score_scale(scale) if scale else None)
 
 
 def register(sub: SubParsers) -> None:
