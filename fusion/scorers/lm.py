@@ -281,6 +281,8 @@ class WordLMScorer(_LMScorer):
                 texts.append(t)
         self.starts = np.array(starts, dtype=bool)
         self.texts: list[str | None] = texts
+        # byte-level BPE pieces may hold half a character: only then do closed words need re-decoding
+        self._bytes = any(t is not None and word_text(t) != t for t in texts)
         self._unseen_row = np.where(self.unseen, self.unscored, 0.0)
 
     def init_state(self) -> ScorerState:
@@ -292,7 +294,9 @@ class WordLMScorer(_LMScorer):
         after: list[State] = [s[0] for s in states]  # type: ignore[index]
         idx = [i for i, s in enumerate(states) if s[1]]  # type: ignore[index]
         if idx:
-            words = [word_text(states[i][1]) for i in idx]  # type: ignore[index]
+            words = [states[i][1] for i in idx]  # type: ignore[index]
+            if self._bytes:
+                words = [word_text(w) for w in words]
             lp, ns = self.lm.score_pairs([states[i][0] for i in idx], words)  # type: ignore[index]
             close[idx] = lp
             for i, s in zip(idx, ns, strict=True):
