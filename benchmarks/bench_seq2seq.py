@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import bench_spm, best_of, kenlm_models, table
 from decoders.hf import FusionLogitsProcessor
 from fusion.ngram import KenLM
-from fusion.scorers import FullPrefixLMScorer, TokenLMScorer, WordLMScorer, units_from_pieces
+from fusion.reference import FullPrefixLMScorer
+from fusion.scorers import TokenLMScorer, WordLMScorer, units_from_pieces
 
 
 def marian(n_pieces: int, d_model: int, layers: int):  # type: ignore[no-untyped-def]

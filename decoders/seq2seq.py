@@ -34,8 +34,18 @@ import numpy as np
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from fusion.errors import LMFusionError
-from fusion.profile import FusionProfile
-from fusion.scorers import WORD_START, Scorer, check_finite_scores, per_utterance_weights, weighted
+from fusion.scorers import Scorer, apply_interpolation
+from fusion.token_units import WORD_START, count_words
+from fusion.weights import (
+    AM,
+    PolicyLike,
+    UtteranceContext,
+    as_policy,
+    check_finite_scores,
+    resolve_per_utterance,
+    weight_arrays,
+    weighted,
+)
 
 StepFn = Callable[[Any, Any], tuple[Any, Any]]
 ReorderFn = Callable[[Any, Any], Any]
@@ -55,7 +65,8 @@ class BeamConfig:
         pre_beam: candidates per hypothesis for partial scorers: an int, or a float times ``beam``.
         nbest: hypotheses returned per utterance (default: ``beam``).
         final_scores: add scorers' ``final_score`` to hypotheses closed at ``max_len`` without ``</s>``
-            (``False`` reproduces ``generate()`` with a :class:`decoders.hf.FusionLogitsProcessor`).
+            (``False`` reproduces ``generate()`` with a :class:`decoders.hf.FusionLogitsProcessor` built
+            without ``max_new_tokens``).
     """
 
     beam: int = 5
@@ -87,10 +98,206 @@ class _Finished:
     comps: np.ndarray
 
 
+@dataclass
+class _StepScores:
+    """One step's scores: the model's, each scorer's, and the candidates they were taken over."""
+
+    am: np.ndarray  # [N, V]
+    full: dict[str, np.ndarray]  # full scorers, [N, V]
+    partial: dict[str, np.ndarray]  # partial scorers, [N, M] over cand
+    ctxs: dict[str, Any]
+    cand: np.ndarray  # [N, M] candidate ids
+    cand_total: np.ndarray  # [N, M] weighted totals
+
+
 def _to_numpy(logprobs: Any) -> np.ndarray:
     if hasattr(logprobs, "detach"):
         return logprobs.detach().to("cpu").double().numpy()
     return np.asarray(logprobs, dtype=np.float64)
+
+
+def _contexts(n_utts: int, utt_ids: Sequence[str] | None, tags: Sequence[Mapping[str, Any]] | None
+              ) -> list[UtteranceContext]:
+    if utt_ids is not None and len(utt_ids) != n_utts:
+        raise ValueError(f"{len(utt_ids)} utt_ids for {n_utts} utterances")
+    if tags is not None and len(tags) != n_utts:
+        raise LMFusionError(f"{len(tags)} tag sets for {n_utts} utterances")
+    return [
+        UtteranceContext(utt_id=None if utt_ids is None else utt_ids[u], tags=dict(tags[u] or {}) if tags else {})
+        for u in range(n_utts)
+    ]
+
+
+class _BeamSearch:
+    """One batched beam search (see :func:`beam_search`): set-up, then score / select / finish / advance."""
+
+    def __init__(self, n_utts: int, eos_id: int, scorers: Sequence[Scorer], weights: PolicyLike,
+                 config: BeamConfig, contexts: Sequence[UtteranceContext]) -> None:
+        self.names = [AM, *[s.name for s in scorers]]
+        if len(set(self.names)) != len(self.names):
+            raise LMFusionError(f"score component names must be unique, got {self.names}")
+        policy = as_policy(weights)
+        self.w = weight_arrays(resolve_per_utterance(policy, self.names[1:], contexts), self.names[1:])
+        scorers = apply_interpolation(scorers, [policy.interpolation_for(c) for c in contexts])
+        self.scorers = list(scorers)
+        self.active = [s for s in scorers if np.any(self.w[s.name] != 0.0)]
+        self.full = [s for s in self.active if not s.is_partial]
+        self.partial = [s for s in self.active if s.is_partial]
+        self.n_utts, self.eos_id, self.cfg, self.K = n_utts, eos_id, config, config.beam
+        self.N = n_utts * config.beam
+        self.col = {n: i for i, n in enumerate(self.names)}
+        self.w_row = {n: np.repeat(v, self.K)[:, None] for n, v in self.w.items()}  # [N, 1]
+        self.hyps: list[list[int]] = [[] for _ in range(self.N)]
+        self.beam_scores = np.full((n_utts, self.K), NEG, dtype=np.float64)
+        self.beam_scores[:, 0] = 0.0
+        self.comps = np.zeros((self.N, len(self.names)), dtype=np.float64)
+        self.states: dict[str, list[Any]] = {s.name: [s.init_state()] * self.N for s in self.active}
+        self.finished: list[list[_Finished]] = [[] for _ in range(n_utts)]
+        self.accepting = np.ones(n_utts, dtype=bool)
+        self.V: int | None = None
+
+    def check_model_scores(self, am: np.ndarray, t: int) -> None:
+        """Shape and NaN checks of the step function's output (vocabulary sizes at the first step)."""
+        if am.shape[0] != self.N:
+            raise LMFusionError(f"step function returned {am.shape[0]} rows for {self.N} hypotheses")
+        if np.isnan(am).any():
+            raise LMFusionError(f"step function returned NaN log-probabilities at step {t}")
+        if self.V is None:
+            self.V = V = am.shape[1]
+            for s in self.scorers:
+                if s.vocab_size != V:
+                    raise LMFusionError(f"scorer {s.name!r} covers {s.vocab_size} token ids but the decoder has {V}")
+            if not 0 <= self.eos_id < V:
+                raise LMFusionError(f"eos_id {self.eos_id} outside the decoder vocabulary of size {V}")
+
+    def score(self, am: np.ndarray) -> _StepScores:
+        """Full scorers over the vocabulary, pre-beam candidates, then partial scorers over them."""
+        V = am.shape[1]
+        total = weighted(self.w_row[AM], am)
+        full: dict[str, np.ndarray] = {}
+        ctxs: dict[str, Any] = {}
+        for s in self.full:
+            sc, ctxs[s.name] = s.score(self.hyps, self.states[s.name], None)
+            check_finite_scores(s.name, sc)
+            full[s.name] = sc
+            total = total + weighted(self.w_row[s.name], sc)
+        M = min(V, self.cfg.n_pre_beam if self.partial else 2 * self.K)
+        cand = np.argpartition(-total, M - 1, axis=1)[:, :M] if M < V else np.tile(np.arange(V), (self.N, 1))
+        cand_total = np.take_along_axis(total, cand, axis=1)
+        part: dict[str, np.ndarray] = {}
+        for s in self.partial:
+            sc, ctxs[s.name] = s.score(self.hyps, self.states[s.name], cand)
+            check_finite_scores(s.name, sc)
+            part[s.name] = sc
+            cand_total = cand_total + weighted(self.w_row[s.name], sc)
+        return _StepScores(am, full, part, ctxs, cand, cand_total)
+
+    def cand_comps(self, sc: _StepScores, row: int, k: int, tok: int) -> np.ndarray:
+        """The unweighted components of hypothesis ``row`` extended by candidate ``k`` (token ``tok``)."""
+        c = self.comps[row].copy()
+        c[0] += sc.am[row, tok]
+        for n, s in sc.full.items():
+            c[self.col[n]] += s[row, tok]
+        for n, s in sc.partial.items():
+            c[self.col[n]] += s[row, k]
+        return c
+
+    def finish(self, sc: _StepScores, u: int, row: int, k: int, tok: int, score: float, gen_len: int) -> None:
+        """Close a hypothesis (``</s>``, or any token at the length limit, adding final scores)."""
+        c = self.cand_comps(sc, row, k, tok)
+        fin = score
+        if tok != self.eos_id and self.cfg.final_scores:
+            for s in self.active:
+                after = s.select_state(sc.ctxs[s.name], [row], [tok])[0]
+                f = s.final_score(after)
+                c[self.col[s.name]] += f
+                fin += self.w[s.name][u] * f
+        fins = self.finished[u]
+        fins.append(_Finished(fin / (gen_len**self.cfg.length_penalty), [*self.hyps[row], tok], c))
+        fins.sort(key=lambda f: -f.score)
+        del fins[self.K:]
+
+    def select(self, sc: _StepScores, u: int, gen_len: int, last: bool) -> list[tuple[float, int, int, int]]:
+        """Utterance ``u``'s top ``2 * beam`` continuations: finish the ended ones, return ``beam`` live ones."""
+        K = self.K
+        rows = slice(u * K, (u + 1) * K)
+        acc = (self.beam_scores[u][:, None] + sc.cand_total[rows]).reshape(-1)
+        top = np.argsort(-acc, kind="stable")[: min(2 * K, acc.size)]
+        live: list[tuple[float, int, int, int]] = []
+        ended: list[tuple[float, int, int, int]] = []
+        for rank, flat in enumerate(top.tolist()):
+            b, k = divmod(flat, sc.cand_total.shape[1])
+            row = u * K + b
+            tok = int(sc.cand[row, k])
+            score = float(acc[flat])
+            if tok == self.eos_id or last:
+                ended.append((score, row, k, tok))
+                if rank < K and self.accepting[u] and score > NEG / 2:
+                    self.finish(sc, u, row, k, tok, score, gen_len)
+            elif len(live) < K:
+                live.append((score, row, k, tok))
+        for e in ended:  # not enough continuations: pad with dead ones (HF does the same)
+            if len(live) >= K:
+                break
+            live.append((NEG + e[0], e[1], e[2], e[3]))
+        while len(live) < K:
+            live.append((2 * NEG, *live[-1][1:]))
+        return live
+
+    def stop_rule(self, u: int, best_running: float, gen_len: int) -> None:
+        """HF generate's stopping rules: stop accepting once ``beam`` finished ones cannot be beaten."""
+        fins = self.finished[u]
+        if len(fins) == self.K:
+            if self.cfg.early_stopping or best_running / (gen_len**self.cfg.length_penalty) <= fins[-1].score:
+                self.accepting[u] = False
+
+    def advance(self, sc: _StepScores, sel: np.ndarray, new_scores: np.ndarray) -> None:
+        """Reorder hypotheses, components and scorer states to the selected ``(row, k, token)`` rows."""
+        rows, toks = sel[:, 0], sel[:, 2]
+        self.comps = np.stack([self.cand_comps(sc, int(r), int(k), int(t)) for r, k, t in sel])
+        for s in self.active:
+            self.states[s.name] = s.select_state(sc.ctxs[s.name], rows.tolist(), toks.tolist())
+        self.hyps = [self.hyps[int(r)] + [int(t)] for r, t in zip(rows, toks, strict=True)]
+        self.beam_scores = new_scores
+
+    def step(self, sc: _StepScores, t: int) -> np.ndarray | None:
+        """Select every utterance's beams after step ``t``; ``None`` when the search is over."""
+        gen_len = t + 1
+        last = gen_len == self.cfg.max_len
+        sel = np.zeros((self.N, 3), dtype=np.int64)
+        new_scores = np.full((self.n_utts, self.K), NEG, dtype=np.float64)
+        for u in range(self.n_utts):
+            live = self.select(sc, u, gen_len, last)
+            for b, (score, row, k, tok) in enumerate(live):
+                sel[u * self.K + b] = (row, k, tok)
+                new_scores[u, b] = score
+            self.stop_rule(u, new_scores[u, 0], gen_len)
+        if last or not self.accepting.any():
+            return None
+        self.advance(sc, sel, new_scores)
+        return sel
+
+    def nbest(self, u: int, token_units: Sequence[str | None] | None,
+              detokenize: Callable[[list[int]], str] | None) -> list[ScoredHypothesis]:
+        """Utterance ``u``'s finished hypotheses as scored hypotheses (``tokens``/``words`` counts added)."""
+        out = []
+        for fin_h in self.finished[u][: self.cfg.nbest or self.K]:
+            ids = [x for x in fin_h.tokens if x != self.eos_id]
+            scores = {n: float(fin_h.comps[self.col[n]]) for n in self.names}
+            scores.setdefault("tokens", float(len(ids)))
+            units: tuple[str, ...] = ()
+            if token_units is not None:
+                us = [token_units[x] for x in ids]
+                units = tuple(x if x is not None else f"<{i}>" for x, i in zip(us, ids, strict=True))
+                scores.setdefault("words", float(count_words(us)))
+            if detokenize is not None:
+                text = detokenize(ids)
+            elif token_units is not None:
+                text = "".join(x for x in units if not x.startswith("<")).replace(WORD_START, " ").strip()
+            else:
+                text = " ".join(str(x) for x in ids)
+            out.append(ScoredHypothesis(" ".join(text.split()), scores, units or tuple(str(x) for x in ids)))
+        return out
 
 
 def beam_search(
@@ -101,7 +308,7 @@ def beam_search(
     eos_id: int,
     start_ids: Sequence[int],
     scorers: Sequence[Scorer] = (),
-    weights: Mapping[str, float] | FusionProfile | None = None,
+    weights: PolicyLike = None,
     config: BeamConfig = BeamConfig(),
     reorder: ReorderFn | None = None,
     token_units: Sequence[str | None] | None = None,
@@ -119,8 +326,10 @@ def beam_search(
         eos_id: end-of-sentence id.
         start_ids: the prompt every hypothesis starts from (e.g. ``[decoder_start_token_id]``).
         scorers: fusion scorers (their names are the weights' keys).
-        weights: ``{"am": 1.0, name: weight, ...}``; a missing scorer weight is 0 (not run). Or a
-            :class:`~fusion.profile.FusionProfile`: each utterance gets the weights its ``tags`` select.
+        weights: weights with :mod:`fusion.weights`' one meaning (``am`` 1 unless given, a scorer without
+            a weight 0 and not run), a :class:`~fusion.profile.FusionProfile` or its path, or any
+            :class:`~fusion.weights.WeightPolicy`: each utterance gets the weights (and the linear
+            mixture λ) its ``tags`` select.
         config: beam settings.
         reorder: ``reorder(model_state, index LongTensor[N]) -> model_state`` after beam selection.
         token_units: decoder id -> unit string, for ``tokens`` output and the ``"words"`` count.
@@ -133,176 +342,29 @@ def beam_search(
     """
     import torch
 
-    names = ["am", *[s.name for s in scorers]]
-    if len(set(names)) != len(names):
-        raise LMFusionError(f"score component names must be unique, got {names}")
-    w = per_utterance_weights(weights, names, n_utts, tags)  # [n_utts] per component
-    active = [s for s in scorers if np.any(w[s.name] != 0.0)]
-    full = [s for s in active if not s.is_partial]
-    partial = [s for s in active if s.is_partial]
-    K = config.beam
-    w_row = {n: np.repeat(v, K)[:, None] for n, v in w.items()}  # [n_utts * beam, 1]
-    N = n_utts * K
-    C = len(names)
-    col = {n: i for i, n in enumerate(names)}
-    if utt_ids is not None and len(utt_ids) != n_utts:
-        raise ValueError(f"{len(utt_ids)} utt_ids for {n_utts} utterances")
-
-    prefixes = torch.tensor([list(start_ids)] * N, dtype=torch.long)
-    hyps: list[list[int]] = [[] for _ in range(N)]
-    beam_scores = np.full((n_utts, K), NEG, dtype=np.float64)
-    beam_scores[:, 0] = 0.0
-    comps = np.zeros((N, C), dtype=np.float64)
-    states: dict[str, list[Any]] = {s.name: [s.init_state()] * N for s in active}
-    finished: list[list[_Finished]] = [[] for _ in range(n_utts)]
-    accepting = np.ones(n_utts, dtype=bool)
+    search = _BeamSearch(n_utts, eos_id, scorers, weights, config, _contexts(n_utts, utt_ids, tags))
+    prefixes = torch.tensor([list(start_ids)] * search.N, dtype=torch.long)
     model_state = init_state
-    lp_pow = config.length_penalty
-    V: int | None = None
-
     for t in range(config.max_len):
         logprobs, model_state = step(prefixes, model_state)
         am = _to_numpy(logprobs)
-        if am.shape[0] != N:
-            raise LMFusionError(f"step function returned {am.shape[0]} rows for {N} hypotheses")
-        if np.isnan(am).any():
-            raise LMFusionError(f"step function returned NaN log-probabilities at step {t}")
-        if V is None:
-            V = am.shape[1]
-            for s in scorers:
-                if s.vocab_size != V:
-                    raise LMFusionError(
-                        f"scorer {s.name!r} covers {s.vocab_size} token ids but the decoder has {V}"
-                    )
-            if not 0 <= eos_id < V:
-                raise LMFusionError(f"eos_id {eos_id} outside the decoder vocabulary of size {V}")
-        total = weighted(w_row["am"], am)
-        full_scores: dict[str, np.ndarray] = {}
-        ctxs: dict[str, Any] = {}
-        for s in full:
-            sc, ctxs[s.name] = s.score(hyps, states[s.name], None)
-            check_finite_scores(s.name, sc)
-            full_scores[s.name] = sc
-            total = total + weighted(w_row[s.name], sc)
-        M = min(V, config.n_pre_beam if partial else 2 * K)
-        cand = np.argpartition(-total, M - 1, axis=1)[:, :M] if M < V else np.tile(np.arange(V), (N, 1))
-        cand_total = np.take_along_axis(total, cand, axis=1)
-        part_scores: dict[str, np.ndarray] = {}
-        for s in partial:
-            sc, ctxs[s.name] = s.score(hyps, states[s.name], cand)
-            check_finite_scores(s.name, sc)
-            part_scores[s.name] = sc
-            cand_total = cand_total + weighted(w_row[s.name], sc)
-        gen_len = t + 1
-        last = gen_len == config.max_len
-
-        sel_rows = np.zeros(N, dtype=np.int64)
-        sel_toks = np.zeros(N, dtype=np.int64)
-        sel_k = np.zeros(N, dtype=np.int64)
-        new_scores = np.full((n_utts, K), NEG, dtype=np.float64)
-
-        def cand_comps(row: int, k: int, tok: int, comps: np.ndarray = comps, am: np.ndarray = am,
-                       full_scores: dict[str, np.ndarray] = full_scores,
-                       part_scores: dict[str, np.ndarray] = part_scores) -> np.ndarray:
-            c = comps[row].copy()
-            c[0] += am[row, tok]
-            for n, sc in full_scores.items():
-                c[col[n]] += sc[row, tok]
-            for n, sc in part_scores.items():
-                c[col[n]] += sc[row, k]
-            return c
-
-        for u in range(n_utts):
-            rows = slice(u * K, (u + 1) * K)
-            acc = (beam_scores[u][:, None] + cand_total[rows]).reshape(-1)
-            n_top = min(2 * K, acc.size)
-            top = np.argsort(-acc, kind="stable")[:n_top]
-            live: list[tuple[float, int, int, int]] = []
-            ended: list[tuple[float, int, int, int]] = []
-            for rank, flat in enumerate(top.tolist()):
-                b, k = divmod(flat, cand_total.shape[1])
-                row = u * K + b
-                tok = int(cand[row, k])
-                score = float(acc[flat])
-                if tok == eos_id or last:
-                    ended.append((score, row, k, tok))
-                    if rank < K and accepting[u] and score > NEG / 2:
-                        c = cand_comps(row, k, tok)
-                        fin = score
-                        if tok != eos_id and config.final_scores:
-                            for s in active:
-                                after = s.select_state(ctxs[s.name], [row], [tok])[0]
-                                f = s.final_score(after)
-                                c[col[s.name]] += f
-                                fin += w[s.name][u] * f
-                        toks = [*hyps[row], tok]
-                        finished[u].append(_Finished(fin / (gen_len**lp_pow), toks, c))
-                        finished[u].sort(key=lambda f: -f.score)
-                        del finished[u][K:]
-                elif len(live) < K:
-                    live.append((score, row, k, tok))
-            for e in ended:  # not enough continuations: pad with dead ones (HF does the same)
-                if len(live) >= K:
-                    break
-                live.append((NEG + e[0], e[1], e[2], e[3]))
-            while len(live) < K:
-                live.append((2 * NEG, *live[-1][1:]))
-            for b, (score, row, k, tok) in enumerate(live):
-                sel_rows[u * K + b] = row
-                sel_toks[u * K + b] = tok
-                sel_k[u * K + b] = k
-                new_scores[u, b] = score
-            # stopping rules, as in HF generate
-            full_now = len(finished[u]) == K
-            if full_now:
-                best_running = new_scores[u, 0] / (gen_len**lp_pow)
-                if config.early_stopping or best_running <= finished[u][-1].score:
-                    accepting[u] = False
-        if last or not accepting.any():
+        search.check_model_scores(am, t)
+        sel = search.step(search.score(am), t)
+        if sel is None:
             break
-        # reorder and extend
-        new_comps = np.empty_like(comps)
-        for i in range(N):
-            new_comps[i] = cand_comps(int(sel_rows[i]), int(sel_k[i]), int(sel_toks[i]))
-        for s in active:
-            states[s.name] = s.select_state(ctxs[s.name], sel_rows.tolist(), sel_toks.tolist())
-        idx = torch.as_tensor(sel_rows, dtype=torch.long)
-        prefixes = torch.cat([prefixes[idx], torch.as_tensor(sel_toks, dtype=torch.long)[:, None]], dim=1)
-        hyps = [hyps[int(r)] + [int(tk)] for r, tk in zip(sel_rows, sel_toks, strict=True)]
-        comps = new_comps
-        beam_scores = new_scores
+        idx = torch.as_tensor(sel[:, 0], dtype=torch.long)
+        prefixes = torch.cat([prefixes[idx], torch.as_tensor(sel[:, 2], dtype=torch.long)[:, None]], dim=1)
         if reorder is not None:
             model_state = reorder(model_state, idx)
-
-    nb = config.nbest or K
-    out: list[NBestList] = []
-    for u in range(n_utts):
-        hyps_out = []
-        for fin_h in finished[u][:nb]:
-            ids = [x for x in fin_h.tokens if x != eos_id]
-            scores = {n: float(fin_h.comps[col[n]]) for n in names}
-            scores.setdefault("tokens", float(len(ids)))
-            units: tuple[str, ...] = ()
-            if token_units is not None:
-                us = [token_units[x] for x in ids]
-                units = tuple(x if x is not None else f"<{i}>" for x, i in zip(us, ids, strict=True))
-                scores.setdefault("words", float(sum(1 for x in us if x is not None and x.startswith(WORD_START))))
-            if detokenize is not None:
-                text = detokenize(ids)
-            elif token_units is not None:
-                text = "".join(x for x in units if not x.startswith("<")).replace(WORD_START, " ").strip()
-            else:
-                text = " ".join(str(x) for x in ids)
-            hyps_out.append(ScoredHypothesis(" ".join(text.split()), scores, units or tuple(str(x) for x in ids)))
-        out.append(
-            NBestList(
-                utt_id=utt_ids[u] if utt_ids is not None else f"utt{u}",
-                hyps=tuple(hyps_out),
-                ref=None if refs is None else refs[u],
-                tags=dict(tags[u]) if tags is not None else {},
-            )
+    return [
+        NBestList(
+            utt_id=utt_ids[u] if utt_ids is not None else f"utt{u}",
+            hyps=tuple(search.nbest(u, token_units, detokenize)),
+            ref=None if refs is None else refs[u],
+            tags=dict(tags[u]) if tags is not None else {},
         )
-    return out
+        for u in range(n_utts)
+    ]
 
 
 def greedy_search(

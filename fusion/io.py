@@ -157,15 +157,19 @@ def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> None:
 
 
 def iter_text_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` of a UTF-8 text file, without the newline.
+    """Yield ``(line_number, line)`` of a UTF-8 text file (gzip-compressed or not), without the newline.
 
     Raises:
         InputError: the file is missing or a line is not valid UTF-8 (names file and line).
     """
+    import gzip
+
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path=path)
-    with path.open("rb") as f:
+    with path.open("rb") as raw_f:
+        gz = raw_f.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if gz else path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")

@@ -1,12 +1,18 @@
-"""Error metrics for recognisers: WER, CER, oracle error of an n-best list, paired bootstrap.
+"""Metrics: WER, CER (as jiwer counts them), BLEU and chrF (sacrebleu), oracle error, paired bootstrap.
 
 Conventions:
 
 * corpus-level rates: ``Σ edit distance / Σ reference length`` (not a mean of per-utterance rates);
-* words are whitespace-separated; characters are the characters of the whitespace-normalised
-  text, spaces included (as jiwer's ``cer`` counts them);
-* an empty reference with a non-empty hypothesis contributes insertions and no reference length;
-  a corpus whose references are all empty has an undefined rate and raises.
+* tokenisation is jiwer's default (``jiwer.wer_default`` / ``jiwer.cer_default``): for words, runs of
+  two or more whitespace characters become one space, the text is stripped and split on single spaces
+  (so a lone tab or no-break space does not split a word, as in jiwer); for characters, the text is
+  stripped and every character counts, spaces included and repeated spaces too;
+* an empty reference with a non-empty hypothesis contributes insertions and no reference length; when
+  every reference is empty, :func:`wer`/:func:`cer` return the number of insertions, as jiwer does
+  (oracle and bootstrap rates raise instead: they compare rates, and there is none);
+* BLEU and chrF are sacrebleu's corpus scores (0-100, one reference per segment, sacrebleu's default
+  tokenisation ``13a``); :func:`sentence_stats` gives their per-segment sufficient statistics, which sum
+  over a corpus (:func:`score_from_stats`), so tuning over n-best lists can optimise them.
 
 The fast edit distance is rapidfuzz's Levenshtein over token sequences (a jiwer dependency);
 :func:`edit_distance_reference` is the plain dynamic programme it is tested against.
@@ -14,9 +20,10 @@ The fast edit distance is rapidfuzz's Levenshtein over token sequences (a jiwer 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,12 +59,16 @@ def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
     return _fast_distance(ref, hyp)
 
 
+_MULTIPLE_SPACES = re.compile(r"\s\s+")
+
+
 def units_of(text: str, unit: Unit = "word") -> list[str]:
-    """Split ``text`` into scoring units: whitespace words, or the characters of the normalised text."""
+    """Split ``text`` into scoring units as jiwer's default transforms do (see the module docstring)."""
     if unit == "word":
-        return text.split()
+        words = _MULTIPLE_SPACES.sub(" ", text).strip()
+        return words.split(" ") if words else []
     if unit == "char":
-        return list(" ".join(text.split()))
+        return list(text.strip())
     raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
 
 
@@ -82,8 +93,12 @@ def _rate(errs: np.ndarray, lens: np.ndarray) -> float:
 
 
 def error_rate_of(refs: Sequence[str], hyps: Sequence[str], unit: Unit = "word") -> float:
-    """Corpus error rate over ``unit`` (``"word"`` -> WER, ``"char"`` -> CER)."""
-    return _rate(*error_counts(refs, hyps, unit))
+    """Corpus error rate over ``unit`` (``"word"`` -> WER, ``"char"`` -> CER), jiwer's value included when
+    every reference is empty (the number of inserted units)."""
+    errs, lens = error_counts(refs, hyps, unit)
+    if int(lens.sum()) == 0:
+        return float(errs.sum())
+    return _rate(errs, lens)
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
@@ -94,6 +109,60 @@ def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
 def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Corpus character error rate (spaces count as characters)."""
     return error_rate_of(refs, hyps, "char")
+
+
+# ----------------------------------------------------------------------------------------------
+# BLEU and chrF (sacrebleu)
+# ----------------------------------------------------------------------------------------------
+MTMetric = Literal["bleu", "chrf"]
+
+
+def _sacrebleu_metric(metric: MTMetric, **options: Any) -> Any:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if metric == "bleu":
+        return BLEU(**options)
+    if metric == "chrf":
+        return CHRF(**options)
+    raise ValueError(f"metric must be 'bleu' or 'chrf', got {metric!r}")
+
+
+def _check_pairs(refs: Sequence[str], hyps: Sequence[str]) -> None:
+    if len(refs) != len(hyps):
+        raise LMFusionError(f"{len(refs)} references but {len(hyps)} hypotheses")
+
+
+def bleu(refs: Sequence[str], hyps: Sequence[str], **options: Any) -> float:
+    """Corpus BLEU (0-100) by sacrebleu; ``options`` go to ``sacrebleu.metrics.BLEU`` (e.g. ``tokenize``)."""
+    _check_pairs(refs, hyps)
+    return float(_sacrebleu_metric("bleu", **options).corpus_score(list(hyps), [list(refs)]).score)
+
+
+def chrf(refs: Sequence[str], hyps: Sequence[str], **options: Any) -> float:
+    """Corpus chrF (0-100) by sacrebleu; ``word_order=2`` gives chrF++."""
+    _check_pairs(refs, hyps)
+    return float(_sacrebleu_metric("chrf", **options).corpus_score(list(hyps), [list(refs)]).score)
+
+
+def sentence_stats(metric: MTMetric, refs: Sequence[str], hyps: Sequence[str], **options: Any) -> np.ndarray:
+    """Per-segment sufficient statistics ``[U, k]`` of BLEU or chrF (n-gram matches and totals, lengths).
+
+    Summed over any choice of one hypothesis per segment, they give that corpus's score through
+    :func:`score_from_stats` (what :func:`bleu`/:func:`chrf` compute on the same segments).
+    """
+    _check_pairs(refs, hyps)
+    m = _sacrebleu_metric(metric, **options)
+    stats = m._extract_corpus_statistics(list(hyps), [list(refs)])
+    return np.asarray(stats, dtype=np.float64).reshape(len(hyps), -1)
+
+
+def score_from_stats(metric: MTMetric, stats: np.ndarray, **options: Any) -> float:
+    """The corpus BLEU or chrF of summed :func:`sentence_stats` (a ``[k]`` vector, or ``[U, k]`` to sum)."""
+    arr = np.asarray(stats, dtype=np.float64)
+    total = arr.sum(axis=0) if arr.ndim == 2 else arr
+    m = _sacrebleu_metric(metric, **options)
+    as_int = [round(float(x)) for x in total]  # counts: integers
+    return float(m._compute_score_from_stats(as_int).score)
 
 
 def oracle_error_rate(errors: Sequence[np.ndarray], ref_lengths: np.ndarray) -> float:

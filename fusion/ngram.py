@@ -32,27 +32,43 @@ BINARY_MAGIC = b"mmap lm "
 
 
 def _check_lm_file(path: Path) -> str:
-    """Return ``"arpa"`` or ``"binary"``, or raise a located error for anything else."""
+    """Return ``"arpa"`` or ``"binary"``, or raise a located error for anything else.
+
+    ARPA files may be gzip-compressed (``.arpa.gz``) and may start with blank lines and comment lines
+    (``#`` first) before ``\\data\\``, as KenLM accepts; other text before it is refused, as by KenLM.
+    """
+    import gzip
+
     if not path.exists():
         raise InputError("language model file not found", path=path)
     if not path.is_file():
         raise InputError("language model path is not a file", path=path)
     with path.open("rb") as f:
-        head = f.read(4096)
+        head = f.read(65536)
     if head.startswith(BINARY_MAGIC):
         return "binary"
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.open(path, "rb") as g:
+                head = g.read(65536)
+        except (OSError, EOFError) as e:
+            raise InputError(f"damaged gzip file ({e})", path=path) from None
     if not head.strip():
         raise InputError("language model file is empty", path=path)
-    text = head.decode("utf-8", errors="replace").lstrip()
-    if not text.startswith("\\data\\"):
-        first = text.splitlines()[0][:60] if text else ""
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if s == "\\data\\":
+            return "arpa"
         raise InputError(
-            f"not an ARPA file (expected '\\data\\' on the first line, found {first!r}) "
+            f"not an ARPA file (expected '\\data\\' after any '#' comment lines, found {s[:60]!r}) "
             "nor a KenLM binary",
             path=path,
-            line=1,
+            line=lineno,
         )
-    return "arpa"
+    raise InputError("not an ARPA file (no '\\data\\' line in its first 64 KiB) nor a KenLM binary", path=path)
 
 
 def read_arpa_vocab(path: str | Path) -> frozenset[str]:

@@ -8,26 +8,40 @@ fast path to its reference; a library path may fall back to one where nothing fa
 * :class:`SlowWordLevelLM` — the word-level view of any token LM that lists its vocabulary, beside
   :class:`fusion.units.WordLevelLM` (:func:`fusion.units.word_view` uses it for non-neural token LMs);
 * :func:`wada_snr_reference`, :func:`noise_floor_snr_reference` — per-sample loops beside
-  :func:`fusion.snr.wada_snr` and :func:`fusion.snr.noise_floor_snr`.
+  :func:`fusion.snr.wada_snr` and :func:`fusion.snr.noise_floor_snr`;
+* :class:`FullPrefixLMScorer` — re-reads every hypothesis's whole prefix from ``lm.begin()`` each step
+  (what fairseq's ``--lm-weight`` and whisper-lm do), beside the cached
+  :class:`~fusion.scorers.TokenLMScorer` / :class:`~fusion.scorers.WordLMScorer`; the anchor of the
+  fusion-overhead benchmark.
 
 References that live with their engineers' modules: ``fusion.tuning`` (``error_rate_reference``,
-``line_search_reference``, ``dominated_reference``), ``fusion.metrics.edit_distance_reference``,
-``fusion.scorers.FullPrefixLMScorer`` and ``decoders.ctc.reference_beam_search``.
+``line_search_reference``, ``dominated_reference``), ``fusion.metrics.edit_distance_reference`` and
+``decoders.ctc.reference_beam_search``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel, SentenceScore, State, Units, check_word_unit, require_token_lm
+from fusion.neural import NeuralLM
+from fusion.scorers.base import FullScorer, ScorerState, check_token_units
+from fusion.scorers.lm import TokenLMScorer, UnscoredPrice, WordLMScorer
 from fusion.snr import _EPS, SNR_MAX_DB, SNR_MIN_DB, _clamp, _invert
 from fusion.tokenizers import WORD_START
 
-__all__ = ["SlowWordLevelLM", "noise_floor_snr_reference", "score_unit_by_unit", "wada_snr_reference"]
+__all__ = [
+    "FullPrefixLMScorer",
+    "SlowWordLevelLM",
+    "noise_floor_snr_reference",
+    "score_unit_by_unit",
+    "wada_snr_reference",
+]
 
 
 def score_unit_by_unit(lm: LanguageModel, units: Sequence[str], *, eos: bool = True) -> SentenceScore:
@@ -120,3 +134,97 @@ def noise_floor_snr_reference(
     if pt - pn <= 0.0:
         return SNR_MIN_DB
     return _clamp(10.0 * math.log10((pt - pn) / pn))
+
+
+class FullPrefixLMScorer(FullScorer):
+    """Re-scores every hypothesis from ``lm.begin()`` over its whole prefix each step (no state kept).
+
+    ``mode`` is ``"token"`` or ``"word"``. For a :class:`~fusion.neural.NeuralLM` ``reread_forward=True``
+    runs one uncached forward pass over ``<s> + prefix`` per hypothesis batch instead of walking the
+    LM's (cached) states.
+    """
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        token_units: Sequence[str | None],
+        eos_id: int,
+        *,
+        mode: str = "token",
+        name: str | None = None,
+        reread_forward: bool = False,
+        unscored: UnscoredPrice = "uniform",
+    ) -> None:
+        check_token_units(token_units, eos_id)
+        if mode not in ("token", "word"):
+            raise ValueError(f"mode must be 'token' or 'word', got {mode!r}")
+        self.inner: TokenLMScorer | WordLMScorer
+        if mode == "token":
+            self.inner = TokenLMScorer(lm, token_units, eos_id, partial=True, allow_oov=True, unscored=unscored)
+        else:
+            self.inner = WordLMScorer(lm, token_units, eos_id, unscored=unscored)
+        self.lm = lm
+        self.mode = mode
+        self.name = name or lm.name
+        self.token_units = list(token_units)
+        self.vocab_size = len(self.token_units)
+        self.eos_id = eos_id
+        self.reread_forward = reread_forward
+        if reread_forward and not (mode == "token" and isinstance(lm, NeuralLM)):
+            raise LMFusionError("reread_forward needs a token-level NeuralLM")
+
+    def init_state(self) -> ScorerState:
+        return None
+
+    def _state_of(self, hyp: Sequence[int]) -> ScorerState:
+        st = self.inner.init_state()
+        for t in hyp:
+            _, ctx = self.inner.score([()], [st], np.array([[int(t)]]))
+            st = self.inner.select_state(ctx, [0], [int(t)])[0]
+        return st
+
+    def _forward_full(self, hyps: Sequence[Sequence[int]]) -> np.ndarray:
+        import torch
+
+        lm = self.lm
+        inner = self.inner
+        assert isinstance(lm, NeuralLM) and isinstance(inner, TokenLMScorer)
+        seqs = [[lm.bos_id] + [int(inner._lm_cols[t]) for t in h if inner.mapped[t]] for h in hyps]
+        n = max(map(len, seqs))
+        ids = torch.full((len(seqs), n), lm.bos_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        with torch.inference_mode():
+            logits = lm.model(ids)
+            last = logits[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
+            lp = torch.log_softmax(last.float(), dim=-1).double().numpy()
+        out = np.full((len(hyps), self.vocab_size), inner.unscored, dtype=np.float64)
+        out[:, inner.mapped] = lp[:, inner._lm_cols[inner.mapped]]
+        out[:, self.eos_id] = lp[:, lm.eos_id]
+        return out
+
+    def score(
+        self, hyps: Sequence[Sequence[int]], states: Sequence[ScorerState], candidates: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Any]:
+        if self.reread_forward:
+            full = self._forward_full(hyps)
+        else:
+            full = np.zeros((len(hyps), self.vocab_size), dtype=np.float64)
+            all_ids = np.arange(self.vocab_size)[None, :]
+            for b, h in enumerate(hyps):
+                st = self._state_of(h)
+                if self.mode == "token":
+                    cand = all_ids if candidates is None else np.asarray(candidates)[b : b + 1]
+                    row, _ = self.inner.score([h], [st], cand)
+                    if candidates is None:
+                        full[b] = row[0]
+                    else:
+                        full[b, cand[0]] = row[0]
+                else:
+                    row, _ = self.inner.score([h], [st], None)
+                    full[b] = row[0]
+        out = full if candidates is None else np.take_along_axis(full, np.asarray(candidates), axis=1)
+        return out, None
+
+    def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[ScorerState]:
+        return [None] * len(rows)

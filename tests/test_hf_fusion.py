@@ -12,7 +12,8 @@ pytest.importorskip("transformers")
 from decoders.hf import FusionLogitsProcessor, HFStep, hf_beam_search
 from decoders.seq2seq import BeamConfig
 from fusion.errors import LMFusionError
-from fusion.scorers import FullPrefixLMScorer, TokenLMScorer, WordLMScorer, units_from_pieces
+from fusion.reference import FullPrefixLMScorer
+from fusion.scorers import TokenLMScorer, WordLMScorer, units_from_pieces
 
 
 @pytest.fixture(scope="module")

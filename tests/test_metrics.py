@@ -10,13 +10,17 @@ from hypothesis import strategies as st
 
 from fusion.errors import LMFusionError
 from fusion.metrics import (
+    bleu,
     bootstrap_from_counts,
     cer,
+    chrf,
     edit_distance,
     edit_distance_reference,
     error_counts,
     oracle_error_rate,
     paired_bootstrap,
+    score_from_stats,
+    sentence_stats,
     wer,
 )
 
@@ -54,9 +58,11 @@ def test_wer_is_corpus_level_not_mean_of_utterances() -> None:
     assert wer(refs, hyps) == pytest.approx(1 / 5)  # the mean of rates would be 0.5
 
 
-def test_empty_references_raise_and_mismatched_lengths_raise() -> None:
+def test_all_empty_references_give_jiwers_value_and_mismatched_lengths_raise() -> None:
+    assert wer(["", " "], ["a", ""]) == jiwer.wer(["", " "], ["a", ""]) == 1  # jiwer: the insertions
+    assert cer(["", ""], ["a b", "c"]) == jiwer.cer(["", ""], ["a b", "c"]) == 4
     with pytest.raises(LMFusionError, match="undefined"):
-        wer(["", " "], ["a", ""])
+        oracle_error_rate([np.array([1])], np.array([0]))
     with pytest.raises(LMFusionError):
         wer(["a"], ["a", "b"])
 
@@ -128,3 +134,53 @@ def test_bootstrap_is_seeded_and_validates() -> None:
         bootstrap_from_counts(ea, eb[:-1], lens)
     with pytest.raises(LMFusionError):
         bootstrap_from_counts(ea, eb, lens, alpha=1.5)
+
+
+JIWER_CASES = [
+    (["a b"], ["a  b"]),  # repeated space: no word error, one character insertion
+    (["a\tb c"], ["a b c"]),  # a lone tab does not split a word in jiwer
+    (["a\t\tb"], ["a b"]),  # two whitespace characters do
+    ([" a b "], ["a b"]),  # stripped
+    (["a\u00a0b"], ["a b"]),  # a no-break space is not a word delimiter
+    (["é日本 x", "naïve café"], ["e日本 x", "naive  cafe"]),  # unicode
+    (["", "a b"], ["x", "a b"]),  # an empty reference among others: insertions
+    (["a b c"], [""]),  # an empty hypothesis
+    (["  the  cat   sat  "], ["the cat  sat"]),
+]
+
+
+@pytest.mark.parametrize(("refs", "hyps"), JIWER_CASES)
+def test_wer_cer_tokenise_as_jiwer(refs: list[str], hyps: list[str]) -> None:
+    assert wer(refs, hyps) == pytest.approx(jiwer.wer(refs, hyps))
+    assert cer(refs, hyps) == pytest.approx(jiwer.cer(refs, hyps))
+
+
+SPACEY = st.text(alphabet=st.sampled_from(["a", "b", "é", " ", "\t", "\n", "\u00a0"]), min_size=1, max_size=12)
+
+
+@given(st.lists(st.tuples(SPACEY, SPACEY), min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_wer_cer_equal_jiwer_on_whitespace_soup(pairs: list[tuple[str, str]]) -> None:
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    assert wer(refs, hyps) == pytest.approx(jiwer.wer(refs, hyps))
+    assert cer(refs, hyps) == pytest.approx(jiwer.cer(refs, hyps))
+
+
+def test_bleu_chrf_are_sacrebleus_and_stats_sum_to_the_corpus_score() -> None:
+    import sacrebleu
+
+    refs = ["the cat sat on the mat", "a quick brown fox", "", "naïve café au lait"]
+    hyps = ["the cat sat on a mat", "a quick brown dog", "nothing", "naive café au lait"]
+    assert bleu(refs, hyps) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert chrf(refs, hyps) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert chrf(refs, hyps, word_order=2) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score)
+    for metric, fn in (("bleu", bleu), ("chrf", chrf)):
+        stats = sentence_stats(metric, refs, hyps)  # type: ignore[arg-type]
+        assert stats.shape[0] == len(refs)
+        assert score_from_stats(metric, stats) == pytest.approx(fn(refs, hyps))  # type: ignore[arg-type]
+        sub = [0, 3]  # any subset: the sum of its rows is that corpus's statistics
+        assert score_from_stats(metric, stats[sub]) == pytest.approx(  # type: ignore[arg-type]
+            fn([refs[i] for i in sub], [hyps[i] for i in sub]))
+    assert bleu(refs, refs) == pytest.approx(100.0)
+    with pytest.raises(LMFusionError):
+        bleu(refs, hyps[:2])

@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 
 from fusion.errors import LMFusionError, UnitMismatchError, WeightsError
+from fusion.reference import FullPrefixLMScorer
 from fusion.scorers import (
-    FullPrefixLMScorer,
     LengthBonus,
     TokenLMScorer,
     WordBonus,
     WordLMScorer,
-    check_weights,
-    combine_scores,
     lm_scorer,
     units_from_pieces,
 )
+from fusion.weights import check_weights, combine_scores
 
 TEXT_DIR = Path(__file__).resolve().parents[1] / "data" / "text"
 NNLM_CFG = {"arch": "lstm", "emb": 16, "hidden": 24, "layers": 1, "dropout": 0.0}

@@ -101,7 +101,7 @@ def test_batched_equals_one_at_a_time_and_scores_are_consistent(units, nnlm, tin
             assert h.scores["am"] == pytest.approx(am.sequence_logprob(u, closed), abs=1e-6)
             assert h.scores["nnlm"] == pytest.approx(nnlm.score_sentence(list(h.tokens)).total, abs=1e-5)
             assert h.scores["tokens"] == len(ids)
-            assert h.scores["words"] == sum(1 for x in h.tokens if x.startswith("▁"))
+            assert h.scores["words"] == len(h.text.split())  # a word: text between word starts
         totals = [h.total(w) / min(h.scores["tokens"] + 1, cfg.max_len) for h in batched[u].hyps]
         assert totals == sorted(totals, reverse=True)
     assert len(lengths) > 1  # hypotheses of several lengths: the test exercises EOS handling
@@ -224,3 +224,39 @@ def test_profile_gives_each_utterance_its_conditions_weights(units, nnlm) -> Non
         assert got.hyps[0].scores == pytest.approx(exp.hyps[0].scores)
     # the weights matter on these utterances, so the comparison above could fail
     assert [nb.hyps[0].tokens for nb in all_light] != [nb.hyps[0].tokens for nb in all_heavy]
+
+
+def test_profile_interpolation_lambda_applied_per_utterance(units, bible_arpa, tech_arpa) -> None:
+    """A profile's per-condition λ reaches a LinearInterpolation LM: each hypothesis's mixture score is the
+    mixture with its utterance's λ (two λ in one batch), equal to a search with that λ fixed."""
+    from fusion.interpolate import LinearInterpolation
+    from fusion.ngram import KenLM
+    from fusion.profile import ConditionWeights, FusionProfile
+
+    V = len(units)
+    eos = V - 1
+    models = [KenLM(bible_arpa, name="bible"), KenLM(tech_arpa, name="tech")]
+    mix = LinearInterpolation(models, [0.5, 0.5], name="mix")
+    w = {"am": 1.0, "mix": 1.5}
+    lam = {"bible": {"bible": 0.9, "tech": 0.1}, "tech": {"bible": 0.1, "tech": 0.9}}
+    prof = FusionProfile(default=ConditionWeights(w),
+                         conditions=tuple(ConditionWeights(w, interpolation=v, domain=k) for k, v in lam.items()))
+    tags = [{"domain": "bible"}, {"domain": "tech"}]
+    cfg = BeamConfig(beam=3, max_len=10)
+
+    def search(weights, scorer_lm, **kw):  # type: ignore[no-untyped-def]
+        am = ToyAM(V, 2, 3, eos, seed=9, eos_bias=-1.0)
+        return run(am, 2, eos, config=cfg, scorers=[WordLMScorer(scorer_lm, units, eos, name="mix")],
+                   weights=weights, token_units=units, **kw)
+
+    by_profile = search(prof, mix, tags=tags)
+    for u, dom in enumerate(["bible", "tech"]):
+        fixed = LinearInterpolation(models, lam[dom], name="mix")
+        alone = search(w, fixed, tags=tags)[u]
+        assert [h.tokens for h in by_profile[u].hyps] == [h.tokens for h in alone.hyps]
+        for h in by_profile[u].hyps:
+            words = h.text.split()
+            # ended with </s>, or closed at max_len with final scores: the whole sentence either way
+            assert h.scores["mix"] == pytest.approx(fixed.score_sentence(words).total, abs=1e-6)
+    plain = search(w, mix, tags=tags)  # no profile: the mixture's own λ (0.5/0.5)
+    assert [nb.hyps[0].scores["mix"] for nb in plain] != pytest.approx([nb.hyps[0].scores["mix"] for nb in by_profile])

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fusion.errors import LMFusionError
+from fusion.metrics import bleu, chrf
 from fusion.tuning.problem import TuningProblem
 
 RESOLUTION = 10_000
@@ -36,13 +37,9 @@ def sentence_score(metric: str, hyp: str, ref: str) -> float:
 
 
 def corpus_score(metric: str, hyps: Sequence[str], refs: Sequence[str]) -> float:
-    """sacrebleu's corpus BLEU or chrF (0-100)."""
-    import sacrebleu
-
+    """sacrebleu's corpus BLEU or chrF (0-100): :func:`fusion.metrics.bleu` / :func:`fusion.metrics.chrf`."""
     _check(metric)
-    if metric == "bleu":
-        return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score)
-    return float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score)
+    return bleu(refs, hyps) if metric == "bleu" else chrf(refs, hyps)
 
 
 def loss_problem(

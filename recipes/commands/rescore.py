@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 def _formats() -> dict[str, str]:
     from decoders.nbest import reader_formats
 
-    return reader_formats()
+    return {**reader_formats(), "srilm": "SRILM NBestList1.0/2.0 or ascore/lscore files, or a directory",
+            "kaldi-ark": "Kaldi binary ark/scp: words ac_cost lm_cost, with --words-txt"}
 
 
 def add_nbest_input_arguments(p: argparse.ArgumentParser, *, name: str = "input", nargs: str = "+") -> None:
@@ -58,6 +59,8 @@ def iter_input(args: argparse.Namespace, paths: list[str]) -> Iterator[NBestList
     scale = "-1" if args.cost else args.score_scale
     if args.format == "kaldi" and args.cost:
         raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
+    if args.format in ("srilm", "kaldi-ark"):
+        return iter(_read_framework_format(args, paths, scale))
     return iter_nbest(paths, args.format, scale=scale, refs=args.refs, words_txt=args.words_txt)
 
 
@@ -69,6 +72,24 @@ def read_input(args: argparse.Namespace, paths: list[str]) -> list[NBestList]:
 def input_files(args: argparse.Namespace, paths: list[str]) -> list[str]:
     """Every file the input flags read (outputs may not be any of them)."""
     return [*paths, *(p for p in (args.refs, args.words_txt) if p)]
+
+
+def _read_framework_format(args: argparse.Namespace, paths: list[str], scale: str | None) -> list[NBestList]:
+    """``--format srilm`` (SRILM n-best files or a directory) and ``kaldi-ark`` (Kaldi binary tables)."""
+    from decoders.kaldi_ark import read_kaldi_ark_nbest
+    from decoders.nbest import parse_score_scale, scale_scores
+    from decoders.srilm_nbest import read_srilm_nbest
+    from fusion.errors import LMFusionError
+
+    if args.format == "srilm":
+        nbests = read_srilm_nbest(paths[0] if len(paths) == 1 else paths, refs=args.refs)
+    else:
+        if args.cost:
+            raise LMFusionError("Kaldi costs are negated into scores on reading; --cost would negate them back")
+        if len(paths) != 3 or not args.words_txt:
+            raise LMFusionError("--format kaldi-ark needs three tables (words ac_cost lm_cost) and --words-txt")
+        nbests = read_kaldi_ark_nbest(*paths, words_txt=args.words_txt, refs=args.refs)
+    return scale_scores(nbests, parse_score_scale(scale) if scale else None)
 
 
 def register(sub: SubParsers) -> None:
