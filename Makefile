@@ -40,7 +40,7 @@ apt-deps:
 $(SETUP_STAMP): pyproject.toml constraints.txt | apt-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[dev,tune,plot,hf,asr]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,tune,plot,hf,asr,scale]'
 	# pyctcdecode (a test/benchmark anchor) pins numpy<2; it runs fine on numpy 2, so no deps.
 	$(PIP) install -q -c constraints.txt --no-deps pyctcdecode==0.5.0 && $(PIP) install -q -c constraints.txt 'pygtrie>=2.1,<3'
 	$(PIP) install -q -c constraints.txt flashlight-text==0.0.7 || echo "warning: flashlight-text not installed; its benchmark column will be skipped"
