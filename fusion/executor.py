@@ -189,6 +189,10 @@ class Executor(Protocol):
         """Release the back-end's resources (a pool's processes, a Dask client's connection)."""
         ...
 
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None: ...
+
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
     from tqdm import tqdm

@@ -14,27 +14,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from fusion.abilities import LMSpec
 from fusion.executor import SCHEDULER_ENV, Executor, ExecutorError, open_executor
+from fusion.lm import LanguageModel
 
-__all__ = ["LoopbackCluster", "add_scheduler_argument", "executor_from_args"]
+if TYPE_CHECKING:
+    from decoders.hypothesis import NBestList
+    from decoders.nbest import RescoreStats
+
+__all__ = ["LoopbackCluster", "cli_lm_specs", "executor_from_args", "rescore_on"]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
-    """Add ``--scheduler`` and ``--connect-timeout`` to a command that runs batch work."""
-    p.add_argument(
-        "--scheduler",
-        metavar="SPEC",
-        help=f"where batch work runs: tcp://HOST:PORT (a Dask scheduler), processes[:N] (local processes) "
-        f"or inprocess (default; ${SCHEDULER_ENV} when absent)",
-    )
-    p.add_argument(
-        "--connect-timeout", type=float, default=10.0, metavar="S", help="seconds to reach the scheduler (10)"
-    )
 
 
 def executor_from_args(args: argparse.Namespace) -> Executor:
@@ -48,11 +43,15 @@ class LoopbackCluster:
     """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1 (ports chosen by the
     OS, no dashboards, no nannies: a killed worker stays dead), stopped on exit.
 
-    Workers import this checkout (``PYTHONPATH`` points at it). ``kill_worker(i)`` sends SIGKILL.
+    Workers import this checkout (``PYTHONPATH`` points at it, then at ``pythonpath``). ``kill_worker(i)``
+    sends SIGKILL.
     """
 
-    def __init__(self, n_workers: int = 2, *, nthreads: int = 1, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, n_workers: int = 2, *, nthreads: int = 1, start_timeout: float = 30.0, pythonpath: Sequence[str] = ()
+    ) -> None:
         self.n_workers = n_workers
+        self.pythonpath = [str(REPO), *map(str, pythonpath)]
         self.nthreads = nthreads
         self.start_timeout = start_timeout
         self.address = ""
@@ -62,7 +61,7 @@ class LoopbackCluster:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+        env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
         env.pop(SCHEDULER_ENV, None)
         env["DASK_DISTRIBUTED__WORKER__DAEMON"] = "False"
         return env
@@ -147,3 +146,38 @@ class LoopbackCluster:
 
     def __repr__(self) -> str:
         return f"LoopbackCluster({self.address or 'not started'}, workers={len(self.workers)})"
+
+
+def cli_lm_specs(args: argparse.Namespace, lms: Mapping[str, LanguageModel]) -> list[LMSpec]:
+    """The :class:`~fusion.abilities.LMSpec` of each LM ``lmfusion rescore`` opened from ``--lm`` (and
+    the ``--mix`` of them), named as opened, so workers can open the same LMs."""
+    from fusion.interpolate import LinearInterpolation
+    from fusion.loading import parse_lm_spec
+
+    specs = [
+        LMSpec(name, path=str(parse_lm_spec(a)[1]), tokenizer=args.spm)
+        for name, a in zip(list(lms)[: len(args.lm)], args.lm, strict=True)
+    ]
+    opened = list(lms.values())[: len(args.lm)]
+    for name, lm in list(lms.items())[len(args.lm) :]:
+        if not isinstance(lm, LinearInterpolation) or any(a is not b for a, b in zip(lm.models, opened, strict=True)):
+            raise ExecutorError(f"cannot describe LM {name!r} for the workers (a mix over LMs of different units?)")
+        specs.append(LMSpec(name, mix=tuple(zip(specs, map(float, lm.weights), strict=True)), mix_kind="linear"))
+    return specs
+
+
+def rescore_on(
+    ex: Executor, nbests: Sequence[NBestList], lms: Mapping[str, LanguageModel], args: argparse.Namespace
+) -> tuple[list[NBestList], RescoreStats]:
+    """``lmfusion rescore``'s work as shards on ``ex`` (:func:`decoders.sharded.rescore_sharded`)."""
+    from decoders.sharded import RescoreOptions, rescore_sharded
+
+    opts = RescoreOptions(
+        word_count=not args.no_word_count,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        count_oov=not args.no_oov_count,
+    )
+    return rescore_sharded(
+        nbests, cli_lm_specs(args, lms), ex, shard_size=args.shard_size, options=opts, progress=not args.quiet
+    )

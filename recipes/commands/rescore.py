@@ -11,6 +11,7 @@ from recipes.cli_args import (
     add_lm_arguments,
     add_output_argument,
     add_overwrite_argument,
+    add_scheduler_argument,
     add_weights_argument,
 )
 
@@ -98,6 +99,8 @@ def register(sub: SubParsers) -> None:
     add_output_argument(p, help="JSONL to write, with every new component score per hypothesis")
     add_weights_argument(p, help="with them, the 1-best of each utterance (and WER when refs are known)")
     p.add_argument("--onebest", help="write '<utt_id> <1-best text>' lines (needs --weights)")
+    add_scheduler_argument(p)
+    p.add_argument("--shard-size", type=int, default=2000, help="utterances per task with --scheduler (2000)")
     p.set_defaults(func=run)
 
 
@@ -116,15 +119,21 @@ def run(args: argparse.Namespace) -> int:
     mix_policy = None
     if args.mix:
         mix_policy = _mix_component(args.mix, args.interpolation, lms)
-    out, st = rescore_with_stats(
-        nbests,
-        lms,
-        not args.no_word_count,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        overwrite=args.overwrite,
-        count_oov=not args.no_oov_count,
-    )
+    from recipes.scale import executor_from_args, rescore_on
+
+    with executor_from_args(args) as ex:
+        if ex.kind == "inprocess":
+            out, st = rescore_with_stats(
+                nbests,
+                lms,
+                not args.no_word_count,
+                batch_size=args.batch_size,
+                progress=not args.quiet,
+                overwrite=args.overwrite,
+                count_oov=not args.no_oov_count,
+            )
+        else:  # shards of utterances on the executor's workers, which open the LMs from their files
+            out, st = rescore_on(ex, nbests, lms, args)
     print(
         f"{st.n_utts} utterances, {st.n_hyps} hypotheses ({st.n_no_hyps} empty lists, {st.n_single} single, "
         f"{st.n_empty_text} empty texts, {st.n_duplicates} duplicates) in {st.seconds:.2f}s"
