@@ -119,6 +119,13 @@ class LoopbackCluster:
                 self.stop()
                 raise ExecutorError(f"{n} dask workers did not connect within {timeout:.0f}s:\n{logs}") from None
 
+    def add_worker(self, timeout: float = 30.0) -> int:
+        """Start one more worker; wait until it has joined; its index."""
+        self.workers.append(self._start_worker(len(self.workers)))
+        alive = sum(p.poll() is None for p in self.workers)
+        self.wait_for_workers(alive, timeout)
+        return len(self.workers) - 1
+
     def kill_worker(self, i: int) -> None:
         """SIGKILL worker ``i`` (no goodbye to the scheduler: a crash, as on a lost machine)."""
         self.workers[i].kill()
