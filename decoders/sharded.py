@@ -3,15 +3,18 @@
 :func:`rescore_sharded` cuts the lists into contiguous shards of ``shard_size`` utterances (the same
 shards on every back-end), sends each shard's texts — plus the scores the cache may reuse, nothing
 else — to a worker, which opens the LMs from their :class:`~fusion.abilities.LMSpec` once
-(:func:`fusion.executor.worker_state`) and runs :func:`decoders.nbest.rescore_with_stats` on it. Only the
-new score columns come back; the records are rebuilt here in input order, so the output is the same
-as rescoring the shards one after another in this process. With an n-gram LM (each text scored on its
+(:func:`fusion.executor.worker_state`) and scores the texts as :func:`decoders.nbest.rescore_with_stats`
+does (:func:`~decoders.nbest.score_hypotheses` per LM, with the score cache). Only the score columns come
+back; the records are built here, in input order, as ``rescore_with_stats`` builds them, so the output
+is the same as rescoring the shards one after another in this process. With an n-gram LM (each text scored on its
 own) that is also byte for byte the output of one unsharded :func:`~decoders.nbest.rescore`; a neural
 LM batches texts within a shard, so its last bits may depend on the shard size (never on the back-end).
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,13 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
-from decoders.nbest import WORDS, RescoreStats, rescore_with_stats
+from decoders.nbest import WORDS, RescoreStats, _build_records, score_hypotheses, summarize
 from fusion.abilities import LMSpec
 from fusion.errors import LMFusionError
 from fusion.executor import Executor, LMSet, open_executor, shards, with_setup
 from fusion.lm import LanguageModel
 
 __all__ = ["DEFAULT_SHARD_SIZE", "RescoreOptions", "rescore_sharded"]
+
+_NO_SCORES: dict[str, float] = {}
 
 DEFAULT_SHARD_SIZE = 2000
 """Utterances per task: large enough that a task runs ~0.1-1 s with a KenLM, so a scheduler handling a
@@ -42,35 +47,89 @@ class RescoreOptions:
     floor_score: float = -1e4
     count_oov: bool = True
 
+    def __post_init__(self) -> None:
+        if self.floor_score > 0 or not math.isfinite(self.floor_score):
+            raise LMFusionError(f"floor_score must be a finite log-probability (<= 0), got {self.floor_score}")
+        if self.batch_size < 1:
+            raise LMFusionError(f"batch_size must be >= 1, got {self.batch_size}")
+
 
 @dataclass(frozen=True)
 class _ShardResult:
     columns: dict[str, np.ndarray]
-    """Component -> float64 ``[hyps in shard]`` (the LMs' and ``words``)."""
+    """LM name -> float64 ``[hyps in shard]``."""
     stats: RescoreStats
 
 
-def _slim(nb: NBestList, names: Sequence[str]) -> NBestList:
-    """The part of a list a worker needs: texts, and the scores of the LMs (the cache)."""
-    return NBestList(
-        nb.utt_id, tuple(ScoredHypothesis(h.text, {k: h.scores[k] for k in names if k in h.scores}) for h in nb.hyps)
-    )
+@dataclass(frozen=True)
+class _ShardTask:
+    """What a worker needs for one shard: the texts, and the scores the cache may reuse — nothing else."""
+
+    texts: list[list[str]]
+    """Per utterance, its hypothesis texts."""
+    cached: dict[str, list[tuple[int, float]]]
+    """LM name -> ``(hypothesis index within the shard, score)`` already in the input."""
+    options: RescoreOptions
 
 
-def _rescore_shard(lms: dict[str, LanguageModel], task: tuple[tuple[NBestList, ...], RescoreOptions]) -> _ShardResult:
-    """Worker side: rescore one shard with the worker's cached LMs; return the new columns."""
-    shard, opts = task
-    out, st = rescore_with_stats(
-        shard,
-        lms,
-        opts.word_count,
-        batch_size=opts.batch_size,
-        overwrite=opts.overwrite,
-        floor_score=opts.floor_score,
-        count_oov=opts.count_oov,
+def _make_tasks(nbests: Sequence[NBestList], names: Sequence[str], size: int, opts: RescoreOptions) -> list[_ShardTask]:
+    tasks = []
+    for part in shards(nbests, size):
+        cached: dict[str, list[tuple[int, float]]] = {k: [] for k in names}
+        if not opts.overwrite:
+            k = 0
+            for nb in part:
+                for h in nb.hyps:
+                    sc = h.scores
+                    for name in names:
+                        if name in sc:
+                            cached[name].append((k, sc[name]))
+                    k += 1
+        texts = [[h.text for h in nb.hyps] for nb in part]
+        tasks.append(_ShardTask(texts, {k: v for k, v in cached.items() if v}, opts))
+    return tasks
+
+
+def _rescore_shard(lms: dict[str, LanguageModel], task: _ShardTask) -> _ShardResult:
+    """Worker side: score the shard's texts with the worker's cached LMs (as
+    :func:`~decoders.nbest.rescore_with_stats` does, without building records); return the LM columns."""
+    opts = task.options
+    shard = [NBestList(str(u), tuple(ScoredHypothesis(t, _NO_SCORES) for t in ts)) for u, ts in enumerate(task.texts)]
+    base = summarize(shard)
+    n = base["hyps"]
+    cols: dict[str, np.ndarray] = {}
+    scored, cached, oov, failed = {}, {}, {}, {}
+    for name, lm in lms.items():
+        hits = dict(task.cached.get(name, ()))
+        todo = shard
+        if hits:  # the score cache: only the hypotheses without this score are scored
+            it = iter(range(n))
+            todo = [NBestList(nb.utt_id, tuple(h for h in nb.hyps if next(it) not in hits)) for nb in shard]
+        vals, ts = score_hypotheses(
+            todo, lm, batch_size=opts.batch_size, floor_score=opts.floor_score, count_oov=opts.count_oov
+        )
+        if hits:
+            col = np.empty(n, dtype=np.float64)
+            mask = np.zeros(n, dtype=bool)
+            idx = np.fromiter(hits.keys(), dtype=np.int64, count=len(hits))
+            mask[idx] = True
+            col[idx] = np.fromiter(hits.values(), dtype=np.float64, count=len(hits))
+            col[~mask] = vals
+            vals = col
+        cols[name] = vals
+        scored[name], cached[name], oov[name], failed[name] = len(ts.scores), len(hits), ts.oov, ts.failed
+    st = RescoreStats(
+        n_utts=base["utts"],
+        n_hyps=n,
+        n_no_hyps=base["no_hyps"],
+        n_single=base["single"],
+        n_empty_text=base["empty_text"],
+        n_duplicates=base["duplicates"],
+        scored=scored,
+        cached=cached,
+        oov=oov,
+        failed=failed,
     )
-    names = [*lms, WORDS] if opts.word_count else list(lms)
-    cols = {k: np.fromiter((h.scores[k] for nb in out for h in nb.hyps), dtype=np.float64) for k in names}
     return _ShardResult(cols, st)
 
 
@@ -132,23 +191,21 @@ def rescore_sharded(
     if opts.word_count and WORDS in names:
         raise LMFusionError(f"an LM may not be named {WORDS!r}: that is the word-count component")
     ex = open_executor(executor)
-    tasks = [(tuple(_slim(nb, names) for nb in part), opts) for part in shards(list(nbests), shard_size)]
-    results = ex.map(with_setup(_rescore_shard, setup), tasks, desc="rescore shards", progress=progress)
-    if ex is not executor:
-        ex.close()
-    comps = [*names, WORDS] if opts.word_count else names
-    cols = {k: np.concatenate([r.columns[k] for r in results]).tolist() if results else [] for k in comps}
-    out: list[NBestList] = []
-    i = 0
-    for nb in nbests:
-        hyps = []
-        for h in nb.hyps:
-            new = dict(h.scores)
-            for k in comps:
-                new[k] = cols[k][i]
-            hyps.append(ScoredHypothesis(h.text, new, h.tokens, h.words))
-            i += 1
-        out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
-    if comps and len(cols[comps[0]]) != i:
-        raise LMFusionError(f"rescore_sharded: {len(cols[comps[0]])} scores came back for {i} hypotheses")
+    tasks = _make_tasks(nbests, names, shard_size, opts)
+    try:
+        results = ex.map(with_setup(_rescore_shard, setup), tasks, desc="rescore shards", progress=progress)
+    finally:
+        if ex is not executor:
+            ex.close()
+    n = sum(len(nb.hyps) for nb in nbests)
+    cols = [np.concatenate([r.columns[k] for r in results]).tolist() if results else [] for k in names]
+    if any(len(c) != n for c in cols):
+        raise LMFusionError(f"rescore_sharded: {[len(c) for c in cols]} scores came back for {n} hypotheses")
+    gc_was_on = gc.isenabled()
+    gc.disable()  # many small acyclic records (as in rescore_with_stats)
+    try:  # the records are built as rescore_with_stats builds them, so the output is the same
+        out = _build_records(nbests, names, cols, cols[0] if len(cols) == 1 else None, opts.word_count)
+    finally:
+        if gc_was_on:
+            gc.enable()
     return out, _merge_stats([r.stats for r in results], names, time.perf_counter() - t0)
