@@ -255,8 +255,12 @@ class LocalProcesses(_Closing):
             return []
         ctx = mp.get_context(self.mp_context)
         bar = _bar(len(items), desc, progress)
+        by_value = not _picklable((fn, items[0]))  # closures and lambdas travel as Dask sends them
         with ProcessPoolExecutor(min(self.processes, len(items)), mp_context=ctx) as pool:
-            futs = [pool.submit(fn, x) for x in items]
+            if by_value:
+                futs = [pool.submit(_run_by_value, _dumps_by_value((fn, x))) for x in items]
+            else:
+                futs = [pool.submit(fn, x) for x in items]
             for f in futs:
                 f.add_done_callback(lambda _f: bar.update(1))
             done, _ = wait(futs, return_when=FIRST_EXCEPTION)
@@ -272,6 +276,31 @@ class LocalProcesses(_Closing):
 
     def __repr__(self) -> str:
         return f"LocalProcesses({self.processes}, mp_context={self.mp_context!r})"
+
+
+def _picklable(obj: object) -> bool:
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def _dumps_by_value(obj: object) -> bytes:
+    """Pickle functions by value (cloudpickle, which Dask uses), for closures and lambdas."""
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ExecutorError(
+            "LocalProcesses: the task function or item cannot be pickled (a lambda or closure?); use a "
+            "module-level function, or pip install 'lmfusion[scale]' (cloudpickle) to send it by value"
+        ) from None
+    return bytes(cloudpickle.dumps(obj))
+
+
+def _run_by_value(blob: bytes) -> Any:
+    fn, item = pickle.loads(blob)  # our own bytes from _dumps_by_value, never a user file
+    return fn(item)
 
 
 def _import_distributed() -> Any:

@@ -237,3 +237,47 @@ def test_tuning_jobs_equal_one_by_one_runs(bible_arpa: Path) -> None:
     for ex in (InProcess(), LocalProcesses(2)):
         got = tune_jobs(jobs, ex)
         assert len(got) == len(want) and all(same_result(g, w) for g, w in zip(got, want, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipe stages
+# ----------------------------------------------------------------------------------------------
+def test_stage_waves_group_only_independent_neighbours(tmp_path: Path) -> None:
+    from recipes.pipeline import Stage, stage_waves
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "dir"
+
+    def noop(ctx: object) -> None:
+        pass
+
+    stages = [
+        Stage("s1", noop, [], [a]),
+        Stage("s2", noop, [], [b]),  # independent of s1
+        Stage("s3", noop, [a], [c]),  # reads s1's output
+        Stage("s4", noop, [c / "x"], [tmp_path / "d"]),  # reads inside s3's output directory
+        Stage("s5", noop, [b], [tmp_path / "e"]),  # s2's output, from an earlier wave: joins s4
+    ]
+    assert [[s.name for s in w] for w in stage_waves(stages)] == [["s1", "s2"], ["s3"], ["s4", "s5"]]
+
+
+def test_independent_stages_run_side_by_side_on_an_executor(tmp_path: Path) -> None:
+    from recipes.pipeline import Pipeline, Stage
+
+    def writer(path: Path, extra: str = "") -> Stage:
+        def run(ctx: object) -> None:  # a closure: it travels by value, as Dask sends it
+            text = f"{os.getpid()}{extra}"
+            if extra:
+                text += (tmp_path / "a").read_text()
+            path.write_text(text)
+
+        return Stage(path.name, run, [tmp_path / "a"] if extra else [], [path], {"v": 1})
+
+    stages = [writer(tmp_path / "a"), writer(tmp_path / "b"), writer(tmp_path / "c", extra="+")]
+    logs: list[str] = []
+    reps = Pipeline(tmp_path / "work", log=logs.append).run(stages, executor=LocalProcesses(2))
+    assert [(r.name, r.status) for r in reps] == [("a", "ran"), ("b", "ran"), ("c", "ran")]
+    pids = {p: (tmp_path / p).read_text().split("+")[0] for p in "abc"}
+    assert str(os.getpid()) not in (pids["a"], pids["b"])  # a and b ran in the pool; c (alone) here, after a
+    assert (tmp_path / "c").read_text().endswith(pids["a"])
+    reps = Pipeline(tmp_path / "work", log=logs.append).run(stages, executor=LocalProcesses(2))
+    assert [r.status for r in reps] == ["skipped"] * 3
