@@ -46,6 +46,8 @@ from fusion.executor import DaskExecutor, InProcess
 from fusion.loading import open_spec
 from recipes.scale import LoopbackCluster
 
+HERE = str(Path(__file__).resolve().parent)
+
 
 def make_nbests(n_hyps: int, nbest: int = 10, seed: int = 0) -> list[NBestList]:
     rng = random.Random(seed)
@@ -84,17 +86,29 @@ def neural_spec() -> LMSpec:
     return LMSpec("lstm", path=str(out))
 
 
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    ts = []
+def median_time(fn: Callable[[], object], repeat: int, cpu: Callable[[], float] = time.process_time
+                ) -> tuple[float, float]:  # fmt: skip
+    """Median wall seconds and median CPU seconds (``cpu()`` before and after) of ``repeat`` runs."""
+    ts, cs = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        c, t = cpu(), time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        cs.append(cpu() - c)
+    return statistics.median(ts), statistics.median(cs)
 
 
-def _noop(x: int) -> int:
-    return x
+def _cpu_s() -> float:
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def cluster_cpu(ex: DaskExecutor) -> Callable[[], float]:
+    """CPU seconds used so far by this process, the scheduler and every worker (a shared box's load
+    inflates wall times; CPU seconds show the work each side does)."""
+    return lambda: time.process_time() + sum(ex.client.run(_cpu_s).values()) + ex.client.run_on_scheduler(_cpu_s)
 
 
 def _rss_mb() -> float:
@@ -103,23 +117,31 @@ def _rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 2**20
 
 
-def task_rate(address: str, n: int, repeat: int) -> tuple[float, float]:
-    """Tasks/s of ``n`` no-op tasks: through ``DaskExecutor.map``, and a bare ``client.map`` + gather."""
+def task_rate(address: str, n: int, repeat: int) -> dict[str, float]:
+    """``n`` no-op tasks on 2 workers: tasks/s (wall) through ``DaskExecutor.map`` and through a bare
+    ``client.map`` + gather, and the scheduler's own CPU seconds per task (its capacity on an idle core
+    is about the inverse: the scheduler is one single-threaded process)."""
     with DaskExecutor(address) as ex:
-        ex.map(_noop, list(range(100)))  # warm the connections
-        t_ex = median_time(lambda: ex.map(_noop, list(range(n))), repeat)
+        ex.map(abs, list(range(100)))  # warm the connections (abs: a no-op task any worker can import)
         c = ex.client
 
+        def sched_cpu() -> float:
+            return float(c.run_on_scheduler(_cpu_s))
+
+        t_ex, cpu_ex = median_time(lambda: ex.map(abs, list(range(n))), repeat, sched_cpu)
+
         def bare() -> None:
-            futs = c.map(_noop, range(n), pure=False)
+            futs = c.map(abs, range(n), pure=False)
             c.gather(futs)
             del futs
 
-        t_bare = median_time(bare, repeat)
-    return n / t_ex, n / t_bare
+        t_bare, _ = median_time(bare, repeat)
+    return {"executor": n / t_ex, "bare": n / t_bare, "sched_cpu_per_task": cpu_ex / n}
 
 
 def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> list[list[object]]:
+    """Each Dask run is timed right after an in-process run of the same lists (pairs, so the box's load
+    hits both sides alike); the anchor row is the median over all its runs."""
     lms = {s.name: open_spec(s) for s in specs}
     rows: list[list[object]] = []
     for size in args.sizes:
@@ -129,27 +151,43 @@ def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> 
         task0 = _make_tasks(nbs, list(lms), args.shard_size, RescoreOptions())[0]
         payload, payload_hyps = len(pickle.dumps(task0)), sum(map(len, task0.texts))
         want, _ = rescore_with_stats(nbs, lms)
-        t_anchor = median_time(lambda nbs=nbs: rescore_with_stats(nbs, lms), args.repeat)
-        t_first = median_time(lambda one=one: rescore_with_stats(one, lms), args.repeat)
-        rows.append([label, n_hyps, "in-process (anchor)", "-", t_anchor, n_hyps / t_anchor, t_first, "-", 0.0])
-        t_sh = median_time(lambda nbs=nbs: rescore_sharded(nbs, specs, InProcess(), shard_size=args.shard_size),
-                           args.repeat)  # fmt: skip
-        rows.append([label, n_hyps, "in-process sharded", "-", t_sh, n_hyps / t_sh, "-", "-",
-                     100 * (t_sh / t_anchor - 1)])  # fmt: skip
+
+        def anchor(nbs: list[NBestList] = nbs) -> object:
+            return rescore_with_stats(nbs, lms)
+
+        first = median_time(lambda one=one: rescore_with_stats(one, lms), args.repeat)[0]
+        sh = median_time(lambda nbs=nbs: rescore_sharded(nbs, specs, InProcess(), shard_size=args.shard_size),
+                         args.repeat)  # fmt: skip
+        anchors: list[tuple[float, float]] = []
+        dask_rows = []
         for workers in (1, 2):
-            with LoopbackCluster(workers) as cl, DaskExecutor(cl.address) as ex:
+            with LoopbackCluster(workers, pythonpath=[HERE]) as cl, DaskExecutor(cl.address) as ex:
                 t = time.perf_counter()
                 got, _ = rescore_sharded(nbs, specs, ex, shard_size=args.shard_size)
                 cold = time.perf_counter() - t
                 if got != want:
                     raise SystemExit(f"Dask output differs from the in-process output ({label}, {n_hyps})")
-                t_d = median_time(lambda nbs=nbs, ex=ex: rescore_sharded(nbs, specs, ex, shard_size=args.shard_size),
-                                  args.repeat)  # fmt: skip
+                pairs = []
+                for _ in range(args.repeat):
+                    a = median_time(anchor, 1)
+                    d = median_time(lambda nbs=nbs, ex=ex: rescore_sharded(nbs, specs, ex, shard_size=args.shard_size),
+                                    1, cluster_cpu(ex))  # fmt: skip
+                    anchors.append(a)
+                    pairs.append((a, d))
                 t_f = median_time(lambda ex=ex, one=one: rescore_sharded(one, specs, ex, shard_size=args.shard_size),
-                                  args.repeat)  # fmt: skip
-                wmem = ex.client.run(_rss_mb)
-            rows.append([label, n_hyps, f"Dask, {workers} worker{'s' if workers > 1 else ''}", cold, t_d,
-                         n_hyps / t_d, t_f, max(wmem.values()), 100 * (t_d / t_anchor - 1)])  # fmt: skip
+                                  args.repeat)[0]  # fmt: skip
+                wmem = max(ex.client.run(_rss_mb).values())
+            d_wall = statistics.median(d[0] for _, d in pairs)
+            d_cpu = statistics.median(d[1] for _, d in pairs)
+            paired = statistics.median(d[0] / a[0] - 1 for a, d in pairs)
+            dask_rows.append([label, n_hyps, f"Dask, {workers} worker{'s' if workers > 1 else ''}", cold, d_wall,
+                              n_hyps / d_wall, t_f, d_cpu, wmem, 100 * paired])  # fmt: skip
+        a_wall = statistics.median(a[0] for a in anchors)
+        a_cpu = statistics.median(a[1] for a in anchors)
+        rows.append([label, n_hyps, "in-process (anchor)", "-", a_wall, n_hyps / a_wall, first, a_cpu, "-", 0.0])
+        rows.append([label, n_hyps, "in-process sharded", "-", sh[0], n_hyps / sh[0], "-", sh[1], "-",
+                     100 * (sh[0] / a_wall - 1)])  # fmt: skip
+        rows += dask_rows
         print(f"  {label} {n_hyps} hyps done; shard payload {payload / 1024:.0f} KiB "
               f"({payload / payload_hyps:.0f} B/hyp)", flush=True)  # fmt: skip
     return rows
@@ -158,23 +196,27 @@ def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="hypotheses per run")
-    ap.add_argument("--shard-size", type=int, default=2000, help="utterances per task (10 hypotheses each)")
+    ap.add_argument("--shard-size", type=int, default=250, help="utterances per task (10 hypotheses each)")
     ap.add_argument("--repeat", type=int, default=3, help="median of N timed runs")
     ap.add_argument("--tasks", type=int, default=5000, help="no-op tasks for the scheduler's task rate")
     ap.add_argument("--neural", action="store_true", help="also rescore with a small LSTM LM")
     args = ap.parse_args()
-    print(f"{os.cpu_count()} CPUs; shards of {args.shard_size} utterances; median of {args.repeat}", flush=True)
+    print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; shards of "
+          f"{args.shard_size} utterances; median of {args.repeat}", flush=True)  # fmt: skip
     specs = [LMSpec("kenlm", path=str(kenlm_models()["general"]))]
     rows = bench_rescore(args, specs, "KenLM 3-gram")
     if args.neural:
         rows += bench_rescore(args, [neural_spec()], "LSTM")
-    print(table(rows, ["LM", "hyps", "run", "cold s", "median s", "hyps/s", "first shard s", "worker MB",
-                       "overhead %"]))  # fmt: skip
+    print(table(rows, ["LM", "hyps", "run", "cold s", "median s", "hyps/s", "first shard s", "CPU s (all procs)",
+                       "worker MB", "wall overhead %"]))  # fmt: skip
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    with LoopbackCluster(2) as cl:
-        rate_ex, rate_bare = task_rate(cl.address, args.tasks, args.repeat)
-    print(f"scheduler task rate, 2 workers, {args.tasks} no-op tasks: {rate_ex:.0f} tasks/s through "
-          f"DaskExecutor.map, {rate_bare:.0f} tasks/s with a bare client.map + gather")  # fmt: skip
+    with LoopbackCluster(2, pythonpath=[HERE]) as cl:
+        r = task_rate(cl.address, args.tasks, args.repeat)
+    print(f"scheduler task rate, 2 workers, {args.tasks} no-op tasks: {r['executor']:.0f} tasks/s through "
+          f"DaskExecutor.map, {r['bare']:.0f} tasks/s with a bare client.map + gather; the scheduler spends "
+          f"{1e6 * r['sched_cpu_per_task']:.0f} us CPU per task (about {1 / r['sched_cpu_per_task']:.0f} "
+          "tasks/s on a core of its own)")  # fmt: skip
 
 
 if __name__ == "__main__":

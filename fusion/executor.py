@@ -355,16 +355,17 @@ class DaskExecutor(_Closing):
         name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
         run = uuid.uuid4().hex[:12]
         keys = [f"lmfusion-{name}-{run}-{i:07d}" for i in range(len(items))]
-        futs = [
-            self.client.submit(fn, x, key=k, pure=False, retries=self.retries) for x, k in zip(items, keys, strict=True)
-        ]
-        index = {f.key: i for i, f in enumerate(futs)}
-        out: list[Any] = [None] * len(items)
+        futs = self.client.map(fn, list(items), key=keys, pure=False, retries=self.retries)
         bar = _bar(len(items), desc, progress)
         try:
-            for f in distributed.as_completed(futs, loop=self.client.loop):
-                out[index[f.key]] = f.result()  # raises the task's own exception
-                bar.update(1)
+            if bar.disable:  # one batched gather: the cheapest way to collect the results
+                out: list[Any] = self.client.gather(futs)
+            else:
+                index = {f.key: i for i, f in enumerate(futs)}
+                out = [None] * len(items)
+                for f in distributed.as_completed(futs, loop=self.client.loop):
+                    out[index[f.key]] = f.result()  # raises the task's own exception
+                    bar.update(1)
         except BaseException:
             self.client.cancel(futs)
             raise
