@@ -46,7 +46,18 @@ def test_cli_rescore_on_dask_writes_the_local_bytes(
 ) -> None:
     nb = tmp_path / "in.jsonl"
     write_nbest_jsonl(nb, nbest_lists(300, seed=4))
-    common = ["rescore", str(nb), "--lm", f"bible={bible_arpa}", f"tech={tech_arpa}", "--mix", "mix=0.6,0.4"]
+    common = [
+        "rescore",
+        str(nb),
+        "--lm",
+        f"bible={bible_arpa}",
+        f"tech={tech_arpa}",
+        "--mix",
+        "mix",
+        "--interpolation",
+        "0.6",
+        "0.4",
+    ]
     common += ["--weights", "am=1,bible=0.5,words=0.2"]
     run_cli(["-q", *common, "-o", str(tmp_path / "local.jsonl"), "--onebest", str(tmp_path / "local.txt")])
     dask = ["--scheduler", cluster.address, "--shard-size", "23"]
