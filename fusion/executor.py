@@ -59,6 +59,7 @@ __all__ = [
     "LocalProcesses",
     "SchedulerUnreachable",
     "WorkerSetup",
+    "map_sharded",
     "open_executor",
     "shard_bounds",
     "shards",
@@ -164,6 +165,29 @@ def with_setup(fn: Callable[[S, T], R], setup: WorkerSetup[S]) -> Callable[[T], 
     """``item -> fn(state, item)`` where ``state = worker_state(setup)``: picklable when ``fn`` and
     ``setup`` are (a module-level function and a frozen dataclass), so any back-end can ship it."""
     return functools.partial(_call_with_state, fn, setup)
+
+
+def _per_item(fn: Callable[[Any, T], R], state: Any, shard: Sequence[T]) -> list[R]:
+    return [fn(state, x) for x in shard]
+
+
+def map_sharded(
+    executor: Executor,
+    fn: Callable[[S, T], R],
+    setup: WorkerSetup[S],
+    items: Sequence[T],
+    *,
+    shard_size: int = 16,
+    desc: str = "",
+    progress: bool = False,
+) -> list[R]:
+    """``[fn(state, x) for x in items]`` with ``state = worker_state(setup)``, one task per shard of
+    ``shard_size`` items, flattened back in input order — e.g. a batch decoder: ``setup`` a picklable
+    decoder spec (its ``build()`` opens the LMs once per worker), ``fn`` decodes one utterance."""
+    parts = executor.map(
+        with_setup(functools.partial(_per_item, fn), setup), shards(items, shard_size), desc=desc, progress=progress
+    )
+    return [r for part in parts for r in part]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from fusion.executor import (
     LMSet,
     LocalProcesses,
     SchedulerUnreachable,
+    map_sharded,
     open_executor,
     shard_bounds,
     shards,
@@ -165,6 +166,18 @@ def test_worker_state_is_built_once_per_process() -> None:
     assert {o[1] for o in out} == {"c"}
     assert {o[3] for o in out} == {1}  # every process built it exactly once, however many tasks it ran
     assert os.getpid() not in {o[2] for o in out}
+
+
+def _tagged(state: dict[str, object], item: int) -> tuple[int, object, object]:
+    return item, state["tag"], state["pid"]
+
+
+def test_map_sharded_keeps_input_order_and_one_state_per_process() -> None:
+    items = list(range(37))
+    for ex in (InProcess(), LocalProcesses(2)):
+        out = map_sharded(ex, _tagged, CountingSetup("m"), items, shard_size=5)
+        assert [o[0] for o in out] == items and {o[1] for o in out} == {"m"}
+    assert map_sharded(InProcess(), _tagged, CountingSetup("m"), [], shard_size=5) == []
 
 
 def test_lmset_rejects_duplicate_names() -> None:
