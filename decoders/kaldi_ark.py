@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
-from decoders.nbest import _read_kaldi_table, _read_symbols, _split_key
+from decoders.nbest.formats import _read_kaldi_table, _read_symbols, _split_key
 from fusion.errors import InputError
 
 __all__ = ["read_float_table", "read_int_vectors", "read_kaldi_ark_nbest"]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
-from decoders.nbest import _read_kaldi_table
+from decoders.nbest.formats import _read_kaldi_table
 from fusion.errors import InputError
 from fusion.io import iter_text_lines
 

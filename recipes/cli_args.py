@@ -247,5 +247,7 @@ def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler", metavar="SPEC", default=None,
         help="where batch work runs: omitted = in this process; 'processes' or 'processes:N' = local worker "
-        "processes; a Dask scheduler address (tcp://HOST:PORT)",
+        "processes; a Dask scheduler address (tcp://HOST:PORT); default $LMFUSION_SCHEDULER",
     )  # fmt: skip
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to reach the Dask scheduler (10)")  # fmt: skip

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from fusion.errors import LMFusionError
+from fusion.executor import Executor
 from fusion.io import atomic_write_json
 
-__all__ = ["Pipeline", "Stage", "StageContext", "StageReport", "hash_path"]
+__all__ = ["Pipeline", "Stage", "StageContext", "StageReport", "hash_path", "stage_waves"]
 
 
 def hash_path(path: Path, h: Any = None) -> str:
@@ -140,9 +141,14 @@ class Pipeline:
         stamp = stamp or self.stamp_of(stage)
         return recorded == stamp and all(Path(o).exists() for o in stage.outputs)
 
-    def run(self, stages: Iterable[Stage], *, force: Sequence[str] = (), only: Sequence[str] | None = None
-            ) -> list[StageReport]:  # fmt: skip
-        """Run (or skip) each stage in order. ``force`` names stages to re-run; ``only`` restricts."""
+    def run(self, stages: Iterable[Stage], *, force: Sequence[str] = (), only: Sequence[str] | None = None,
+            executor: Executor | None = None) -> list[StageReport]:  # fmt: skip
+        """Run (or skip) each stage in order. ``force`` names stages to re-run; ``only`` restricts.
+
+        With an ``executor`` other than in-process, consecutive stages that do not read each other's
+        outputs (:func:`stage_waves`) run side by side on it (each stage's function travels to a worker
+        by value, so the work directory must be shared); stamps are written here, in stage order.
+        """
         stages = list(stages)
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
@@ -150,30 +156,70 @@ class Pipeline:
         for n in [*force, *(only or [])]:
             if n not in names:
                 raise LMFusionError(f"unknown stage {n!r} (stages: {', '.join(names)})")
+        parallel = executor is not None and executor.kind != "inprocess"
+        groups = stage_waves(stages) if parallel else [[s] for s in stages]
+        number = {s.name: i for i, s in enumerate(stages, 1)}
         reports = []
-        for i, stage in enumerate(stages, 1):
-            if only is not None and stage.name not in only:
-                continue
-            t0 = time.perf_counter()
-            stamp = self.stamp_of(stage)
-            if stage.name not in force and self.is_up_to_date(stage, stamp):
-                self.log(f"[{i}/{len(stages)}] {stage.name}: up to date, skipped")
-                reports.append(StageReport(stage.name, "skipped", time.perf_counter() - t0, stamp))
-                continue
-            self.log(f"[{i}/{len(stages)}] {stage.name}: {stage.description or 'running'}")
-            sf = self._stamp_file(stage)
-            if sf.exists():
-                sf.unlink()  # a half-run stage must not look finished
-            journal = self.stamp_dir / f"{stage.name}.journal"
-            ctx = StageContext(stage, stamp, journal, self.progress)
-            stage.run(ctx)
-            missing = [str(o) for o in stage.outputs if not Path(o).exists()]
-            if missing:
-                raise LMFusionError(f"stage {stage.name!r} finished without writing {missing}")
-            dt = time.perf_counter() - t0
-            atomic_write_json(sf, {"stage": stage.name, "stamp": stamp, "seconds": round(dt, 3),
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
-            if journal.exists():
-                journal.unlink()
-            reports.append(StageReport(stage.name, "ran", dt, stamp))
+        for group in groups:
+            todo: list[tuple[Stage, str, float]] = []
+            for stage in group:
+                if only is not None and stage.name not in only:
+                    continue
+                t0 = time.perf_counter()
+                stamp = self.stamp_of(stage)
+                where = f"[{number[stage.name]}/{len(stages)}] {stage.name}"
+                if stage.name not in force and self.is_up_to_date(stage, stamp):
+                    self.log(f"{where}: up to date, skipped")
+                    reports.append(StageReport(stage.name, "skipped", time.perf_counter() - t0, stamp))
+                    continue
+                self.log(f"{where}: {stage.description or 'running'}")
+                sf = self._stamp_file(stage)
+                if sf.exists():
+                    sf.unlink()  # a half-run stage must not look finished
+                todo.append((stage, stamp, t0))
+            tasks = [(st, stamp, self.stamp_dir / f"{st.name}.journal", self.progress) for st, stamp, _ in todo]
+            if parallel and len(tasks) > 1:
+                assert executor is not None
+                executor.map(_run_stage, tasks, desc="stages")
+            else:
+                for t in tasks:
+                    _run_stage(t)
+            for stage, stamp, t0 in todo:
+                reports.append(self._finish(stage, stamp, time.perf_counter() - t0))
         return reports
+
+    def _finish(self, stage: Stage, stamp: str, dt: float) -> StageReport:
+        missing = [str(o) for o in stage.outputs if not Path(o).exists()]
+        if missing:
+            raise LMFusionError(f"stage {stage.name!r} finished without writing {missing}")
+        atomic_write_json(self._stamp_file(stage), {"stage": stage.name, "stamp": stamp, "seconds": round(dt, 3),
+                                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})  # fmt: skip
+        journal = self.stamp_dir / f"{stage.name}.journal"
+        if journal.exists():
+            journal.unlink()
+        return StageReport(stage.name, "ran", dt, stamp)
+
+
+def _run_stage(task: tuple[Stage, str, Path, bool]) -> None:
+    """Run one stage's function (here or on a worker)."""
+    stage, stamp, journal, progress = task
+    stage.run(StageContext(stage, stamp, journal, progress))
+
+
+def _within(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` or lies under it (or the other way round)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents or a in b.parents
+
+
+def stage_waves(stages: Sequence[Stage]) -> list[list[Stage]]:
+    """Consecutive stages grouped into waves whose members do not read each other's outputs (an input
+    equal to, under, or above an output of an earlier member), in order: a wave's stages may run at once."""
+    waves: list[list[Stage]] = []
+    for st in stages:
+        cur = waves[-1] if waves else None
+        if cur is not None and not any(_within(Path(i), Path(o)) for m in cur for o in m.outputs for i in st.inputs):
+            cur.append(st)
+        else:
+            waves.append([st])
+    return waves

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion.errors import LMFusionError
+from fusion.executor import Executor
 from recipes.asr.evaluate import stage_evaluate
 from recipes.asr.in_search import stage_in_search
 from recipes.asr.lm_stages import stage_audio, stage_build_lms, stage_interpolate, stage_rescore
@@ -97,12 +98,14 @@ def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
     return stages
 
 def run_recipe(config: str | Path, *, overrides: Mapping[str, Any] | None = None, force: Sequence[str] = (),
-               only: Sequence[str] | None = None, progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Load + validate the config, run the stages; returns the config and the stage reports."""
+               only: Sequence[str] | None = None, progress: bool = True,
+               executor: Executor | None = None) -> dict[str, Any]:  # fmt: skip
+    """Load + validate the config, run the stages (independent ones side by side on ``executor``);
+    returns the config and the stage reports."""
     cfg = load_recipe(config, overrides)
     Path(cfg["work_dir"]).mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(cfg["work_dir"], progress=progress)
-    reports = pipe.run(build_stages(cfg), force=force, only=only)
+    reports = pipe.run(build_stages(cfg), force=force, only=only, executor=executor)
     return {"config": cfg, "reports": reports, "paths": recipe_paths(cfg)}
 
 

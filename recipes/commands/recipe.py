@@ -19,6 +19,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("config", help="recipe YAML, e.g. recipes/configs/demo.yaml")
     p.add_argument("--force", nargs="*", default=[], metavar="STAGE", help="re-run these stages")
     p.add_argument("--only", nargs="*", metavar="STAGE", help="run only these stages")
+    from recipes.cli_args import add_scheduler_argument
+
+    add_scheduler_argument(p)
     p.set_defaults(func=run)  # fmt: skip
 
 
@@ -42,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
                 state = "to run"
             print(f"{s.name:12s} {state}")
         return 0
-    out = run_recipe(args.config, force=args.force, only=args.only, progress=not args.quiet)
+    from recipes.scale import executor_from_args
+
+    with executor_from_args(args) as ex:  # stages that do not read each other's outputs run side by side
+        out = run_recipe(args.config, force=args.force, only=args.only, progress=not args.quiet, executor=ex)
     p = out["paths"]
     if p["eval"].exists():
         print(wer_table_markdown(read_json(p["eval"])))

@@ -12,7 +12,14 @@ import argparse
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from recipes.cli_args import SubParsers, add_output_argument, parse_numbers, parse_pairs, parse_ranges
+from recipes.cli_args import (
+    SubParsers,
+    add_output_argument,
+    add_scheduler_argument,
+    parse_numbers,
+    parse_pairs,
+    parse_ranges,
+)
 from recipes.commands.rescore import add_nbest_input_arguments
 
 if TYPE_CHECKING:
@@ -68,6 +75,7 @@ def register(sub: SubParsers) -> None:
     add_output_argument(p, help="JSON file for the tuned weights (what --weights reads) with dev and test WER")
     p.add_argument("--plot", help="save a plot of dev WER over two weights (PNG)")
     p.add_argument("--plot-axes", default=None, help="the plot's weights X[,Y] (default: the first LM and 'words')")
+    add_scheduler_argument(p)
     p.set_defaults(func=run)
 
 
@@ -117,11 +125,14 @@ def _tune_methods(
     init: dict[str, Any],
     bounds: dict[str, Any],
 ) -> list[Any]:
+    from fusion.tune_jobs import TuneJob, tune_jobs
     from fusion.tuning import error_rate
-    from fusion.tuning.stable import tune_seeds
+    from fusion.tuning.stable import SeedSpread
+    from recipes.scale import executor_from_args
 
     out = []
     seeds = list(range(args.seed, args.seed + max(1, args.seeds)))
+    jobs: list[TuneJob] = []
     for m in args.method:
         opts: dict[str, object] = {}
         if m in ("grid", "coordinate") and args.points:
@@ -133,7 +144,12 @@ def _tune_methods(
             opts["prior"] = parse_numbers(args.prior, "--prior") or None
         if m == "optuna":
             opts["n_trials"] = args.trials
-        spread = tune_seeds(dev_p, seeds, m, fixed=fixed, init=init or None, bounds=bounds, **opts)
+        jobs += [TuneJob(dev_p, m, fixed, init or None, bounds, s, opts, label=m) for s in seeds]
+    with executor_from_args(args) as ex:  # every (method, seed) is an independent job: side by side
+        done = tune_jobs(jobs, ex, progress=not args.quiet)
+    for i, m in enumerate(args.method):
+        results = tuple(done[i * len(seeds) : (i + 1) * len(seeds)])
+        spread = SeedSpread(results, tuple(seeds), min(results, key=lambda r: r.error_rate))  # as tune_seeds
         res = spread.chosen
         if len(seeds) > 1:
             tests = spread.rates_on(test_p) if test_p else []

@@ -1,0 +1,436 @@
+"""One executor layer for batch work: in this process, in local processes, or on a Dask cluster.
+
+Every batch entry point (n-best rescoring, tuning jobs, CTC batch decoding, recipe stages) takes an
+``executor=`` and hands it a map over independent items — shards of utterances, tuning jobs, stages:
+
+* :class:`InProcess` — a plain loop here (the default; no pickling).
+* :class:`LocalProcesses` — a ``concurrent.futures`` process pool (fork, spawn or forkserver) on this
+  machine.
+* :class:`DaskExecutor` — a Dask distributed cluster (``dask scheduler`` + ``dask worker`` processes, on
+  one machine or many, started by ``dask-jobqueue`` or on Kubernetes); needs ``pip install 'lmfusion[scale]'``.
+
+The contract every back-end keeps:
+
+* ``map(fn, items)`` returns ``[fn(x) for x in items]`` in input order, whatever order the items finish
+  in. Items are submitted in input order; each becomes one task keyed by its index, so a retried task
+  (a worker died) replaces, never duplicates, its result. ``fn`` must be a pure function of its item
+  (idempotent), picklable by reference (a module-level function or a ``functools.partial`` of one).
+* Heavy state (LMs) never travels: a task names a :class:`WorkerSetup` — a small picklable recipe such
+  as :class:`LMSet` (a tuple of :class:`~fusion.abilities.LMSpec`) — and :func:`worker_state` builds it
+  once per worker process and caches it there (:func:`with_setup` wires that up).
+* Faults: a Dask worker that dies mid-task has its tasks re-run elsewhere (the scheduler's
+  ``allowed-failures``); a scheduler that cannot be reached is a :class:`SchedulerUnreachable` within
+  ``connect_timeout`` seconds; an exception inside a task cancels the rest and is re-raised here.
+* Progress: a tqdm bar over finished tasks, shown only when asked and stderr is a terminal.
+
+:func:`open_executor` turns a CLI/env spec (``tcp://HOST:PORT``, ``processes[:N]``, ``inprocess``) into
+one; :data:`SCHEDULER_ENV` names the environment variable the CLI reads when ``--scheduler`` is absent.
+This module imports nothing from ``decoders`` or ``recipes``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import multiprocessing as mp
+import os
+import pickle
+import sys
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from fusion.abilities import LMSpec
+from fusion.errors import LMFusionError
+from fusion.lm import LanguageModel
+
+__all__ = [
+    "SCHEDULER_ENV",
+    "DaskExecutor",
+    "Executor",
+    "ExecutorError",
+    "InProcess",
+    "LMSet",
+    "LocalProcesses",
+    "SchedulerUnreachable",
+    "WorkerSetup",
+    "map_sharded",
+    "open_executor",
+    "shard_bounds",
+    "shards",
+    "with_setup",
+    "worker_state",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S", covariant=True)
+
+SCHEDULER_ENV = "LMFUSION_SCHEDULER"
+"""Environment variable holding the executor spec when the CLI gets no ``--scheduler``."""
+
+
+class ExecutorError(LMFusionError):
+    """An executor cannot be opened or used (bad spec, missing Dask, closed executor)."""
+
+
+class SchedulerUnreachable(ExecutorError):
+    """The Dask scheduler did not answer within the connect timeout."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Sharding: contiguous slices in input order
+# ----------------------------------------------------------------------------------------------
+def shard_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n)`` in order with slices of ``size`` (the last may be
+    shorter). Depends on ``n`` and ``size`` only — never on the back-end or the number of workers — so
+    every back-end computes the same shards."""
+    if size < 1:
+        raise ExecutorError(f"shard size must be >= 1, got {size}")
+    if n < 0:
+        raise ExecutorError(f"cannot shard {n} items")
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def shards(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` cut into contiguous shards of ``size`` (see :func:`shard_bounds`)."""
+    return [items[a:b] for a, b in shard_bounds(len(items), size)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker-side state, built once per process from a picklable recipe
+# ----------------------------------------------------------------------------------------------
+@runtime_checkable
+class WorkerSetup(Protocol[S]):
+    """A picklable recipe (files and options, no model objects) for state a task needs, such as LMs."""
+
+    def build(self) -> S:
+        """Open the state (called once per worker process; the result is cached there)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LMSet:
+    """LMs to open in a worker, by :class:`~fusion.abilities.LMSpec`; builds ``{name: LanguageModel}``
+    in the order given."""
+
+    specs: tuple[LMSpec, ...]
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.specs]
+        if len(set(names)) != len(names):
+            raise ExecutorError(f"LMSet: duplicate LM names {names}")
+
+    def build(self) -> dict[str, LanguageModel]:
+        from fusion.loading import open_spec
+
+        return {s.name: open_spec(s) for s in self.specs}
+
+
+_STATE: OrderedDict[str, Any] = OrderedDict()
+_STATE_LOCK = threading.Lock()
+_STATE_MAX = 4
+"""Setups kept per worker process (least recently used dropped first)."""
+
+
+def _setup_key(setup: WorkerSetup[Any]) -> str:
+    return type(setup).__qualname__ + ":" + hashlib.sha1(pickle.dumps(setup, protocol=4)).hexdigest()
+
+
+def worker_state(setup: WorkerSetup[S]) -> S:
+    """The state ``setup`` builds, built at most once in this process (a per-process cache keyed by
+    the setup's pickled bytes; thread-safe, so a multi-threaded Dask worker builds it once too)."""
+    key = _setup_key(setup)
+    with _STATE_LOCK:
+        if key in _STATE:
+            _STATE.move_to_end(key)
+            return _STATE[key]
+        state = setup.build()
+        _STATE[key] = state
+        while len(_STATE) > _STATE_MAX:
+            _STATE.popitem(last=False)
+        return state
+
+
+def _call_with_state(fn: Callable[[Any, T], R], setup: WorkerSetup[Any], item: T) -> R:
+    return fn(worker_state(setup), item)
+
+
+def with_setup(fn: Callable[[S, T], R], setup: WorkerSetup[S]) -> Callable[[T], R]:
+    """``item -> fn(state, item)`` where ``state = worker_state(setup)``: picklable when ``fn`` and
+    ``setup`` are (a module-level function and a frozen dataclass), so any back-end can ship it."""
+    return functools.partial(_call_with_state, fn, setup)
+
+
+def _per_item(fn: Callable[[Any, T], R], state: Any, shard: Sequence[T]) -> list[R]:
+    return [fn(state, x) for x in shard]
+
+
+def map_sharded(
+    executor: Executor,
+    fn: Callable[[S, T], R],
+    setup: WorkerSetup[S],
+    items: Sequence[T],
+    *,
+    shard_size: int = 16,
+    desc: str = "",
+    progress: bool = False,
+) -> list[R]:
+    """``[fn(state, x) for x in items]`` with ``state = worker_state(setup)``, one task per shard of
+    ``shard_size`` items, flattened back in input order — e.g. a batch decoder: ``setup`` a picklable
+    decoder spec (its ``build()`` opens the LMs once per worker), ``fn`` decodes one utterance."""
+    parts = executor.map(
+        with_setup(functools.partial(_per_item, fn), setup), shards(items, shard_size), desc=desc, progress=progress
+    )
+    return [r for part in parts for r in part]
+
+
+# ----------------------------------------------------------------------------------------------
+# The protocol and its back-ends
+# ----------------------------------------------------------------------------------------------
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a map over independent items; see the module docstring for the contract."""
+
+    kind: str
+    """``"inprocess"``, ``"processes"`` or ``"dask"``."""
+
+    @property
+    def workers(self) -> int:
+        """How many items can run at once (a hint for shard sizes)."""
+        ...
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "", progress: bool = False) -> list[R]:
+        """``[fn(x) for x in items]``, in input order."""
+        ...
+
+    def close(self) -> None:
+        """Release the back-end's resources (a pool's processes, a Dask client's connection)."""
+        ...
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None: ...
+
+
+def _bar(total: int, desc: str, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc or "tasks", unit="task", disable=not (progress and sys.stderr.isatty()))
+
+
+class _Closing:
+    def __enter__(self: Any) -> Any:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class InProcess(_Closing):
+    """Runs every item here, in order."""
+
+    kind = "inprocess"
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "", progress: bool = False) -> list[R]:
+        bar = _bar(len(items), desc, progress)
+        out = []
+        for x in items:
+            out.append(fn(x))
+            bar.update(1)
+        bar.close()
+        return out
+
+    def __repr__(self) -> str:
+        return "InProcess()"
+
+
+class LocalProcesses(_Closing):
+    """A process pool on this machine (the pool is created per :meth:`map` call, so a forked worker sees
+    the parent's state at that time; with ``spawn`` workers import lmfusion afresh)."""
+
+    kind = "processes"
+
+    def __init__(self, processes: int | None = None, *, mp_context: str | None = None) -> None:
+        n = processes if processes is not None else (os.cpu_count() or 1)
+        if n < 1:
+            raise ExecutorError(f"LocalProcesses: processes must be >= 1, got {n}")
+        self.processes = n
+        self.mp_context = mp_context
+
+    @property
+    def workers(self) -> int:
+        return self.processes
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "", progress: bool = False) -> list[R]:
+        if not items:
+            return []
+        ctx = mp.get_context(self.mp_context)
+        bar = _bar(len(items), desc, progress)
+        by_value = not _picklable((fn, items[0]))  # closures and lambdas travel as Dask sends them
+        with ProcessPoolExecutor(min(self.processes, len(items)), mp_context=ctx) as pool:
+            if by_value:
+                futs = [pool.submit(_run_by_value, _dumps_by_value((fn, x))) for x in items]
+            else:
+                futs = [pool.submit(fn, x) for x in items]
+            for f in futs:
+                f.add_done_callback(lambda _f: bar.update(1))
+            done, _ = wait(futs, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futs if f in done and f.exception() is not None]
+            if failed:
+                for f in futs:
+                    f.cancel()
+                bar.close()
+                raise failed[0].exception()  # type: ignore[misc]
+            out = [f.result() for f in futs]
+        bar.close()
+        return out
+
+    def __repr__(self) -> str:
+        return f"LocalProcesses({self.processes}, mp_context={self.mp_context!r})"
+
+
+def _picklable(obj: object) -> bool:
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def _dumps_by_value(obj: object) -> bytes:
+    """Pickle functions by value (cloudpickle, which Dask uses), for closures and lambdas."""
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ExecutorError(
+            "LocalProcesses: the task function or item cannot be pickled (a lambda or closure?); use a "
+            "module-level function, or pip install 'lmfusion[scale]' (cloudpickle) to send it by value"
+        ) from None
+    return bytes(cloudpickle.dumps(obj))
+
+
+def _run_by_value(blob: bytes) -> Any:
+    fn, item = pickle.loads(blob)  # our own bytes from _dumps_by_value, never a user file
+    return fn(item)
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ExecutorError("the Dask back-end needs dask.distributed: pip install 'lmfusion[scale]'") from None
+    return distributed
+
+
+class DaskExecutor(_Closing):
+    """Tasks on a Dask distributed cluster.
+
+    Args:
+        address: the scheduler, ``tcp://HOST:PORT`` (or a ``distributed.Client`` to reuse).
+        connect_timeout: seconds to wait for the scheduler before :class:`SchedulerUnreachable`.
+        retries: extra attempts of a task that *raised* (a worker that died is handled by the scheduler
+            anyway: its tasks are re-run on the other workers, up to its ``allowed-failures``).
+
+    Each task's input travels inside the task (not ``scatter``-ed), so the scheduler can re-run it after
+    losing the worker that held it; results are gathered by shard index.
+    """
+
+    kind = "dask"
+
+    def __init__(self, address: str | Any, *, connect_timeout: float = 10.0, retries: int = 0) -> None:
+        distributed = _import_distributed()
+        self.retries = retries
+        if isinstance(address, distributed.Client):
+            self.client, self._own = address, False
+            self.address = str(address.scheduler.address)
+            return
+        self.address = str(address)
+        try:
+            self.client = distributed.Client(self.address, timeout=connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            raise SchedulerUnreachable(
+                f"cannot reach the Dask scheduler at {self.address} within {connect_timeout:g}s "
+                f"({type(e).__name__}: {e}); is `dask scheduler` running there? (--scheduler or ${SCHEDULER_ENV})"
+            ) from None
+        self._own = True
+
+    @property
+    def workers(self) -> int:
+        info = self.client.scheduler_info()
+        return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T], *, desc: str = "", progress: bool = False) -> list[R]:
+        if not items:
+            return []
+        distributed = _import_distributed()
+        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
+        run = uuid.uuid4().hex[:12]
+        keys = [f"lmfusion-{name}-{run}-{i:07d}" for i in range(len(items))]
+        futs = self.client.map(fn, list(items), key=keys, pure=False, retries=self.retries)
+        bar = _bar(len(items), desc, progress)
+        try:
+            if bar.disable:  # one batched gather: the cheapest way to collect the results
+                out: list[Any] = self.client.gather(futs)
+            else:
+                index = {f.key: i for i, f in enumerate(futs)}
+                out = [None] * len(items)
+                for f in distributed.as_completed(futs, loop=self.client.loop):
+                    out[index[f.key]] = f.result()  # raises the task's own exception
+                    bar.update(1)
+        except BaseException:
+            self.client.cancel(futs)
+            raise
+        finally:
+            bar.close()
+            for f in futs:
+                f.release()
+        return out
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.address!r})"
+
+
+ExecutorLike = Executor | str | None
+"""An executor, a spec for :func:`open_executor`, or None (in-process)."""
+
+
+def open_executor(spec: ExecutorLike = None, *, connect_timeout: float = 10.0, env: bool = False) -> Executor:
+    """An executor from a spec.
+
+    ``None``/``""``/``"inprocess"``: :class:`InProcess`; ``"processes"`` or ``"processes:N"``:
+    :class:`LocalProcesses`; ``"tcp://HOST:PORT"`` (any Dask address with ``://``): :class:`DaskExecutor`.
+    With ``env`` and no spec, :data:`SCHEDULER_ENV` is read (the CLI's fallback for ``--scheduler``).
+    """
+    if isinstance(spec, Executor):
+        return spec
+    if not spec and env:
+        spec = os.environ.get(SCHEDULER_ENV, "")
+    s = (spec or "").strip()
+    if s in ("", "inprocess", "local"):
+        return InProcess()
+    if s == "processes" or s.startswith("processes:"):
+        n = s.partition(":")[2]
+        try:
+            return LocalProcesses(int(n) if n else None)
+        except ValueError:
+            raise ExecutorError(f"bad executor spec {s!r}: expected processes:N") from None
+    if "://" in s:
+        return DaskExecutor(s, connect_timeout=connect_timeout)
+    raise ExecutorError(f"bad executor spec {s!r}: expected tcp://HOST:PORT, processes[:N] or inprocess")
