@@ -46,6 +46,8 @@ $(SETUP_STAMP): pyproject.toml constraints.txt | apt-deps
 	# pyctcdecode (a test/benchmark anchor) pins numpy<2; it runs fine on numpy 2, so no deps.
 	$(PIP) install -q -c constraints.txt --no-deps pyctcdecode==0.5.0 && $(PIP) install -q -c constraints.txt 'pygtrie>=2.1,<3'
 	$(PIP) install -q -c constraints.txt flashlight-text==0.0.7 || echo "warning: flashlight-text not installed; its benchmark column will be skipped"
+	# compile the numba kernels once and cache them, so a fresh process decodes its first utterance fast
+	$(PY) -m decoders.warmup
 	@touch $@
 
 # lmplz/build_binary: built once from the kenlm sdist into a per-user cache, then copied.

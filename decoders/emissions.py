@@ -160,6 +160,12 @@ def synth_emissions(
         blanks(0)
         prev = ch
     blanks(1)
+    return _render(segs, V, blank, cfg, rng)
+
+
+def _render(segs: list[tuple[int, int, int]], V: int, blank: int, cfg: EmissionConfig,
+            rng: np.random.Generator) -> np.ndarray:
+    """Logits for planned ``(winner, runner_up or -1, n_frames)`` segments, as log-probabilities."""
     T = sum(s[2] for s in segs)
     logits = rng.normal(0.0, cfg.noise, size=(T, V))
     t = 0
@@ -171,6 +177,78 @@ def synth_emissions(
             logits[t : t + n, blank] += 0.5 * cfg.peak  # real CTC spreads mass onto blank
         t += n
     return log_softmax(logits).astype(np.float32)
+
+
+def piece_confusions(labels: Sequence[str], blank: int = 0) -> dict[int, list[int]]:
+    """For each piece of a subword vocabulary, the pieces one close character away (:data:`CONFUSIONS`).
+
+    A piece with no such neighbour gets the pieces of the same length that share its first
+    character (a stand-in for "acoustically close"); a piece with neither has no entry.
+    """
+    index = {lab: i for i, lab in enumerate(labels) if i != blank}
+    by_head: dict[tuple[str, int], list[int]] = {}
+    for lab, i in index.items():
+        by_head.setdefault((lab[:2], len(lab)), []).append(i)
+    out: dict[int, list[int]] = {}
+    for lab, i in index.items():
+        alts = []
+        for k, ch in enumerate(lab):
+            for a in CONFUSIONS.get(ch, ""):
+                j = index.get(lab[:k] + a + lab[k + 1 :])
+                if j is not None:
+                    alts.append(j)
+        if not alts:
+            alts = [j for j in by_head.get((lab[:2], len(lab)), []) if j != i][:6]
+        if alts:
+            out[i] = alts
+    return out
+
+
+def synth_piece_emissions(
+    tokens: Sequence[int],
+    vocab_size: int,
+    *,
+    blank: int = 0,
+    confusions: dict[int, list[int]] | None = None,
+    config: EmissionConfig | None = None,
+    seed: int | np.random.Generator = 0,
+) -> np.ndarray:
+    """Peaky CTC log-probabilities ``[T, V]`` (float32) whose best path is close to a token sequence.
+
+    The subword counterpart of :func:`synth_emissions` (same :class:`EmissionConfig`): each token
+    gets a few frames peaking on itself or, with ``confusion_rate``, on one of ``confusions[token]``
+    (see :func:`piece_confusions`) with the true token as runner-up. ``weak_space_rate`` does not
+    apply (word boundaries live inside the pieces).
+    """
+    cfg = config or NOISE_LEVELS["noisy"]
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    conf = confusions or {}
+    segs: list[tuple[int, int, int]] = []
+
+    def blanks(lo: int) -> None:
+        n = int(rng.integers(max(lo, cfg.blank_frames[0]), max(lo, cfg.blank_frames[1]) + 1))
+        if n:
+            segs.append((blank, -1, n))
+
+    blanks(1)
+    prev = -1
+    for tok in tokens:
+        if not 0 <= tok < vocab_size or tok == blank:
+            raise ValueError(f"synth_piece_emissions: token {tok} is the blank or out of range")
+        if tok == prev:
+            blanks(1)
+        n = int(rng.integers(cfg.frames_per_char[0], cfg.frames_per_char[1] + 1))
+        u = rng.random()
+        if u < cfg.deletion_rate:
+            segs.append((blank, tok, 1))
+        elif u < cfg.deletion_rate + cfg.confusion_rate and conf.get(tok):
+            segs.append((int(rng.choice(conf[tok])), tok, n))
+        else:
+            segs.append((tok, -1, n))
+        blanks(0)
+        prev = tok
+    blanks(1)
+    return _render(segs, vocab_size, blank, cfg, rng)
 
 
 def make_emission_set(

@@ -170,6 +170,11 @@ def _check_binary_header(path: Path) -> None:
                          path=path)
 
 
+def arpa_beside(path: str | Path) -> Path:
+    """Where :func:`build_ngram` (``keep_arpa=True``) keeps the ARPA text of a binary model."""
+    return Path(f"{path}.arpa")
+
+
 def vocab_sidecar(path: str | Path) -> Path:
     """Where ``build_ngram`` writes a binary model's vocabulary (one word per line)."""
     return Path(f"{path}.vocab")
@@ -392,6 +397,7 @@ def build_ngram(
     tokenizer: Tokenizer | None = None,
     binary: bool | None = None,
     binary_type: str = "probing",
+    keep_arpa: bool = False,
     temp_dir: str | Path | None = None,
     progress: bool = True,
     extra_args: Sequence[str] = (),
@@ -408,6 +414,8 @@ def build_ngram(
         prune: ``--prune`` counts per order (e.g. ``[0, 1, 1]``).
         tokenizer: tokenize the text first (e.g. a sentencepiece model for a token-level LM).
         binary_type: ``probing`` (fastest) or ``trie`` (smallest).
+        keep_arpa: with a binary output, also keep the ARPA text beside it (``<output>.arpa``), which
+            :func:`fusion.ngram_arrays.load_ngram_arrays` reads (KenLM binaries cannot be read back).
 
     Returns:
         The path written. Writes are atomic; a vocabulary sidecar ``<output>.vocab`` is written too.
@@ -439,6 +447,8 @@ def build_ngram(
         _run_lmplz([*cmd, "-T", str(tmpdir), "--arpa", str(arpa)], files, tokenizer, tmpdir / "lmplz.log", progress)
         vocab = read_arpa_vocab(arpa)
         out_tmp = _build_binary(arpa, tmpdir / "model.bin", memory, binary_type) if want_binary else arpa
+        if want_binary and keep_arpa:
+            os.replace(arpa, arpa_beside(output))
         os.replace(out_tmp, output)  # the temp dir sits beside the output: same filesystem, atomic
     atomic_write_lines(vocab_sidecar(output), sorted(vocab))
     write_checksum(output)

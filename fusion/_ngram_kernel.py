@@ -1,0 +1,91 @@
+"""Compiled (numba, ``cache=True``) look-ups over :class:`fusion.ngram_arrays.NgramArrays` arrays.
+
+Plain functions of arrays and ints, so compiled searches can call them directly (no Python objects).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@njit(cache=True, nogil=True)
+def lookup(offsets, keys, ids, n, gram, start):
+    """Row of the n-gram ``gram[start:start+n]`` (oldest first), -1 when absent."""
+    for j in range(n):
+        if gram[start + j] < 0:
+            return -1
+    if n == 1:
+        return np.int64(gram[start])
+    h = FNV_OFFSET
+    for j in range(n):
+        h = (h ^ (np.uint64(gram[start + j]) + np.uint64(1))) * FNV_PRIME
+    lo = np.int64(offsets[n - 1])
+    hi = np.int64(offsets[n])
+    a, b = lo, hi
+    while a < b:  # first key >= h
+        mid = (a + b) >> 1
+        if keys[mid] < h:
+            a = mid + 1
+        else:
+            b = mid
+    while a < hi and keys[a] == h:
+        same = True
+        for j in range(n):
+            if ids[a, j] != gram[start + j]:
+                same = False
+                break
+        if same:
+            return a
+        a += 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state):
+    """ln P(word | state) as KenLM computes it; the minimised next state goes to ``out_state``.
+
+    ``state``: ``order - 1`` ids, most recent first, -1 padded.
+    """
+    C = state.shape[0]
+    N = offsets.shape[0] - 1
+    L = 0
+    while L < C and state[L] >= 0:
+        L += 1
+    # gram buffer, oldest first: state reversed, then the word
+    buf = np.empty(C + 1, np.int64)
+    for j in range(L):
+        buf[C - 1 - j] = state[j]
+    buf[C] = word
+    lp = 0.0
+    top = min(N, L + 1)
+    for n in range(top, 0, -1):
+        r = lookup(offsets, keys, ids, n, buf, C + 1 - n)
+        if r >= 0:
+            lp += logp[r]
+            break
+        # back off: the context of length n - 1 pays its back-off weight
+        if n > 1:
+            c = lookup(offsets, keys, ids, n - 1, buf, C + 1 - n)
+            if c >= 0:
+                lp += backoff[c]
+    # next state: the longest suffix (word, context...) of at most N - 1 words that extends
+    for j in range(C):
+        out_state[j] = -1
+    for m in range(min(C, N - 1, L + 1), 0, -1):
+        r = lookup(offsets, keys, ids, m, buf, C + 1 - m)
+        if r >= 0 and extends[r]:
+            for j in range(m):
+                out_state[j] = buf[C - j]
+            break
+    return lp
+
+
+@njit(cache=True, nogil=True)
+def score_many(offsets, keys, ids, logp, backoff, extends, states, words, out_lp, out_states):
+    """:func:`score_one` over a batch (rows of ``states``, ``words``)."""
+    for i in range(words.shape[0]):
+        out_lp[i] = score_one(offsets, keys, ids, logp, backoff, extends, states[i], words[i], out_states[i])
