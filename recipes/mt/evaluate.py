@@ -107,6 +107,14 @@ def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: 
     return {"ngram": ngram, "source_lm": KenLM(src, name="source_lm"), "nnlm": nnlm, "mix": mix}
 
 
+def model_units(model: Any, vocabs: Any) -> list[str | None]:
+    """LM units of every decoder output id: the target pieces, then ``None`` for eos/pad and any id the model's
+    output layer has beyond them (transformers may size Marian's decoder vocabulary to the source's)."""
+    units: list[str | None] = list(units_from_pieces(vocabs.spm.pieces, specials=[vocabs.spm.sp.unk_id()]))
+    width = int(model.get_output_embeddings().weight.shape[0])
+    return units + [None] * (width - len(units))
+
+
 def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str | None], eos: int) -> list[Scorer]:
     out: list[Scorer] = []
     for n in names:
@@ -127,7 +135,7 @@ def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: li
     from decoders.hf import hf_beam_search
     from decoders.seq2seq import BeamConfig
 
-    units = [*units_from_pieces(vocabs.spm.pieces, specials=[vocabs.spm.sp.unk_id()]), None, None]
+    units = model_units(model, vocabs)
     out: list[NBestList] = []
     for lo in tqdm(range(0, len(src), batch), desc=prefix, leave=False):
         ids = [vocabs.encode_src(s) for s in src[lo : lo + batch]]
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     model, vocabs = load_model(args.model)
     task = TASKS[args.task]
     lms = build_lms(args.data, args.model, out, args.threads, args.nnlm_steps, task)
-    units = [*units_from_pieces(vocabs.spm.pieces, specials=[vocabs.spm.sp.unk_id()]), None, None]
+    units = model_units(model, vocabs)
     eos = vocabs.eos_id
     dev_src = read_sentences(args.data / task.dev_src)[: args.dev_n]
     dev_ref = read_sentences(args.data / task.dev_ref)[: args.dev_n]
