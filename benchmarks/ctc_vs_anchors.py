@@ -166,21 +166,18 @@ def lmfusion_cache_sizes(dec: Any) -> dict[str, int]:
     """Entries in every cache an lmfusion decoder can carry from one utterance to the next."""
     return {
         "fusion": dec._shared.size() if dec._shared is not None else 0,
-        "lm_pairs": sum(len(c) for c in dec._lm_cache),
-        "lm_end": sum(len(c) for c in dec._end_cache),
+        "lm_pairs": sum(len(c._pairs) for c in dec._lm_caches),
+        "lm_end": sum(len(c._ends) for c in dec._lm_caches),
         "kenlm": sum(len(getattr(m, "_cache", ())) for m in dec.lms),
     }
 
 
 def clear_lmfusion_caches(dec: Any) -> None:
     """Empty every cache of an lmfusion decoder and of its LMs."""
-    dec._shared = None
-    for c in (*dec._lm_cache, *dec._end_cache):
-        c.clear()
+    dec.clear_caches()  # the fused-step cache, the per-LM (state, unit) and end caches, re-weighted mixtures
     for m in dec.lms:
         if hasattr(m, "clear_cache"):
             m.clear_cache()
-    dec._variants.clear()
 
 
 def build_lmfusion(s: Setup, beam: int, lexicon: bool = False, all_tokens: bool = False) -> Callable[[np.ndarray], str]:
