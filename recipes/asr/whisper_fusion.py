@@ -23,38 +23,36 @@ from typing import Any
 import numpy as np
 
 from decoders.hypothesis import NBestList
+from fusion.token_units import WORD_START, token_units_from_tokenizer
 from recipes.asr.decode_whisper import normalise_transcript
 from recipes.asr.make_audio import read_wav
 
-WORD_START = "▁"
 _KEEP = re.compile(r"[a-z0-9']+")
+
+
+def fold_unit(unit: str | None) -> str | None:
+    """A token unit in the references' form: lower case, letters, digits and apostrophes, the word-start
+    marker kept; ``None`` when nothing is left (punctuation: the LM does not see it)."""
+    if unit is None:
+        return None
+    starts = unit.startswith(WORD_START)
+    body = "".join(_KEEP.findall(unit.replace(WORD_START, " ").lower().replace("\u2019", "'")))
+    if not body:
+        return None
+    return WORD_START + body if starts else body
 
 
 def whisper_token_units(tokenizer: Any) -> tuple[list[str | None], list[int]]:
     """LM units of every Whisper token id, and the ids to suppress in the search (specials, timestamps).
 
-    A unit is ``"▁word"`` (starts a word) or ``"piece"`` (continues one), lower case, letters, digits and
-    apostrophes only; ``None`` for tokens without any (punctuation: the LM does not see them).
+    The units are :func:`fusion.token_units.token_units_from_tokenizer`'s, folded by :func:`fold_unit`
+    (``"▁word"`` starts a word, ``"piece"`` continues one). Every token that view gives no unit (special,
+    timestamp, language and task tokens) is suppressed, except ``<|endoftext|>``.
     """
-    n = len(tokenizer)
-    special = set(tokenizer.all_special_ids)
-    units: list[str | None] = []
-    suppress: list[int] = []
+    raw = token_units_from_tokenizer(tokenizer, vocab_size=len(tokenizer))
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    for i in range(n):
-        tok = tokenizer.convert_ids_to_tokens(i)
-        if i in special or (tok.startswith("<|") and tok.endswith("|>")):
-            units.append(None)
-            if i != eos:
-                suppress.append(i)
-            continue
-        text = tokenizer.convert_tokens_to_string([tok])
-        body = "".join(_KEEP.findall(text.lower().replace("\u2019", "'")))
-        if not body:
-            units.append(None)
-        else:
-            units.append(WORD_START + body if text[:1].isspace() else body)
-    return units, suppress
+    suppress = [i for i, u in enumerate(raw) if u is None and i != eos]
+    return [fold_unit(u) for u in raw], suppress
 
 
 class WhisperFusion:
