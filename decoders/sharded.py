@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
-from decoders.nbest import WORDS, RescoreStats, score_hypotheses, summarize
+from decoders.nbest import WORDS, RescoreStats, merge_stats, score_hypotheses, summarize
 from decoders.nbest.rescore import _build_records
 from fusion.abilities import LMSpec
 from fusion.errors import LMFusionError
@@ -134,32 +134,6 @@ def _rescore_shard(lms: dict[str, LanguageModel], task: _ShardTask) -> _ShardRes
     return _ShardResult(cols, st)
 
 
-def _merge_stats(parts: Sequence[RescoreStats], names: Sequence[str], seconds: float) -> RescoreStats:
-    def total(attr: str) -> int:
-        return sum(int(getattr(p, attr)) for p in parts)
-
-    def per(attr: str) -> dict[str, int]:
-        out = {}
-        for k in names:
-            vals = [getattr(p, attr)[k] for p in parts]
-            out[k] = -1 if any(v < 0 for v in vals) else sum(vals)
-        return out
-
-    return RescoreStats(
-        n_utts=total("n_utts"),
-        n_hyps=total("n_hyps"),
-        n_no_hyps=total("n_no_hyps"),
-        n_single=total("n_single"),
-        n_empty_text=total("n_empty_text"),
-        n_duplicates=total("n_duplicates"),
-        scored=per("scored"),
-        cached=per("cached"),
-        oov=per("oov"),
-        failed=per("failed"),
-        seconds=seconds,
-    )
-
-
 def rescore_sharded(
     nbests: Sequence[NBestList],
     lms: Sequence[LMSpec] | LMSet,
@@ -209,4 +183,4 @@ def rescore_sharded(
     finally:
         if gc_was_on:
             gc.enable()
-    return out, _merge_stats([r.stats for r in results], names, time.perf_counter() - t0)
+    return out, merge_stats([r.stats for r in results], names=names, seconds=time.perf_counter() - t0)

@@ -465,3 +465,15 @@ def test_cli_reads_kaldi_and_tsv(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["-q", "rescore", str(tmp_path / "n.tsv"), "--format", "tsv", "--cost", "-o", str(out)]) == 0
     assert read_nbest_jsonl(out)[0].hyps[0].scores["am"] == 10.5  # --cost negated the TSV scores
     capsys.readouterr()
+
+
+def test_merge_stats_sums_counts_and_keeps_not_counted() -> None:
+    from decoders.nbest import RescoreStats, merge_stats
+
+    a = RescoreStats(2, 5, 0, 1, 0, 0, scored={"lm": 5}, oov={"lm": -1}, seconds=1.0)
+    b = RescoreStats(1, 3, 1, 0, 1, 2, scored={"lm": 3}, oov={"lm": -1}, seconds=2.0)
+    m = merge_stats([a, b])
+    assert (m.n_utts, m.n_hyps, m.n_no_hyps, m.n_duplicates) == (3, 8, 1, 2)
+    assert m.scored == {"lm": 8} and m.oov == {"lm": -1} and m.seconds == 3.0
+    assert merge_stats([a, b], seconds=2.5).seconds == 2.5
+    assert merge_stats([], names=["lm"]).scored == {"lm": 0}

@@ -436,31 +436,34 @@ def iter_batches(lists: Iterable[NBestList], max_hyps: int = 20_000) -> Iterator
         yield batch
 
 
-def merge_stats(parts: Iterable[RescoreStats]) -> RescoreStats:
-    """The :class:`RescoreStats` of several batches together (counts summed, seconds added)."""
-    total: RescoreStats | None = None
-    for st in parts:
-        if total is None:
-            total = st
-            continue
+def merge_stats(parts: Iterable[RescoreStats], *, names: Sequence[str] = (), seconds: float | None = None
+                ) -> RescoreStats:  # fmt: skip
+    """The :class:`RescoreStats` of several batches or shards together: counts summed; a per-LM count that
+    any part did not make (-1, e.g. OOV not counted) stays -1; ``seconds`` summed unless given (the wall
+    time of parts that ran side by side). ``names`` are LMs that appear in the per-LM counts even with no part."""
+    parts = list(parts)
 
-        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-            return {k: a.get(k, 0) + b.get(k, 0) for k in dict.fromkeys([*a, *b])}
+    def total(attr: str) -> int:
+        return sum(int(getattr(p, attr)) for p in parts)
 
-        total = RescoreStats(
-            n_utts=total.n_utts + st.n_utts,
-            n_hyps=total.n_hyps + st.n_hyps,
-            n_no_hyps=total.n_no_hyps + st.n_no_hyps,
-            n_single=total.n_single + st.n_single,
-            n_empty_text=total.n_empty_text + st.n_empty_text,
-            n_duplicates=total.n_duplicates + st.n_duplicates,
-            scored=add(total.scored, st.scored),
-            cached=add(total.cached, st.cached),
-            oov=add(total.oov, st.oov),
-            failed=add(total.failed, st.failed),
-            seconds=total.seconds + st.seconds,
-        )
-    return total if total is not None else RescoreStats(0, 0, 0, 0, 0, 0)
+    def per(attr: str) -> dict[str, int]:
+        keys = dict.fromkeys([*names, *(k for p in parts for k in getattr(p, attr))])
+        vals = {k: [getattr(p, attr).get(k, 0) for p in parts] for k in keys}
+        return {k: -1 if any(x < 0 for x in v) else sum(v) for k, v in vals.items()}
+
+    return RescoreStats(
+        n_utts=total("n_utts"),
+        n_hyps=total("n_hyps"),
+        n_no_hyps=total("n_no_hyps"),
+        n_single=total("n_single"),
+        n_empty_text=total("n_empty_text"),
+        n_duplicates=total("n_duplicates"),
+        scored=per("scored"),
+        cached=per("cached"),
+        oov=per("oov"),
+        failed=per("failed"),
+        seconds=sum(p.seconds for p in parts) if seconds is None else seconds,
+    )
 
 
 def rescore_stream(
