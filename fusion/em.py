@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from fusion.errors import InputError, LMFusionError
 from fusion.io import read_sentences
 from fusion.lm import LanguageModel, check_same_units, perplexity
+from fusion.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def heldout_logprob_matrix(
     per_model = []
     for m in models:
         scores = m.score_sentences(
-            tqdm(tokenized, desc=f"scoring {m.name}", unit="sent", disable=not progress, leave=False)
+            progress_bar(tokenized, desc=f"scoring {m.name}", unit="sent", progress=progress, leave=False)
         )
         per_model.append(scores)
         if oov_counts is not None:

@@ -35,7 +35,6 @@ import hashlib
 import multiprocessing as mp
 import os
 import pickle
-import sys
 import threading
 import uuid
 from collections import OrderedDict
@@ -219,9 +218,9 @@ class Executor(Protocol):
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
-    from tqdm import tqdm
+    from fusion.progress import progress_bar
 
-    return tqdm(total=total, desc=desc or "tasks", unit="task", disable=not (progress and sys.stderr.isatty()))
+    return progress_bar(total=total, desc=desc or "tasks", unit="task", progress=progress)
 
 
 class _Closing:

@@ -232,10 +232,10 @@ class PerplexityReport:
 
 def perplexity_report(lm: LanguageModel, sentences: Sequence[str], *, progress: bool = False) -> PerplexityReport:
     """Score text sentences (tokenized by ``lm``, with ``</s>``) and sum them into a :class:`PerplexityReport`."""
-    from tqdm import tqdm
+    from fusion.progress import progress_bar
 
     tokenized = [lm.tokenize(s) for s in sentences]
-    bar = tqdm(tokenized, desc=lm.name, unit="sent", disable=None if progress else True, leave=False)
+    bar = progress_bar(tokenized, desc=lm.name, unit="sent", progress=progress, leave=False)
     scores = lm.score_sentences(bar)
     return PerplexityReport(
         name=lm.name,

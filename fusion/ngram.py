@@ -325,11 +325,11 @@ def _write_training_text(
     text_files: Sequence[str | Path], out, tokenizer: Tokenizer | None, progress: bool
 ) -> int:
     """Stream the training text into ``out`` (bytes), validated and optionally tokenized."""
-    from tqdm import tqdm
+    from fusion.progress import progress_bar
 
     n = 0
     total = sum(Path(f).stat().st_size for f in text_files if Path(f).is_file())
-    with tqdm(total=total, unit="B", unit_scale=True, desc="lmplz input", disable=not progress) as bar:
+    with progress_bar(total=total, unit="B", unit_scale=True, desc="lmplz input", progress=progress) as bar:
         for f in text_files:
             for lineno, line in iter_text_lines(f):
                 bar.update(len(line.encode("utf-8")) + 1)

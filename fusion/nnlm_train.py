@@ -30,6 +30,7 @@ from fusion.errors import InputError, LMFusionError, OutputError
 from fusion.io import iter_text_lines, read_json
 from fusion.neural import NeuralLM, load_checkpoint
 from fusion.nn_models import _padded_batch, normalize_config, sequence_logprobs
+from fusion.progress import progress_bar
 from fusion.tokenizers import SentencePieceTokenizer
 
 STATE_PT = "train-state.pt"
@@ -338,8 +339,8 @@ def train_nnlm(cfg: TrainConfig, *, on_eval: Callable[[dict[str, float]], None] 
         if on_eval is not None:
             on_eval(rec)
 
-    bar = tqdm(total=total_steps, initial=min(start_step, total_steps), desc=f"train {cfg.name}", unit="step",
-               disable=not cfg.progress)
+    bar = progress_bar(total=total_steps, initial=min(start_step, total_steps), desc=f"train {cfg.name}", unit="step",
+               progress=cfg.progress)
     run_loss, run_n = 0.0, 0
     consistent = True  # False while a step is half done: an interrupt then keeps the last checkpoint
     try:

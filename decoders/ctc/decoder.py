@@ -400,11 +400,11 @@ class CTCDecoder:
             return decode_in_pool(spec or self.spec(), arrays, ids, rs, tg, processes=processes,
                                   mp_context=mp_context, progress=progress, hotwords=hot,
                                   hotword_weight=hotword_weight)
-        from tqdm import tqdm
+        from fusion.progress import progress_bar
 
         out = []
         rows = list(zip(arrays, ids, rs, tg, hot, strict=True))
-        for a, u, r, t, h in tqdm(rows, desc="ctc decode", disable=not progress):
+        for a, u, r, t, h in progress_bar(rows, desc="ctc decode", progress=progress):
             dec = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)
             s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
             s.feed_array(a)

@@ -57,7 +57,7 @@ def decode_in_pool(
 ) -> list[NBestList]:
     """Decode validated emissions in ``processes`` workers, in input order (``hotwords``: one list per
     utterance)."""
-    from tqdm import tqdm
+    from fusion.progress import progress_bar
 
     n = len(arrays)
     ctx = mp.get_context(mp_context)
@@ -65,4 +65,4 @@ def decode_in_pool(
     with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init, initargs=(spec,)) as ex:
         hw = list(hotwords) if hotwords is not None else [None] * n
         it = ex.map(_worker_decode, arrays, utt_ids, refs, tags, hw, [hotword_weight] * n, chunksize=chunks)
-        return list(tqdm(it, total=n, desc="ctc decode", disable=not progress))
+        return list(progress_bar(it, total=n, desc="ctc decode", progress=progress))

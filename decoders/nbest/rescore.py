@@ -169,12 +169,12 @@ def score_texts(
     that still fails, or scores NaN/inf, gets ``floor_score`` and is counted (with a warning), so one bad
     hypothesis never stops a file.
     """
-    from tqdm import tqdm
+    from fusion.progress import progress_bar
 
     n = len(texts)
     out = np.empty(n, dtype=np.float64)
     oov = 0
-    bar = tqdm(total=n, desc=f"rescore {lm.name}", unit="sent", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=f"rescore {lm.name}", unit="sent", progress=progress, leave=False)
     fast = _sentence_scorer(lm)
     if fast is not None:
         words = lm.units.kind == "word"

@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fusion.errors import LMFusionError
 from fusion.io import atomic_write_lines, read_sentences
+from fusion.progress import progress_bar
 
 SAMPLE_RATE = 16000
 DEFAULT_VOICES = ("slt", "rms", "awb", "kal16")
@@ -195,7 +195,7 @@ def render(utts: Sequence[Utterance], out_dir: Path, babble_text: Sequence[str],
         make_babble(babble_text, DEFAULT_VOICES, babble, work=noise_dir / "parts")
     clean_dir = out_dir / "clean"
     clean_dir.mkdir(exist_ok=True)
-    for u in tqdm(utts, desc="audio", unit="utt", disable=not progress):
+    for u in progress_bar(utts, desc="audio", unit="utt", progress=progress):
         out = Path(u.wav)
         if out.exists():
             continue

@@ -10,9 +10,8 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from decoders.hypothesis import NBestList
+from fusion.progress import progress_bar
 from fusion.snr import noise_floor_snr, wada_snr
 from recipes.asr.make_audio import Utterance, read_manifest
 
@@ -52,8 +51,8 @@ def decode_resumable(manifest: str | Path, out: str | Path, decode_batch: Decode
     done = done_ids(out)
     todo = [u for u in utts if u.utt_id not in done]
     if todo:
-        with out.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc=desc, unit="utt",
-                                                        disable=None if progress else True) as bar:  # fmt: skip
+        with out.open("a", encoding="utf-8") as fh, progress_bar(total=len(todo), desc=desc, unit="utt",
+                                                        progress=progress) as bar:  # fmt: skip
             for lo in range(0, len(todo), batch_size):
                 for nb in decode_batch(todo[lo : lo + batch_size]):
                     fh.write(json.dumps(nb.to_json(), sort_keys=True) + "\n")

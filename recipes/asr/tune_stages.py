@@ -98,9 +98,8 @@ def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     With ``tune.cv_folds`` > 1 a condition keeps its own weights only if they beat its parent's in
     K-fold cross-validation on dev; otherwise it backs off to the parent's weights (recorded).
     """
-    from tqdm import tqdm
-
     from decoders.nbest import to_tuning_problem
+    from fusion.progress import progress_bar
     from fusion.tuning import error_rate
 
     p = recipe_paths(cfg)
@@ -123,7 +122,7 @@ def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     # parents first: (d, *) and (*, b) before (d, b)
     todo = sorted((k for k in groups if k != (None, None)), key=lambda k: (k[0] is not None and k[1] is not None,
                                                                           k[0] or "", k[1] or ""))  # fmt: skip
-    for d, b in tqdm(todo, desc="tune per condition", disable=not ctx.progress):
+    for d, b in progress_bar(todo, desc="tune per condition", progress=ctx.progress):
         nbs = groups[(d, b)]
         if len(nbs) < min_utts:
             continue

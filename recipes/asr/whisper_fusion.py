@@ -111,7 +111,7 @@ def decode_groups(fz: WhisperFusion, nbs: Sequence[NBestList], wav_of: Mapping[s
     Returns:
         The transcripts in input order and the decoding wall time in seconds.
     """
-    from tqdm import tqdm
+    from fusion.progress import progress_bar
 
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, nb in enumerate(nbs):
@@ -120,7 +120,7 @@ def decode_groups(fz: WhisperFusion, nbs: Sequence[NBestList], wav_of: Mapping[s
         groups.setdefault((key, tuple(sorted(w.items()))), []).append(i)
     out: list[str] = [""] * len(nbs)
     t0 = time.perf_counter()
-    with tqdm(total=len(nbs), desc="whisper fusion", unit="utt", disable=None if progress else True) as bar:
+    with progress_bar(total=len(nbs), desc="whisper fusion", unit="utt", progress=progress) as bar:
         for (_, wkey), idx in groups.items():
             w = dict(wkey)
             _, lms = lms_of(nbs[idx[0]])

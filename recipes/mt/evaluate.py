@@ -130,14 +130,14 @@ def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str |
 def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: list[Scorer],
            weights: Mapping[str, float], beam: int, batch: int, prefix: str, lp: float) -> list[NBestList]:
     import torch
-    from tqdm import tqdm
 
     from decoders.hf import hf_beam_search
     from decoders.seq2seq import BeamConfig
+    from fusion.progress import progress_bar
 
     units = model_units(model, vocabs)
     out: list[NBestList] = []
-    for lo in tqdm(range(0, len(src), batch), desc=prefix, leave=False):
+    for lo in progress_bar(range(0, len(src), batch), desc=prefix, leave=False):
         ids = [vocabs.encode_src(s) for s in src[lo : lo + batch]]
         n = max(map(len, ids))
         x = torch.full((len(ids), n), vocabs.pad_id, dtype=torch.long)
