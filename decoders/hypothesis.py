@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ class ScoredHypothesis:
     tokens: tuple[str, ...] = ()
     words: tuple[tuple[str, int, int], ...] = ()
     """Optional ``(word, start_frame, end_frame)`` triples."""
+    timesteps: tuple[int, ...] = ()
+    """Optional frame of each token (CTC: the first frame of the token on the best alignment)."""
+    confidence: tuple[float, ...] = ()
+    """Optional confidence in ``[0, 1]`` of each word (CTC: see :mod:`decoders.ctc.align`)."""
 
     def total(self, weights: Mapping[str, float]) -> float:
         """``Σ_k weights[k] * scores[k]`` under :func:`~fusion.weights.check_weights` (``am`` defaults
@@ -50,7 +54,7 @@ class ScoredHypothesis:
 
     def with_scores(self, **extra: float) -> ScoredHypothesis:
         """A copy with more (or replaced) component scores."""
-        return ScoredHypothesis(self.text, {**self.scores, **extra}, self.tokens, self.words)
+        return replace(self, scores={**self.scores, **extra})
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"text": self.text, "scores": dict(self.scores)}
@@ -58,6 +62,10 @@ class ScoredHypothesis:
             d["tokens"] = list(self.tokens)
         if self.words:
             d["words"] = [list(w) for w in self.words]
+        if self.timesteps:
+            d["timesteps"] = list(self.timesteps)
+        if self.confidence:
+            d["confidence"] = list(self.confidence)
         return d
 
 
@@ -138,7 +146,16 @@ def _parse_hyp(obj: Any, path: Path | str, lineno: int, i: int) -> ScoredHypothe
         raise InputError(
             "'words' must be [word, start, end] triples", path=path, line=lineno, field=f"{where}.words"
         ) from None
-    return ScoredHypothesis(" ".join(text.split()), clean, tuple(tokens), wtuple)
+    steps, conf = obj.get("timesteps", []), obj.get("confidence", [])
+    if not isinstance(steps, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in steps):
+        raise InputError("'timesteps' must be a list of integers", path=path, line=lineno, field=f"{where}.timesteps")
+    if not isinstance(conf, list) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0 for x in conf
+    ):
+        raise InputError("'confidence' must be a list of numbers in [0, 1]", path=path, line=lineno,
+                         field=f"{where}.confidence")
+    return ScoredHypothesis(" ".join(text.split()), clean, tuple(tokens), wtuple, tuple(steps),
+                            tuple(float(x) for x in conf))
 
 
 CONDITION_FIELDS = ("domain", "condition", "snr", "noise")

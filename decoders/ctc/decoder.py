@@ -45,11 +45,13 @@ from typing import Any
 
 import numpy as np
 
+from decoders.ctc.align import align_nbest
 from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_hotwords
 from decoders.ctc.inputs import as_logprobs, split_batch
 from decoders.ctc.lmcache import DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
 from decoders.ctc.lmstep import FusionCache
 from decoders.ctc.options import CTCOptions
+from decoders.ctc.output import CTCHypothesis, ctc_hypothesis
 from decoders.ctc.pool import decode_in_pool
 from decoders.ctc.search import NumpySearch
 from decoders.ctc.stream import CTCStream
@@ -337,7 +339,12 @@ class CTCDecoder:
         dec = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)
         s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
         s.feed_array(arr)
-        return s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags)
+        return align_nbest(s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags), arr,
+                           self.vocab)
+
+    def ctc_hypotheses(self, nbest: NBestList) -> list[CTCHypothesis]:
+        """torchaudio-style views (label ids, words, fused score, per-token timesteps) of an n-best list."""
+        return [ctc_hypothesis(h, self.vocab.labels, self.vocab.blank, self.weights) for h in nbest.hyps]
 
     def decode_text(self, logprobs: Any) -> str:
         """The best hypothesis' text."""
@@ -408,7 +415,7 @@ class CTCDecoder:
             dec = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)
             s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
             s.feed_array(a)
-            out.append(s.finish(utt_id=u, ref=r, tags=t))
+            out.append(align_nbest(s.finish(utt_id=u, ref=r, tags=t), a, self.vocab))
         return out
 
     def spec(self) -> CTCDecoderSpec:

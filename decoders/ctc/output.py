@@ -8,7 +8,8 @@ every decoder emits (unweighted natural-log components, words with their frames)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,38 @@ def to_nbest(
     fin = final_hypotheses(s, s.d.options.nbest)
     hyps = tuple(to_hypothesis(s, node, scores) for _, node, scores in fin)
     return NBestList(utt_id, hyps, ref, dict(tags or {}))
+
+
+@dataclass(frozen=True)
+class CTCHypothesis:
+    """A torchaudio-style view of a CTC hypothesis.
+
+    Attributes:
+        tokens: the label ids.
+        words: the words.
+        score: the fused total under the decoder's weights.
+        timesteps: one frame per token, its first frame on the best alignment (:mod:`decoders.ctc.align`).
+        confidence: one value in ``(0, 1]`` per word (:mod:`decoders.ctc.align`; not in torchaudio).
+    """
+
+    tokens: tuple[int, ...]
+    words: tuple[str, ...]
+    score: float
+    timesteps: tuple[int, ...]
+    confidence: tuple[float, ...] = ()
+
+
+def ctc_hypothesis(hyp: ScoredHypothesis, labels: Sequence[str], blank: int,
+                   weights: Mapping[str, float]) -> CTCHypothesis:
+    """The :class:`CTCHypothesis` view of a decoder's hypothesis (label strings to ids)."""
+    index = {lab: i for i, lab in enumerate(labels) if i != blank}
+    return CTCHypothesis(
+        tokens=tuple(index[t] for t in hyp.tokens),
+        words=tuple(w for w, _, _ in hyp.words),
+        score=float(hyp.total(weights)),
+        timesteps=tuple(hyp.timesteps),
+        confidence=tuple(hyp.confidence),
+    )
 
 
 def word_times(hyp: ScoredHypothesis, frame_shift: float = 0.02) -> list[tuple[str, float, float]]:

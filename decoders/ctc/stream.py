@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from decoders.ctc.align import align_nbest
 from decoders.ctc.inputs import as_logprobs
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from fusion.errors import InputError, LMFusionError
@@ -20,6 +23,7 @@ class CTCStream:
         self.decoder = decoder
         self._search = decoder._search(private=True)
         self._done = False
+        self._chunks: list[np.ndarray] = []  # kept for the final alignment (token timesteps, confidences)
 
     @property
     def frames(self) -> int:
@@ -37,9 +41,11 @@ class CTCStream:
         arr = as_logprobs(logprobs, len(self.decoder.vocab), check_normalized=self.decoder.options.check_normalized,
                           what=f"chunk at frame {self.frames}")
         self._search.feed_array(arr)
+        self._chunks.append(arr)
 
     def best(self) -> ScoredHypothesis:
-        """The current best hypothesis, as if the utterance ended now (the search goes on)."""
+        """The current best hypothesis, as if the utterance ended now (the search goes on); its word frames are
+        the search's (token creation frames), without alignment: :meth:`finish` aligns."""
         if self._search.t == 0:
             return ScoredHypothesis("", {c: 0.0 for c in self.decoder.components})
         fin = self._search.finals(1)
@@ -51,5 +57,7 @@ class CTCStream:
         if self._search.t == 0:
             raise InputError("CTCStream.finish: no frames were fed", field="emissions")
         self._done = True
-        return self._search.finish(utt_id=utt_id, ref=ref)
+        arr = np.concatenate(self._chunks)
+        self._chunks = []
+        return align_nbest(self._search.finish(utt_id=utt_id, ref=ref), arr, self.decoder.vocab)
 
