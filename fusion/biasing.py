@@ -273,6 +273,14 @@ class HotwordScorer(FullScorer):
         self.eos_id = eos_id
         self.name = name
 
+    @classmethod
+    def from_hotwords(cls, hotwords: Hotwords | None, tokenize: Callable[[str], Sequence[int]], vocab_size: int, *,
+                      eos_id: int | None = None, boost: float = DEFAULT_BOOST, name: str = HOTWORDS) -> HotwordScorer:
+        """The scorer of a hotword list over a model's token ids (``tokenize``: phrase -> ids, e.g. a Hugging
+        Face tokenizer's ``lambda p: tok.encode(" " + p, add_special_tokens=False)``). An empty list gives a
+        scorer that adds 0 everywhere, so the component (and its weight) stays valid for any list."""
+        return cls(ContextGraph(normalize_hotwords(hotwords, boost), tokenize, vocab_size), vocab_size, eos_id, name)
+
     def init_state(self) -> ScorerState:
         return 0
 

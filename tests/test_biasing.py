@@ -164,3 +164,29 @@ def test_seq2seq_beam_search_recovers_boosted_word() -> None:
     assert run([], 0.0) == ["kafe"]
     assert run(["kafka"], 0.0) == ["kafe"]
     assert run(["kafka"], 1.0) == ["kafka"]
+
+
+def test_scorer_from_an_empty_list_adds_nothing_in_beam_search() -> None:
+    """An empty hotword list keeps the "hotwords" component valid and changes no hypothesis or score."""
+    from decoders.seq2seq import BeamConfig, beam_search
+
+    V = len(LABELS) + 1
+    eos = V - 1
+    empty = HotwordScorer.from_hotwords([], TOK, V, eos_id=eos)
+    scores, _ = empty.score([[]], [empty.init_state()])
+    assert not scores.any() and empty.final_score(empty.init_state()) == 0.0
+    gen = torch.Generator().manual_seed(3)
+    table = torch.log_softmax(torch.randn(8, V, generator=gen, dtype=torch.float64), -1)
+
+    def step(prefixes: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return table[prefixes.shape[1] - 1].expand(prefixes.shape[0], V), state
+
+    def run(scorers: list[HotwordScorer], w: dict[str, float] | None):  # type: ignore[no-untyped-def]
+        nb = beam_search(step, torch.zeros(4), 1, eos_id=eos, start_ids=[V], scorers=scorers, weights=w,
+                         config=BeamConfig(beam=4, max_len=6, length_penalty=0.0), reorder=lambda s, i: s[i],
+                         detokenize=lambda x: "".join(LABELS[i] for i in x))
+        return [(h.text, h.scores["am"]) for h in nb[0].hyps]
+
+    assert run([empty], {"hotwords": 5.0}) == run([], None)
+    full = HotwordScorer.from_hotwords(["kafka"], TOK, V, eos_id=eos)
+    assert full.graph.score_units(ids("kafka")) == pytest.approx(5.0)
