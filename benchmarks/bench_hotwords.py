@@ -6,13 +6,18 @@ both decoders. *Targets* are the test words the LM does not know (the "rare word
 a list of N hotwords is the targets (up to N) plus distractor words from ``bible.train.txt`` up to N.
 
 * lmfusion: ``CTCDecoder.decode(..., hotwords=list, hotword_weight=--weight)`` (bonus ``weight`` per matched
-  character, taken back when a phrase breaks); caches emptied before every timed run.
-* pyctcdecode: ``decode(..., hotwords=list, hotword_weight=--pyctc-weight)`` (its default 10); a new decoder
-  (empty caches) built untimed before every timed run. It may run on fewer utterances (``--pyctc-n``)
-  because it is slow with many hotwords: its times per utterance are then over those (said in the table).
+  character, taken back when a phrase breaks).
+* pyctcdecode: ``decode(..., hotwords=list, hotword_weight=--pyctc-weight)`` (its default 10). It may run on
+  fewer utterances (``--pyctc-n``) because it is slow with many hotwords: its times per utterance are then
+  over those (said in the table).
 
-Median of ``--repeat`` (default 3) timed runs; recall = share of target-word occurrences of the references that
-appear in the hypotheses; WER over the lmfusion utterances (pyctcdecode: over its utterances).
+Every timed run is a **fresh process** (so every cache is empty and peak memory is that run's own): it
+imports its library, then builds the decoder (LM loading included) and decodes the utterances in order. Per
+run: *time to first result* = decoder build + first utterance; *ms/utt* = the other utterances' decoding time /
+their number (steady state: build and first utterance excluded); *peak RSS* = the process' peak resident
+memory (interpreter and imports included). One untimed run per decoder first fills numba's on-disk compile
+cache. Reported: the median of ``--repeat`` (default 3) runs. Recall = share of target-word occurrences of
+the references that appear in the hypotheses; WER over the decoder's utterances.
 
     .venv/bin/python benchmarks/bench_hotwords.py
 """
@@ -20,8 +25,12 @@ appear in the hypotheses; WER over the lmfusion utterances (pyctcdecode: over it
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,10 +38,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import TEXT, kenlm_models, table
-from decoders.ctc import CTCDecoder, CTCOptions
-from decoders.emissions import CHAR_LABELS, make_emission_set
-from fusion.metrics import wer
-from fusion.ngram import KenLM
 
 
 def recall(refs: list[str], hyps: list[str], targets: set[str]) -> float:
@@ -45,15 +50,49 @@ def recall(refs: list[str], hyps: list[str], targets: set[str]) -> float:
     return hit / tot if tot else float("nan")
 
 
-def timed(fn, repeat: int, setup=None):  # type: ignore[no-untyped-def]
-    """Median wall time of ``fn(setup())`` (``setup`` untimed: empties caches / builds a fresh decoder)."""
-    times, out = [], None
-    for _ in range(repeat):
-        arg = setup() if setup is not None else None
-        t = time.perf_counter()
-        out = fn(arg)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+def child(job: Path, which: str, size: int) -> None:
+    """One timed run in this (fresh) process; prints a JSON line."""
+    import numpy as np
+
+    spec = json.loads((job / "job.json").read_text())
+    hw = spec["lists"][str(size)]
+    data = np.load(job / "ems.npz")
+    ems = [data[f"e{i}"] for i in range(spec["n"] if which == "lmfusion" else spec["pyctc_n"])]
+    if which == "lmfusion":
+        from decoders.ctc import CTCDecoder, CTCOptions
+        from decoders.emissions import CHAR_LABELS
+        from fusion.ngram import KenLM
+
+        t0 = time.perf_counter()
+        dec = CTCDecoder(CHAR_LABELS, [KenLM(spec["arpa"], name="lm")], {"lm": 0.5, "words": 1.5},
+                         options=CTCOptions(beam_width=spec["beam"]))
+
+        def one(e: np.ndarray) -> str:
+            return dec.decode(e, hotwords=hw, hotword_weight=spec["weight"] if hw else None).hyps[0].text
+    else:
+        import pyctcdecode
+
+        from decoders.emissions import CHAR_LABELS
+
+        t0 = time.perf_counter()
+        d = pyctcdecode.build_ctcdecoder(["", *CHAR_LABELS[1:]], kenlm_model_path=spec["arpa"],
+                                         unigrams=spec["unigrams"], alpha=0.5, beta=1.5)
+
+        def one(e: np.ndarray) -> str:
+            return str(d.decode(e, beam_width=spec["beam"], hotwords=hw or None, hotword_weight=spec["pyctc_weight"]))
+    t_built = time.perf_counter()
+    hyps = [one(ems[0])]
+    t_first = time.perf_counter()
+    hyps += [one(e) for e in ems[1:]]
+    t_end = time.perf_counter()
+    print(json.dumps({"hyps": hyps, "first": t_first - t0, "build": t_built - t0, "rest": t_end - t_first,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_child(job: Path, which: str, size: int) -> dict:  # type: ignore[type-arg]
+    cmd = [sys.executable, __file__, "--child", which, "--job", str(job), "--size", str(size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -65,7 +104,19 @@ def main() -> None:
     ap.add_argument("--pyctc-weight", type=float, default=10.0)
     ap.add_argument("--beam", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--child", choices=["lmfusion", "pyctcdecode"], help=argparse.SUPPRESS)
+    ap.add_argument("--job", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.child:
+        child(a.job, a.child, a.size)
+        return
+
+    import numpy as np
+
+    from decoders.emissions import make_emission_set
+    from fusion.metrics import wer
+    from fusion.ngram import KenLM
 
     arpa = kenlm_models()["tech"]
     lm = KenLM(arpa, name="lm")
@@ -75,42 +126,37 @@ def main() -> None:
     ref_words = {w for r in refs for w in r.split()}
     distract = [w for w in dict.fromkeys((TEXT / "bible.train.txt").read_text().split()) if w not in ref_words]
     lists = {N: (targets[:N] + distract)[:N] for N in a.sizes}
-    print(f"{len(refs)} utterances, {len(targets)} target (LM-unknown) words; pyctcdecode on {a.pyctc_n}")
-
-    dec = CTCDecoder(CHAR_LABELS, [lm], {"lm": 0.5, "words": 1.5}, options=CTCOptions(beam_width=a.beam))
-    dec.decode_text(ems[0])  # warm-up (numba compile)
-    rows = []
-    base = None
-    for N, hw in lists.items():
-        def run_ours(_: object, hw: list[str] = hw) -> list[str]:
-            return [dec.decode(e, hotwords=hw, hotword_weight=a.weight if hw else None).hyps[0].text for e in ems]
-        t, hyps = timed(run_ours, a.repeat, dec.clear_caches)
-        base = t if N == 0 else base
-        rows.append(["lmfusion", N, len(refs), t / len(refs) * 1000, t / base if base else 1.0,
-                     wer(refs, hyps), recall(refs, hyps, set(targets))])
     try:
-        import pyctcdecode
+        import pyctcdecode  # noqa: F401
+        pyctc_n = min(a.pyctc_n, len(refs))
     except ImportError:
-        pyctcdecode = None
-    if pyctcdecode is not None and a.pyctc_n > 0:
-        labels = ["", *CHAR_LABELS[1:]]
-        unigrams = sorted(lm.vocab or ())  # a binary KenLM does not list them
-        sub_r, sub_e = refs[: a.pyctc_n], ems[: a.pyctc_n]
-        pbase = None
-        for N, hw in lists.items():
-            def build() -> object:
-                return pyctcdecode.build_ctcdecoder(labels, kenlm_model_path=str(arpa), unigrams=unigrams,
-                                                   alpha=0.5, beta=1.5)
-
-            def run_theirs(d: object, hw: list[str] = hw) -> list[str]:
-                return [d.decode(e, beam_width=a.beam, hotwords=hw or None, hotword_weight=a.pyctc_weight)
-                        for e in sub_e]
-            t, hyps = timed(run_theirs, a.repeat, build)
-            pbase = t if N == 0 else pbase
-            rows.append(["pyctcdecode", N, len(sub_r), t / len(sub_r) * 1000, t / pbase if pbase else 1.0,
-                         wer(sub_r, hyps), recall(sub_r, hyps, set(targets))])
-    print(table(rows, ["decoder", "hotwords", "utts", f"ms/utt (median of {a.repeat})", "x no hotwords", "WER",
-                       "target recall"]))
+        pyctc_n = 0
+    print(f"{len(refs)} utterances, {len(targets)} target (LM-unknown) words; pyctcdecode on {pyctc_n}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp)
+        np.savez(job / "ems.npz", **{f"e{i}": e for i, e in enumerate(ems)})
+        (job / "job.json").write_text(json.dumps({
+            "arpa": str(arpa), "n": len(refs), "pyctc_n": pyctc_n, "beam": a.beam, "weight": a.weight,
+            "pyctc_weight": a.pyctc_weight, "lists": {str(k): v for k, v in lists.items()},
+            "unigrams": sorted(lm.vocab or ())}))  # a binary KenLM does not list them for pyctcdecode
+        for which, n in (("lmfusion", len(refs)), ("pyctcdecode", pyctc_n)):
+            if n == 0:
+                continue
+            run_child(job, which, a.sizes[0])  # untimed: fills numba's compile cache
+            base = None
+            sub = refs[:n]
+            for N in a.sizes:
+                runs = [run_child(job, which, N) for _ in range(a.repeat)]
+                ms = statistics.median(r["rest"] for r in runs) / max(1, n - 1) * 1000
+                base = ms if base is None else base
+                hyps = runs[0]["hyps"]
+                rows.append([which, N, n, ms, ms / base, statistics.median(r["first"] for r in runs),
+                             statistics.median(r["rss_mb"] for r in runs), wer(sub, hyps),
+                             recall(sub, hyps, set(targets))])
+                print(rows[-1], flush=True)
+    print(table(rows, ["decoder", "hotwords", "utts", f"ms/utt (median of {a.repeat})", "x no hotwords",
+                       "first result (s)", "peak RSS (MB)", "WER", "target recall"]))
 
 
 if __name__ == "__main__":
