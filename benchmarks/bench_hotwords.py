@@ -7,6 +7,8 @@ a list of N hotwords is the targets (up to N) plus distractor words from ``bible
 
 * lmfusion: ``CTCDecoder.decode(..., hotwords=list, hotword_weight=--weight)`` (bonus ``weight`` per matched
   character, taken back when a phrase breaks).
+* lmfusion-noalign: the same without the alignment of the n-best after the search (``CTCOptions(align=False)``:
+  no token timesteps or word confidences), with no hotwords, to show what the alignment costs.
 * pyctcdecode: ``decode(..., hotwords=list, hotword_weight=--pyctc-weight)`` (its default 10). It may run on
   fewer utterances (``--pyctc-n``) because it is slow with many hotwords: its times per utterance are then
   over those (said in the table).
@@ -57,15 +59,15 @@ def child(job: Path, which: str, size: int) -> None:
     spec = json.loads((job / "job.json").read_text())
     hw = spec["lists"][str(size)]
     data = np.load(job / "ems.npz")
-    ems = [data[f"e{i}"] for i in range(spec["n"] if which == "lmfusion" else spec["pyctc_n"])]
-    if which == "lmfusion":
+    ems = [data[f"e{i}"] for i in range(spec["n"] if which.startswith("lmfusion") else spec["pyctc_n"])]
+    if which.startswith("lmfusion"):
         from decoders.ctc import CTCDecoder, CTCOptions
         from decoders.emissions import CHAR_LABELS
         from fusion.ngram import KenLM
 
         t0 = time.perf_counter()
         dec = CTCDecoder(CHAR_LABELS, [KenLM(spec["arpa"], name="lm")], {"lm": 0.5, "words": 1.5},
-                         options=CTCOptions(beam_width=spec["beam"]))
+                         options=CTCOptions(beam_width=spec["beam"], align=which == "lmfusion"))
 
         def one(e: np.ndarray) -> str:
             return dec.decode(e, hotwords=hw, hotword_weight=spec["weight"] if hw else None).hyps[0].text
@@ -104,7 +106,7 @@ def main() -> None:
     ap.add_argument("--pyctc-weight", type=float, default=10.0)
     ap.add_argument("--beam", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--child", choices=["lmfusion", "pyctcdecode"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["lmfusion", "lmfusion-noalign", "pyctcdecode"], help=argparse.SUPPRESS)
     ap.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -140,13 +142,15 @@ def main() -> None:
             "arpa": str(arpa), "n": len(refs), "pyctc_n": pyctc_n, "beam": a.beam, "weight": a.weight,
             "pyctc_weight": a.pyctc_weight, "lists": {str(k): v for k, v in lists.items()},
             "unigrams": sorted(lm.vocab or ())}))  # a binary KenLM does not list them for pyctcdecode
-        for which, n in (("lmfusion", len(refs)), ("pyctcdecode", pyctc_n)):
+        for which, n, sizes in (("lmfusion", len(refs), a.sizes), ("lmfusion-noalign", len(refs), a.sizes[:1]),
+                                ("pyctcdecode", pyctc_n, a.sizes)):
             if n == 0:
                 continue
-            run_child(job, which, a.sizes[0])  # untimed: fills numba's compile cache
+            if which != "lmfusion-noalign":
+                run_child(job, which, a.sizes[0])  # untimed: fills numba's compile cache
             base = None
             sub = refs[:n]
-            for N in a.sizes:
+            for N in sizes:
                 runs = [run_child(job, which, N) for _ in range(a.repeat)]
                 ms = statistics.median(r["rest"] for r in runs) / max(1, n - 1) * 1000
                 base = ms if base is None else base

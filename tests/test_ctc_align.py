@@ -141,3 +141,10 @@ def test_ctc_hypothesis_view(noisy: list[np.ndarray]) -> None:
     assert v.words == tuple(h.text.split()) and v.timesteps == h.timesteps
     assert v.score == pytest.approx(h.total(dec.weights))
     assert views[0].score >= views[1].score
+
+
+def test_align_off_same_hypotheses_without_timesteps(noisy: list[np.ndarray]) -> None:
+    on = CTCDecoder(CHAR_LABELS, options=CTCOptions(beam_width=16, nbest=3)).decode(noisy[0])
+    off = CTCDecoder(CHAR_LABELS, options=CTCOptions(beam_width=16, nbest=3, align=False)).decode(noisy[0])
+    assert [(h.text, h.scores, h.tokens) for h in on.hyps] == [(h.text, h.scores, h.tokens) for h in off.hyps]
+    assert all(h.timesteps == () and h.confidence == () and len(h.words) == len(h.text.split()) for h in off.hyps)

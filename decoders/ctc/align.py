@@ -20,6 +20,7 @@ the fusion weights.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -88,57 +89,80 @@ def best_path(logprobs: np.ndarray, token_ids: Sequence[int], blank: int) -> tup
     return owner, float(total)
 
 
-def token_spans(owner: np.ndarray, n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(first frame, last frame + 1)`` of each token on a path from :func:`best_path`."""
-    T = len(owner)
-    idx = np.flatnonzero(owner >= 0)
-    who = owner[idx]
-    start = np.full(n_tokens, T, np.int64)
-    end = np.zeros(n_tokens, np.int64)
-    np.minimum.at(start, who, idx)
-    np.maximum.at(end, who, idx + 1)
-    return start, end
-
-
 def token_confidences(logprobs: np.ndarray, owner: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
-    """Each token's ``exp(mean ln p_t(token))`` over its frames on the path (see the module docstring)."""
-    n = len(token_ids)
-    idx = np.flatnonzero(owner >= 0)
-    who = owner[idx]
+    """Each token's ``exp(mean ln p_t(token))`` over its frames on the path ``owner`` (see the module docstring)."""
     ids = np.asarray(token_ids, dtype=np.int64)
-    lp = logprobs[idx, ids[who]]
-    sums = np.bincount(who, weights=lp, minlength=n)
-    counts = np.bincount(who, minlength=n)
-    return np.exp(sums / np.maximum(counts, 1))
+    V = logprobs.shape[1]
+    lp = np.ascontiguousarray(logprobs, dtype=np.float64)
+    _, conf, _ = _summaries(lp, ids, np.asarray(owner, np.int64), np.ones(V, bool), np.zeros(V, bool))
+    return conf
 
 
-def label_index(vocab: CTCVocab) -> dict[str, int]:
-    """Label -> id over the non-blank labels."""
-    return {lab: i for i, lab in enumerate(vocab.labels) if i != vocab.blank}
+@functools.lru_cache(maxsize=16)
+def vocab_tables(vocab: CTCVocab) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """Label -> id over the non-blank labels, and per label: appends text / completes the open word."""
+    index = {lab: i for i, lab in enumerate(vocab.labels) if i != vocab.blank}
+    return index, np.array([bool(t) for t in vocab.text]), np.array(vocab.completes, dtype=bool)
 
 
-def align_hypothesis(hyp: ScoredHypothesis, logprobs: np.ndarray, vocab: CTCVocab,
-                     index: dict[str, int] | None = None) -> ScoredHypothesis:
-    """``hyp`` with per-token ``timesteps``, word frames from the best path and per-word ``confidence``
-    (``index``: :func:`label_index` of ``vocab``, computed when not given)."""
-    index = index if index is not None else label_index(vocab)
+@njit(cache=True)
+def _summaries(lp: np.ndarray, toks: np.ndarray, owner: np.ndarray, has_text: np.ndarray,
+               completes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """Per token: first frame and confidence; per word (text tokens between completing ones): first frame of
+    its first token, last frame + 1 of its last token, lowest token confidence."""
+    T = owner.shape[0]
+    L = toks.shape[0]
+    start = np.full(L, T, np.int64)
+    end = np.zeros(L, np.int64)
+    sums = np.zeros(L)
+    counts = np.zeros(L)
+    for t in range(T):
+        k = owner[t]
+        if k >= 0:
+            if t < start[k]:
+                start[k] = t
+            end[k] = t + 1
+            sums[k] += lp[t, toks[k]]
+            counts[k] += 1.0
+    conf = np.exp(sums / np.maximum(counts, 1.0))
+    words = np.zeros((L, 3))  # start, end, confidence
+    n = 0
+    open_word = False
+    for i in range(L):
+        if completes[toks[i]]:
+            open_word = False
+        if has_text[toks[i]]:
+            if not open_word:
+                words[n, 0] = start[i]
+                words[n, 2] = conf[i]
+                n += 1
+                open_word = True
+            words[n - 1, 1] = end[i]
+            words[n - 1, 2] = min(words[n - 1, 2], conf[i])
+    return start, conf, words[:n]
+
+
+def align_hypothesis(hyp: ScoredHypothesis, logprobs: np.ndarray, vocab: CTCVocab) -> ScoredHypothesis:
+    """``hyp`` with per-token ``timesteps``, word frames from the best path and per-word ``confidence``."""
     if not hyp.tokens:
         return replace(hyp, timesteps=(), confidence=())
-    ids = [index[t] for t in hyp.tokens]
-    owner, _ = best_path(logprobs, ids, vocab.blank)
-    start, end = token_spans(owner, len(ids))
-    conf = token_confidences(logprobs, owner, ids)
-    pieces = vocab.words_of(ids)
-    words, confs = [], []
-    for wi, (w, first) in enumerate(pieces):
-        stop = pieces[wi + 1][1] if wi + 1 < len(pieces) else len(ids)
-        own = [i for i in range(first, stop) if vocab.text[ids[i]]]
-        words.append((w, int(start[own[0]]), int(end[own[-1]])))
-        confs.append(float(min(conf[i] for i in own)))
-    return replace(hyp, words=tuple(words), timesteps=tuple(int(x) for x in start), confidence=tuple(confs))
+    index, has_text, completes = vocab_tables(vocab)
+    ids = np.fromiter((index[t] for t in hyp.tokens), np.int64, len(hyp.tokens))
+    lp = np.ascontiguousarray(logprobs, dtype=np.float64)
+    owner, total = _viterbi(lp, ids, int(vocab.blank))
+    if not np.isfinite(total):
+        raise LMFusionError(f"no CTC alignment of {hyp.text!r} over {len(lp)} frames has probability > 0")
+    start, _, w = _summaries(lp, ids, owner, has_text, completes)
+    if len(w) != len(hyp.words):
+        raise LMFusionError(f"alignment of {hyp.text!r}: {len(w)} words in its tokens, {len(hyp.words)} given")
+    words = tuple((name, int(s), int(e)) for (name, _, _), (s, e, _) in zip(hyp.words, w.tolist(), strict=True))
+    return replace(hyp, words=words, timesteps=tuple(start.tolist()), confidence=tuple(w[:, 2].tolist()))
 
 
-def align_nbest(nb: NBestList, logprobs: np.ndarray, vocab: CTCVocab) -> NBestList:
-    """Every hypothesis of ``nb`` aligned (:func:`align_hypothesis`) over the utterance's ``logprobs``."""
-    index = label_index(vocab)
-    return replace(nb, hyps=tuple(align_hypothesis(h, logprobs, vocab, index) for h in nb.hyps))
+def align_nbest(nb: NBestList, logprobs: np.ndarray, vocab: CTCVocab, enabled: bool = True) -> NBestList:
+    """Every hypothesis of ``nb`` aligned (:func:`align_hypothesis`) over the utterance's ``logprobs``
+    (``enabled=False``: ``nb`` as it is, see ``CTCOptions.align``)."""
+    if not enabled:
+        return nb
+    lp = np.ascontiguousarray(logprobs, dtype=np.float64)
+    return replace(nb, hyps=tuple(align_hypothesis(h, lp, vocab) for h in nb.hyps))

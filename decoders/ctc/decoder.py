@@ -340,7 +340,7 @@ class CTCDecoder:
         s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
         s.feed_array(arr)
         return align_nbest(s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags), arr,
-                           self.vocab)
+                           self.vocab, self.options.align)
 
     def ctc_hypotheses(self, nbest: NBestList) -> list[CTCHypothesis]:
         """torchaudio-style views (label ids, words, fused score, per-token timesteps) of an n-best list."""
@@ -415,7 +415,7 @@ class CTCDecoder:
             dec = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)
             s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
             s.feed_array(a)
-            out.append(align_nbest(s.finish(utt_id=u, ref=r, tags=t), a, self.vocab))
+            out.append(align_nbest(s.finish(utt_id=u, ref=r, tags=t), a, dec.vocab, dec.options.align))
         return out
 
     def spec(self) -> CTCDecoderSpec:

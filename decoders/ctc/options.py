@@ -36,6 +36,9 @@ class CTCOptions:
             weighted word-LM score (from the sentence start) among those words, as flashlight-text's
             smeared lexicon trie does; the true score replaces it when the word completes.
         eos: add each LM's end-of-sentence score to the final hypotheses.
+        align: force-align each output hypothesis to the emissions (:mod:`decoders.ctc.align`): per-token
+            ``timesteps``, word frames of the best path and word ``confidence``. ``False``: no timesteps or
+            confidences, and word frames are the search's (the frame each token was first emitted in).
         check_normalized: reject emission rows that are not log-probabilities (logsumexp != 0).
         backend: ``"numba"`` (the compiled frame loop), ``"numpy"`` (vectorised per frame), or
             ``"auto"`` (numba when it is installed and the vocabulary's trie table is dense).
@@ -51,6 +54,7 @@ class CTCOptions:
     unk_prefix_avg_len: int = 6
     lookahead: bool = False
     eos: bool = True
+    align: bool = True
     check_normalized: bool = True
     backend: str = "auto"
 

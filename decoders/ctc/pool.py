@@ -39,7 +39,7 @@ def _worker_decode(arr: np.ndarray, utt_id: str, ref: str | None, tags: Mapping[
     dec = _WORKER["decoder"].for_utterance(UtteranceContext(utt_id=utt_id, tags=dict(tags or {})))
     s = dec.biased(hotwords, hotword_weight)._search()
     s.feed_array(arr)
-    result: NBestList = align_nbest(s.finish(utt_id=utt_id, ref=ref, tags=tags), arr, dec.vocab)
+    result: NBestList = align_nbest(s.finish(utt_id=utt_id, ref=ref, tags=tags), arr, dec.vocab, dec.options.align)
     return result
 
 

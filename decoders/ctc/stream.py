@@ -41,7 +41,8 @@ class CTCStream:
         arr = as_logprobs(logprobs, len(self.decoder.vocab), check_normalized=self.decoder.options.check_normalized,
                           what=f"chunk at frame {self.frames}")
         self._search.feed_array(arr)
-        self._chunks.append(arr)
+        if self.decoder.options.align:
+            self._chunks.append(arr)
 
     def best(self) -> ScoredHypothesis:
         """The current best hypothesis, as if the utterance ended now (the search goes on); its word frames are
@@ -57,7 +58,8 @@ class CTCStream:
         if self._search.t == 0:
             raise InputError("CTCStream.finish: no frames were fed", field="emissions")
         self._done = True
-        arr = np.concatenate(self._chunks)
+        arr = np.concatenate(self._chunks) if self._chunks else np.zeros((0, len(self.decoder.vocab)))
         self._chunks = []
-        return align_nbest(self._search.finish(utt_id=utt_id, ref=ref), arr, self.decoder.vocab)
+        return align_nbest(self._search.finish(utt_id=utt_id, ref=ref), arr, self.decoder.vocab,
+                           self.decoder.options.align)
 
