@@ -6,6 +6,7 @@ The public API: ``from decoders.ctc import CTCDecoder, CTCOptions``.
 from decoders.ctc.decoder import CTCDecoder, CTCDecoderSpec
 from decoders.ctc.inputs import as_logprobs
 from decoders.ctc.options import CTCOptions
+from decoders.ctc.output import CTCHypothesis
 from decoders.ctc.search import token_candidates
 from decoders.ctc.stream import CTCStream
 from decoders.ctc.vocabulary import SPM_BOUNDARY, CTCVocab
@@ -17,6 +18,7 @@ __all__ = [
     "SPM_BOUNDARY",
     "CTCDecoder",
     "CTCDecoderSpec",
+    "CTCHypothesis",
     "CTCOptions",
     "CTCStream",
     "CTCVocab",
