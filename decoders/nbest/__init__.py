@@ -7,7 +7,9 @@ One job per module:
 * :mod:`decoders.nbest.rescore` — scoring with LMs (a pure function of a batch, and a bounded-memory
   stream of batches);
 * :mod:`decoders.nbest.rank` — weights (through :mod:`fusion.weights`) -> 1-best, ties, error rates,
-  and :func:`to_tuning_problem`.
+  and :func:`to_tuning_problem`;
+* :mod:`decoders.nbest.problem_stream` — :func:`stream_tuning_problem`: a stream of lists read in
+  bounded batches into one compact tuning problem (what ``tune`` reads).
 
 Every name is importable from ``decoders.nbest`` as before.
 """
@@ -34,6 +36,7 @@ from decoders.nbest.formats import (
     write_nbest_tsv,
     write_onebest,
 )
+from decoders.nbest.problem_stream import ComponentTracker, stream_tuning_problem
 from decoders.nbest.rank import (
     WeightsLike,
     apply_weights,
@@ -66,6 +69,7 @@ __all__ = [
     "KALDI_NON_WORDS",
     "KALDI_UNK",
     "WORDS",
+    "ComponentTracker",
     "NBestFormat",
     "NBestReader",
     "RescoreStats",
@@ -101,6 +105,7 @@ __all__ = [
     "scale_scores",
     "score_hypotheses",
     "score_texts",
+    "stream_tuning_problem",
     "summarize",
     "to_tuning_problem",
     "weights_per_list",

@@ -21,6 +21,7 @@ from __future__ import annotations
 from fusion.tuning.linesearch import LineSearchResult, line_search, line_search_reference
 from fusion.tuning.optimisers import tune
 from fusion.tuning.problem import (
+    Ragged,
     TuningProblem,
     best_indices,
     combine,
@@ -51,6 +52,7 @@ __all__ = [
     "SUBTRACTED_COMPONENTS",
     "LineSearchResult",
     "Method",
+    "Ragged",
     "TuningProblem",
     "TuningResult",
     "best_indices",

@@ -9,15 +9,68 @@ An utterance with no hypotheses counts all its reference units as deletions.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from fusion.errors import LMFusionError, WeightsError
+
+
+# ----------------------------------------------------------------------------------------------
+# Ragged rows: one flat array and offsets (what a streamed n-best reader builds)
+# ----------------------------------------------------------------------------------------------
+class Ragged(Sequence[np.ndarray]):
+    """Per-utterance rows of one flat array: row ``u`` is ``values[offsets[u]:offsets[u + 1]]`` (a view).
+
+    A :class:`TuningProblem` built from two of these (scores ``[H, C]`` and errors ``[H]``) holds one
+    array per kind for the whole corpus instead of two small arrays per utterance; its rows are views
+    made when asked for.
+    """
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
+        self.values = values
+        self.offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        if len(self.offsets) == 0 or self.offsets[0] != 0 or self.offsets[-1] != len(values):
+            raise LMFusionError(f"Ragged: offsets must run from 0 to {len(values)}")
+        if np.any(np.diff(self.offsets) < 0):
+            raise LMFusionError("Ragged: offsets must not decrease")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(i)
+        return self.values[self.offsets[j] : self.offsets[j + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        v, o = self.values, self.offsets.tolist()
+        for a, b in itertools.pairwise(o):
+            yield v[a:b]
+
+    def lengths(self) -> np.ndarray:
+        """``[U]`` rows per utterance."""
+        return np.diff(self.offsets)
+
+
+def _ragged_pair(feats: object, errors: object) -> tuple[Ragged, Ragged] | None:
+    """``(feats, errors)`` when both are :class:`Ragged` over the same offsets (the compact form)."""
+    if isinstance(feats, Ragged) and isinstance(errors, Ragged) and np.array_equal(feats.offsets, errors.offsets):
+        return feats, errors
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,15 +92,17 @@ class TuningProblem:
 
     Attributes:
         components: score component names, the columns of every ``feats[u]``.
-        feats: per utterance a ``[n_u, C]`` float array of natural-log component scores.
-        errors: per utterance a ``[n_u]`` array of edit distances to the reference.
+        feats: per utterance a ``[n_u, C]`` float array of natural-log component scores (a list, or a
+            :class:`Ragged` over one ``[H, C]`` array: the compact form a streamed reader builds).
+        errors: per utterance a ``[n_u]`` array of edit distances to the reference (a list, or a
+            :class:`Ragged` over one ``[H]`` array with the same offsets as ``feats``).
         ref_lengths: ``[U]`` reference lengths (words or characters).
         utt_ids: optional utterance ids (for reports).
     """
 
     components: tuple[str, ...]
-    feats: list[np.ndarray]
-    errors: list[np.ndarray]
+    feats: Sequence[np.ndarray]
+    errors: Sequence[np.ndarray]
     ref_lengths: np.ndarray
     utt_ids: tuple[str, ...] = ()
 
@@ -57,6 +112,10 @@ class TuningProblem:
             raise LMFusionError("TuningProblem: no components")
         if len(set(comps)) != len(comps):
             raise LMFusionError(f"TuningProblem: duplicate component names {comps}")
+        pair = _ragged_pair(self.feats, self.errors)
+        if pair is not None:
+            self._check_ragged(*pair, comps)
+            return
         c = len(comps)
         feats = [
             np.asarray(f, dtype=np.float64).reshape(-1, c) if np.size(f) == 0 else np.asarray(f, np.float64)
@@ -88,6 +147,37 @@ class TuningProblem:
         object.__setattr__(self, "ref_lengths", lens)
         object.__setattr__(self, "utt_ids", tuple(self.utt_ids))
 
+    def _check_ragged(self, feats: Ragged, errors: Ragged, comps: tuple[str, ...]) -> None:
+        """The checks of ``__post_init__`` over the compact form, vectorised (no per-utterance arrays)."""
+        c = len(comps)
+        f = np.asarray(feats.values, dtype=np.float64)
+        e = np.asarray(errors.values, dtype=np.int64).reshape(-1)
+        lens = np.asarray(self.ref_lengths, dtype=np.int64).reshape(-1)
+        if f.ndim != 2 or f.shape[1] != c:
+            raise LMFusionError(f"TuningProblem: scores shape {f.shape}, expected [n, {c}]")
+        if len(feats) != len(lens):
+            raise LMFusionError(f"TuningProblem: {len(feats)} utterances of scores, {len(lens)} ref lengths")
+
+        def name(row: int) -> str:
+            u = int(np.searchsorted(feats.offsets, row, side="right")) - 1
+            return self.utt_ids[u] if u < len(self.utt_ids) else str(u)
+
+        bad = np.flatnonzero(~np.isfinite(f).all(axis=1))
+        if len(bad):
+            raise LMFusionError(f"TuningProblem: utterance {name(int(bad[0]))}: non-finite component score")
+        neg = np.flatnonzero(e < 0)
+        if len(neg):
+            raise LMFusionError(f"TuningProblem: utterance {name(int(neg[0]))}: negative error count")
+        if np.any(lens < 0):
+            raise LMFusionError("TuningProblem: negative reference length")
+        if self.utt_ids and len(self.utt_ids) != len(lens):
+            raise LMFusionError(f"TuningProblem: {len(self.utt_ids)} utt_ids for {len(lens)} utterances")
+        object.__setattr__(self, "components", comps)
+        object.__setattr__(self, "feats", Ragged(f, feats.offsets))
+        object.__setattr__(self, "errors", Ragged(e, feats.offsets))
+        object.__setattr__(self, "ref_lengths", lens)
+        object.__setattr__(self, "utt_ids", tuple(self.utt_ids))
+
     # -- sizes ---------------------------------------------------------------------------------
     @property
     def n_utts(self) -> int:
@@ -95,6 +185,8 @@ class TuningProblem:
 
     @property
     def n_hyps(self) -> int:
+        if isinstance(self.feats, Ragged):
+            return int(self.feats.offsets[-1])
         return sum(len(f) for f in self.feats)
 
     @property
@@ -110,17 +202,20 @@ class TuningProblem:
     @cached_property
     def _padded(self) -> _Padded:
         u = self.n_utts
-        n = max((len(f) for f in self.feats), default=0)
-        n = max(n, 1)
+        pair = _ragged_pair(self.feats, self.errors)
+        lengths = pair[0].lengths() if pair is not None else np.array([len(f) for f in self.feats], np.int64)
+        n = max(int(lengths.max()) if u else 0, 1)
         c = len(self.components)
         feats = np.zeros((u, n, c), dtype=np.float64)
         errors = np.repeat(self.ref_lengths[:, None], n, axis=1).astype(np.int64)
-        valid = np.zeros((u, n), dtype=bool)
-        for i, (f, e) in enumerate(zip(self.feats, self.errors, strict=True)):
-            k = len(f)
-            feats[i, :k] = f
-            errors[i, :k] = e
-            valid[i, :k] = True
+        valid = np.arange(n)[None, :] < lengths[:, None]
+        if pair is not None:  # one scatter of the flat arrays into the padded rows
+            feats[valid] = pair[0].values
+            errors[valid] = pair[1].values
+        else:
+            for i, (f, e) in enumerate(zip(self.feats, self.errors, strict=True)):
+                feats[i, : len(f)] = f
+                errors[i, : len(f)] = e
         cm = np.ascontiguousarray(np.moveaxis(feats, 2, 0))
         has = np.asarray(valid.any(axis=1), dtype=bool)
         return _Padded(feats, cm, errors, valid, has, np.where(valid, 0.0, -np.inf))

@@ -191,20 +191,75 @@ def _test_errors(problem: Any, weights: dict[str, Any]) -> Any:
 def common_components(lists: Iterable[NBestList]) -> tuple[list[str], dict[str, str]]:
     """Components every hypothesis has (first-seen order), and ``{dropped component: first utterance
     lacking it}`` for components some hypotheses have and others lack (one pass over a stream)."""
-    common: list[str] | None = None
-    seen: dict[str, None] = {}
-    dropped: dict[str, str] = {}
+    from decoders.nbest import ComponentTracker
+
+    t = ComponentTracker()
     for nb in lists:
         for h in nb.hyps:
-            seen.update(dict.fromkeys(h.scores))
-            if common is None:
-                common = list(h.scores)
-                continue
-            for c in seen:
-                if c not in h.scores and c not in dropped:
-                    dropped[c] = nb.utt_id
-            common = [c for c in common if c in h.scores]
-    return common or [], dropped
+            t.update(nb.utt_id, h.scores)
+    return t.common or [], t.dropped
+
+
+def _default_components(args: argparse.Namespace, names: list[str], dropped: dict[str, str]) -> list[str]:
+    """Without ``--components``: ``am``, the LMs and ``words`` of the components every dev hypothesis has
+    (and any named in ``--bounds``), saying which were left out and why."""
+    import sys
+
+    from fusion.errors import LMFusionError
+    from fusion.tuning.stable import default_components
+
+    for c, utt in dropped.items():
+        print(f"tune: component {c!r} is left out: utterance {utt!r} has hypotheses without it "
+              "(give --components to choose)", file=sys.stderr)
+    comps = default_components(names)
+    print(
+        f"components (default: am, the LMs, words; counts and the recogniser's lm beside another LM left out): "
+        f"{', '.join(comps)}"
+    )
+    named = [k for k in parse_ranges(args.bounds, "--bounds") if k not in comps and k in names]
+    if named:  # a bound names a component the default rule left out: the user wants it tuned
+        comps = [c for c in names if c in {*comps, *named}]  # in the file's order
+        print(f"also tuned, as --bounds names them: {', '.join(named)}")
+    if not comps:
+        raise LMFusionError("no score component is present in every dev hypothesis")
+    return comps
+
+
+def _needs_lists(args: argparse.Namespace) -> bool:
+    """Whether an option reads more of the lists than their scores and error counts (texts, tags)."""
+    return args.metric in ("bleu", "chrf") or bool(args.mbr or args.by or args.adaptive)
+
+
+def _read_problems(args: argparse.Namespace) -> tuple[Any, Any, str, list[str], list[Any], list[Any] | None]:
+    """Dev and test problems, the metric's name, the components, and the lists when an option needs them
+    (:func:`_needs_lists`; else no lists: ``[]`` and None).
+
+    Without ``--mbr``, ``--by``, ``--adaptive`` or a BLEU/chrF metric the input is streamed in batches
+    (:func:`decoders.nbest.stream_tuning_problem`): only the score matrix and error counts are kept.
+    """
+    from decoders.nbest import stream_tuning_problem
+    from fusion.metrics import Unit
+    from recipes.commands.rescore import iter_input, read_input
+
+    given = [c.strip() for c in args.components.split(",")] if args.components else None
+    if _needs_lists(args):
+        dev = read_input(args, args.dev)
+        test = read_input(args, args.test) if args.test else None
+        comps = given if given is not None else _default_components(args, *common_components(dev))
+        dev_p, test_p, metric = _problems(args, dev, test, comps)
+        return dev_p, test_p, metric, comps, dev, test
+    metric = args.metric or ("cer" if args.unit == "char" else "wer")
+    unit: Unit = "char" if metric == "cer" else "word"
+
+    def choose(names: list[str], dropped: dict[str, str]) -> list[str]:
+        return _default_components(args, names, dropped)
+
+    dev_p = stream_tuning_problem(iter_input(args, args.dev), given, unit, choose=None if given else choose)
+    comps = list(dev_p.components)
+    test_p = stream_tuning_problem(iter_input(args, args.test), comps, unit) if args.test else None
+    if test_p is not None and test_p.n_utts == 0:
+        test_p = None  # as an empty test list: no test report
+    return dev_p, test_p, metric.upper(), comps, [], None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -223,38 +278,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from decoders.hypothesis import component_names
-    from fusion.errors import LMFusionError
     from fusion.metrics import bootstrap_from_counts
     from fusion.tuning import error_rate
-    from fusion.tuning.stable import bound_warnings, default_components, scale_aware_bounds
-    from recipes.commands.rescore import read_input
+    from fusion.tuning.stable import bound_warnings, scale_aware_bounds
 
     _check_args(args)
-    dev = read_input(args, args.dev)
-    test = read_input(args, args.test) if args.test else None
-    if args.components:
-        comps = [c.strip() for c in args.components.split(",")]
-    else:
-        for c, utt in common_components(dev)[1].items():
-            print(f"tune: component {c!r} is left out: utterance {utt!r} has hypotheses without it "
-                  "(give --components to choose)", file=sys.stderr)
-        comps = default_components(component_names(dev))
-        print(
-            f"components (default: am, the LMs, words; counts and the recogniser's lm beside another LM left out): "
-            f"{', '.join(comps)}"
-        )
-        named = [k for k in parse_ranges(args.bounds, "--bounds") if k not in comps and k in component_names(dev)]
-        if named:  # a bound names a component the default rule left out: the user wants it tuned
-            comps = [c for c in component_names(dev) if c in {*comps, *named}]  # in the file's order
-            print(f"also tuned, as --bounds names them: {', '.join(named)}")
-    if not comps:
-        raise LMFusionError("no score component is present in every dev hypothesis")
+    dev_p, test_p, metric, comps, dev, test = _read_problems(args)
     fixed = parse_numbers(args.fixed, "--fixed") if args.fixed else ({"am": 1.0} if "am" in comps else {comps[0]: 1.0})
     init = parse_numbers(args.init, "--init")
-    dev_p, test_p, metric = _problems(args, dev, test, comps)
     bounds = {**scale_aware_bounds(dev_p, fixed), **parse_ranges(args.bounds, "--bounds")}
     results = _tune_methods(args, dev_p, test_p, fixed, init, bounds)
     start = results[0][0].start_weights
