@@ -25,6 +25,12 @@ Reports peak RSS (the child's ``ru_maxrss``), wall time, CPU time
 the first output byte::
 
     .venv/bin/python benchmarks/bench_rescore.py --memory --old /tmp/old [--sizes 100000 1000000]
+
+``--memory --tune`` measures ``lmfusion tune`` the same way instead: a dev JSONL of 100k and 1M
+hypotheses with ``am``, ``lm`` and ``words`` scores and references, tuned by a 5-point grid (no bootstrap),
+against ``--old`` (for this comparison, a checkout of the version before streamed ``tune`` input)::
+
+    .venv/bin/python benchmarks/bench_rescore.py --memory --tune --old /tmp/old-tune --old-ref main
 """
 
 from __future__ import annotations
@@ -78,16 +84,21 @@ sys.exit(code)
 """
 
 
-def write_big_jsonl(path: Path, n_hyps: int, nbest: int = 20, seed: int = 0) -> None:
-    """An n-best JSONL of ``n_hyps`` hypotheses (edited dev/test sentences), streamed to disk."""
+def write_big_jsonl(path: Path, n_hyps: int, nbest: int = 20, seed: int = 0, *, lm_scores: bool = False) -> None:
+    """An n-best JSONL of ``n_hyps`` hypotheses (edited dev/test sentences), streamed to disk; with
+    ``lm_scores`` each hypothesis also gets a random ``lm`` score and its ``words`` count (for ``tune``)."""
     import json
 
     per = 2000
+    rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as f:
         for start in range(0, n_hyps // nbest, per):
             for nb in make_nbests(min(per, n_hyps // nbest - start), nbest, seed + start):
                 d = nb.to_json()
                 d["utt_id"] = f"u{start}-{d['utt_id']}"
+                if lm_scores:
+                    for h in d["hyps"]:
+                        h["scores"].update(lm=-rng.random() * 30, words=float(len(h["text"].split())))
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
 
 
@@ -134,7 +145,7 @@ def memory_benchmark(args: argparse.Namespace) -> None:
         print("|---:|---|---:|---:|---:|---:|---:|")
         for n in args.sizes:
             nb = d / f"nb{n}.jsonl"
-            write_big_jsonl(nb, n)
+            write_big_jsonl(nb, n, lm_scores=args.tune)
             runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
             for _ in range(args.repeat):
                 for name, tree in trees:
@@ -143,13 +154,17 @@ def memory_benchmark(args: argparse.Namespace) -> None:
                     work.mkdir()
                     out = work / "out.jsonl"
                     argv = ["-q", "rescore", str(nb), "--lm", f"bible={lms[0]}", f"tech={lms[1]}", "-o", str(out)]
+                    if args.tune:
+                        argv = ["-q", "tune", "--dev", str(nb), "--method", "grid", "--points", "5",
+                                "--bootstrap", "0", "-o", str(out.with_suffix(".json"))]  # fmt: skip
                     runs[name].append(run_cli(tree, argv, out))
             for name, _ in trees:
                 med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
                 print(f"| {n:,} | {name} | {med['rss_mb']:.0f} | {med['seconds']:.1f} | {med['cpu']:.1f} | "
                       f"{n / med['cpu']:,.0f} | {med['first']:.1f} |", flush=True)  # fmt: skip
             nb.unlink()
-        print(f"(median of {args.repeat} fresh-process runs each; input {d}/nb*.jsonl, 20 hyps per utterance)")
+        what = "tune --method grid --points 5" if args.tune else "rescore with two KenLMs"
+        print(f"({what}: median of {args.repeat} fresh-process runs each; input {d}/nb*.jsonl, 20 hyps per utterance)")
 
 
 def main() -> None:
@@ -158,6 +173,7 @@ def main() -> None:
     ap.add_argument("--nbest", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5, help="best of N timings for each side")
     ap.add_argument("--memory", action="store_true", help="peak RSS/throughput of the rescore command (see above)")
+    ap.add_argument("--tune", action="store_true", help="--memory: measure `lmfusion tune` instead of rescore")
     ap.add_argument("--old", help="--memory: an older checkout to compare with (a worktree of main is added here)")
     ap.add_argument("--old-ref", default="776ebda", help="--memory: the commit --old checks out (before issue 13)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="--memory: hypotheses")
