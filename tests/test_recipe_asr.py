@@ -281,3 +281,60 @@ def test_shipped_configs_validate(name: str) -> None:
     names = [s.name for s in build_stages(cfg)]
     assert names[-3:] == ["profile", "evaluate", "report"]
     assert ("audio" in names) == cfg["audio"]["enabled"]
+
+
+@pytest.mark.slow
+def test_interrupted_recipe_resumes_to_the_uninterrupted_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13, finding 12: a recipe interrupted inside ``build_lms`` (between two KenLMs, then inside the
+    neural LM's training) and inside ``tune``, and resumed each time, ends with the same ``tuning.json`` and
+    ``profile.json`` bytes as an uninterrupted run (and the same rescored n-best lists, which carry every LM's
+    scores: the tiny LMs get weight 0 in places, where tuning could not show them differ), and its stamps
+    then say every stage is up to date."""
+    import shutil
+
+    import torch
+
+    import fusion.ngram
+    import recipes.asr.tune_stages as tune_stages
+
+    f = _tiny_inputs(tmp_path)
+    over = {"lms": {"neural": {"enabled": True, "emb": 16, "hidden": 16, "epochs": 2, "max_steps": 12,
+                               "batch_tokens": 512}}, "tune": {"cv_folds": 2}}  # fmt: skip
+    monkeypatch.setattr(tune_stages, "now_iso", lambda: "2000-01-01T00:00:00+00:00")  # the profile's date
+    upto = ["build_lms", "interpolate", "rescore", "tune", "profile"]  # evaluate and report do not feed them
+
+    def outputs() -> list[bytes]:
+        p = run_recipe(f, overrides=over, only=upto, progress=False)["paths"]
+        return [p[k].read_bytes() for k in ("tune", "profile", "dev_rescored", "test_rescored")]
+
+    straight = outputs()
+    shutil.rmtree(tmp_path / "work")
+
+    def fail_on_call(obj: object, name: str, n: int, exc: type[BaseException]) -> None:
+        real, calls = getattr(obj, name), {"n": 0}
+
+        def wrapped(*a: object, **k: object) -> object:
+            out = real(*a, **k)  # the call's work is done (an optimiser step applied, not yet counted) ...
+            calls["n"] += 1
+            if calls["n"] == n:  # ... when the interruption strikes
+                raise exc(f"simulated interruption in {name}")
+            return out
+
+        monkeypatch.setattr(obj, name, wrapped)
+
+    interruptions = [  # each: where it strikes; the run is resumed after it
+        (fusion.ngram, "build_ngram", 2, KeyboardInterrupt),  # after the first domain's KenLM
+        (torch.optim.AdamW, "step", 7, KeyboardInterrupt),  # inside a neural LM training step
+        (tune_stages, "cv_errors", 3, RuntimeError),  # inside the per-condition tuning
+    ]
+    for obj, name, n, exc in interruptions:
+        real = getattr(obj, name)
+        fail_on_call(obj, name, n, exc)
+        with pytest.raises(exc, match="simulated"):
+            outputs()
+        monkeypatch.setattr(obj, name, real)
+    assert outputs() == straight
+    again = run_recipe(f, overrides=over, only=upto, progress=False)
+    assert [r.status for r in again["reports"]] == ["skipped"] * len(upto)
