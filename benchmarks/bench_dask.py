@@ -40,7 +40,7 @@ from _common import TEXT, WORK, kenlm_models, table
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from decoders.nbest import rescore_with_stats
-from decoders.sharded import RescoreOptions, _make_tasks, rescore_sharded
+from decoders.sharded import RescoreOptions, rescore_sharded, shard_task
 from fusion.abilities import LMSpec
 from fusion.executor import DaskExecutor, InProcess
 from fusion.loading import open_spec
@@ -148,7 +148,7 @@ def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> 
         nbs = make_nbests(size)
         n_hyps = sum(len(nb.hyps) for nb in nbs)
         one = nbs[: args.shard_size]
-        task0 = _make_tasks(nbs, list(lms), args.shard_size, RescoreOptions())[0]
+        task0 = shard_task(nbs[: args.shard_size], list(lms), RescoreOptions())
         payload, payload_hyps = len(pickle.dumps(task0)), sum(map(len, task0.texts))
         want, _ = rescore_with_stats(nbs, lms)
 

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import multiprocessing as mp
 import os
 import pickle
 import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
@@ -57,12 +58,15 @@ __all__ = [
     "LMSet",
     "LocalProcesses",
     "SchedulerUnreachable",
+    "StreamingExecutor",
     "WorkerSetup",
+    "imap",
     "map_sharded",
     "open_executor",
     "shard_bounds",
     "shards",
     "with_setup",
+    "worker_builds",
     "worker_state",
 ]
 
@@ -135,6 +139,8 @@ _STATE: OrderedDict[str, Any] = OrderedDict()
 _STATE_LOCK = threading.Lock()
 _STATE_MAX = 4
 """Setups kept per worker process (least recently used dropped first)."""
+_BUILDS: list[str] = []
+"""The setup keys this process has built, in order (see :func:`worker_builds`)."""
 
 
 def _setup_key(setup: WorkerSetup[Any]) -> str:
@@ -150,10 +156,17 @@ def worker_state(setup: WorkerSetup[S]) -> S:
             _STATE.move_to_end(key)
             return _STATE[key]
         state = setup.build()
+        _BUILDS.append(key)
         _STATE[key] = state
         while len(_STATE) > _STATE_MAX:
             _STATE.popitem(last=False)
         return state
+
+
+def worker_builds() -> list[str]:
+    """The keys of the setups :func:`worker_state` has built in this process, one entry per build (run
+    it on the workers, ``client.run(worker_builds)``, to check each built its LMs once)."""
+    return list(_BUILDS)
 
 
 def _call_with_state(fn: Callable[[Any, T], R], setup: WorkerSetup[Any], item: T) -> R:
@@ -217,7 +230,68 @@ class Executor(Protocol):
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None: ...
 
 
-def _bar(total: int, desc: str, progress: bool) -> Any:
+@runtime_checkable
+class StreamingExecutor(Executor, Protocol):
+    """An executor that can also stream a map (every back-end here can; see :func:`imap`)."""
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None, desc: str = "",
+             progress: bool = False) -> Iterator[R]:  # fmt: skip
+        """``fn(x)`` for each item, yielded in input order with at most ``window`` tasks in flight."""
+        ...
+
+
+def imap(
+    executor: Executor,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    window: int | None = None,
+    desc: str = "",
+    progress: bool = False,
+) -> Iterator[R]:
+    """``fn(x)`` for each of ``items``, yielded in input order as soon as it is ready, with at most
+    ``window`` tasks in flight (default: twice the executor's workers, at least 4).
+
+    ``items`` is read lazily — one more item is submitted each time a result is taken — so memory is
+    bounded by the window, not by the input, and whatever the caller does with result ``i`` (building
+    records, writing them) overlaps the workers' work on the items after it. An executor without its
+    own ``imap`` runs windows of items through ``map``. Closing the iterator early cancels the tasks
+    in flight."""
+    w = window if window is not None else max(4, 2 * executor.workers)
+    if w < 1:
+        raise ExecutorError(f"imap: window must be >= 1, got {w}")
+    if isinstance(executor, StreamingExecutor):
+        return executor.imap(fn, items, window=w, desc=desc, progress=progress)
+    return _imap_by_windows(executor, fn, items, w, desc, progress)
+
+
+def _imap_by_windows(executor: Executor, fn: Callable[[T], R], items: Iterable[T], window: int, desc: str,
+                     progress: bool) -> Iterator[R]:  # fmt: skip
+    it = iter(items)
+    while chunk := list(itertools.islice(it, window)):
+        yield from executor.map(fn, chunk, desc=desc, progress=progress)
+
+
+def _in_order(submit: Callable[[T], Any], result: Callable[[Any], R], cancel: Callable[[list[Any]], None],
+              items: Iterable[T], window: int, bar: Any) -> Iterator[R]:  # fmt: skip
+    """The streaming loop every back-end shares: keep ``window`` futures in flight, yield the oldest's
+    result, submit the next item before handing the result over."""
+    it = iter(items)
+    pending: deque[Any] = deque(submit(x) for x in itertools.islice(it, window))
+    try:
+        while pending:
+            r = result(pending.popleft())
+            pending.extend(submit(x) for x in itertools.islice(it, 1))
+            bar.update(1)
+            yield r
+    except BaseException:  # an error, or the caller closed the iterator early
+        cancel(list(pending))
+        raise
+    finally:
+        bar.close()
+
+
+def _bar(total: int | None, desc: str, progress: bool) -> Any:
     from fusion.progress import progress_bar
 
     return progress_bar(total=total, desc=desc or "tasks", unit="task", progress=progress)
@@ -251,6 +325,17 @@ class InProcess(_Closing):
             bar.update(1)
         bar.close()
         return out
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None, desc: str = "",
+             progress: bool = False) -> Iterator[R]:  # fmt: skip
+        bar = _bar(None, desc, progress)
+        try:
+            for x in items:
+                r = fn(x)
+                bar.update(1)
+                yield r
+        finally:
+            bar.close()
 
     def __repr__(self) -> str:
         return "InProcess()"
@@ -296,6 +381,25 @@ class LocalProcesses(_Closing):
             out = [f.result() for f in futs]
         bar.close()
         return out
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None, desc: str = "",
+             progress: bool = False) -> Iterator[R]:  # fmt: skip
+        w = window or max(4, 2 * self.processes)
+        by_value: list[bool] = []
+
+        def submit(x: T) -> Any:
+            if not by_value:
+                by_value.append(not _picklable((fn, x)))
+            if by_value[0]:
+                return pool.submit(_run_by_value, _dumps_by_value((fn, x)))
+            return pool.submit(fn, x)
+
+        def cancel(futs: list[Any]) -> None:
+            for f in futs:
+                f.cancel()
+
+        with ProcessPoolExecutor(self.processes, mp_context=mp.get_context(self.mp_context)) as pool:
+            yield from _in_order(submit, lambda f: f.result(), cancel, items, w, _bar(None, desc, progress))
 
     def __repr__(self) -> str:
         return f"LocalProcesses({self.processes}, mp_context={self.mp_context!r})"
@@ -397,6 +501,27 @@ class DaskExecutor(_Closing):
             for f in futs:
                 f.release()
         return out
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None, desc: str = "",
+             progress: bool = False) -> Iterator[R]:  # fmt: skip
+        """Streams: one task per item, keyed by its index (a task re-run after a worker died replaces its
+        result), at most ``window`` in flight."""
+        w = window or max(4, 2 * self.workers)
+        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
+        run = uuid.uuid4().hex[:12]
+        count = itertools.count()
+
+        def submit(x: T) -> Any:
+            key = f"lmfusion-{name}-{run}-{next(count):07d}"
+            return self.client.submit(fn, x, key=key, pure=False, retries=self.retries)
+
+        def result(f: Any) -> Any:
+            try:
+                return f.result()
+            finally:
+                f.release()
+
+        yield from _in_order(submit, result, self.client.cancel, items, w, _bar(None, desc, progress))
 
     def close(self) -> None:
         if self._own:

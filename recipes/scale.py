@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -174,17 +174,19 @@ def cli_lm_specs(args: argparse.Namespace, lms: Mapping[str, LanguageModel]) -> 
 
 
 def rescore_on(
-    ex: Executor, nbests: Sequence[NBestList], lms: Mapping[str, LanguageModel], args: argparse.Namespace
-) -> tuple[list[NBestList], RescoreStats]:
-    """``lmfusion rescore``'s work as shards on ``ex`` (:func:`decoders.sharded.rescore_sharded`)."""
-    from decoders.sharded import RescoreOptions, rescore_sharded
+    ex: Executor, lists: Iterable[NBestList], lms: Mapping[str, LanguageModel], args: argparse.Namespace
+) -> Iterator[tuple[list[NBestList], RescoreStats]]:
+    """``lmfusion rescore``'s work as a stream of shards on ``ex``
+    (:func:`decoders.sharded.rescore_sharded_stream`): ``lists`` are read lazily, shard by shard."""
+    from decoders.sharded import RescoreOptions, rescore_sharded_stream
 
     opts = RescoreOptions(
         word_count=not args.no_word_count,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
+        reuse=args.cached,
         count_oov=not args.no_oov_count,
     )
-    return rescore_sharded(
-        nbests, cli_lm_specs(args, lms), ex, shard_size=args.shard_size, options=opts, progress=not args.quiet
+    return rescore_sharded_stream(
+        lists, cli_lm_specs(args, lms), ex, shard_size=args.shard_size, options=opts, progress=not args.quiet
     )

@@ -23,7 +23,7 @@ import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,16 +37,23 @@ __all__ = [
     "WORDS",
     "RescoreStats",
     "TextScores",
+    "build_records",
+    "check_rescore_options",
+    "check_reuse",
     "flat_texts",
     "iter_batches",
+    "known_scores",
     "merge_stats",
     "rescore",
     "rescore_batch",
     "rescore_stream",
     "rescore_with_stats",
+    "score_columns",
+    "score_flat",
     "score_hypotheses",
     "score_texts",
     "summarize",
+    "summarize_texts",
 ]
 
 WORDS = "words"
@@ -85,22 +92,23 @@ class RescoreStats:
 
 def summarize(nbests: Sequence[NBestList]) -> dict[str, int]:
     """Counts of the edge cases in ``nbests``: empty lists, singletons, empty texts, duplicates."""
+    return summarize_texts([[h.text for h in nb.hyps] for nb in nbests])
+
+
+def summarize_texts(texts: Sequence[Sequence[str]]) -> dict[str, int]:
+    """:func:`summarize` over each utterance's hypothesis texts (what a worker holds of a shard)."""
     no_hyps = single = empty = dup = 0
-    for nb in nbests:
-        if not nb.hyps:
+    for ts in texts:
+        if not ts:
             no_hyps += 1
-        elif len(nb.hyps) == 1:
+        elif len(ts) == 1:
             single += 1
-        seen: set[str] = set()
-        for h in nb.hyps:
-            if not h.text:
-                empty += 1
-            if h.text in seen:
-                dup += 1
-            seen.add(h.text)
+        else:
+            dup += len(ts) - len(set(ts))
+        empty += ts.count("")
     return {
-        "utts": len(nbests),
-        "hyps": sum(len(nb.hyps) for nb in nbests),
+        "utts": len(texts),
+        "hyps": sum(map(len, texts)),
         "no_hyps": no_hyps,
         "single": single,
         "empty_text": empty,
@@ -222,18 +230,29 @@ def score_hypotheses(
     count_oov: bool = True,
 ) -> tuple[np.ndarray, TextScores]:
     """One LM's score for every hypothesis, as a flat ``[H]`` array in :func:`flat_texts` order (a
-    column of the score cache). Texts repeated across hypotheses are scored once (except by a word
-    sentence scorer over words, KenLM, for which a repeat costs less to score than to look up)."""
-    texts = flat_texts(nbests)
+    column of the score cache); see :func:`score_flat`."""
+    return score_flat(
+        flat_texts(nbests), lm, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
+    )
+
+
+def score_flat(
+    texts: Sequence[str],
+    lm: LanguageModel,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    floor_score: float = -1e4,
+    count_oov: bool = True,
+) -> tuple[np.ndarray, TextScores]:
+    """One LM's score for every text, as a flat ``[H]`` array. Texts repeated are scored once (except by
+    a word sentence scorer over words, KenLM, for which a repeat costs less to score than to look up)."""
+    opts = {"batch_size": batch_size, "progress": progress, "floor_score": floor_score, "count_oov": count_oov}
     if _sentence_scorer(lm) is not None and lm.units.kind == "word":  # a repeat costs KenLM less than a lookup
-        ts = score_texts(
-            lm, texts, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
-        )
+        ts = score_texts(lm, texts, **opts)  # type: ignore[arg-type]
         return ts.scores, ts
     distinct = list(dict.fromkeys(texts))
-    ts = score_texts(
-        lm, distinct, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
-    )
+    ts = score_texts(lm, distinct, **opts)  # type: ignore[arg-type]
     if len(distinct) == len(texts):
         return ts.scores, ts
     table = dict(zip(distinct, ts.scores.tolist(), strict=True))
@@ -271,32 +290,131 @@ def _make_hyp(
     return h
 
 
-def _build_records(
+def build_records(
     nbests: Sequence[NBestList],
-    names: list[str],
-    cols: list[list[float]],
-    single: list[float] | None,
-    word_count: bool,
+    columns: Mapping[str, Sequence[float]],
+    *,
+    word_count: bool = True,
+    keep: Collection[str] = (),
 ) -> list[NBestList]:
-    out = []
-    k = 0
+    """New lists with ``columns[name][k]`` (``k``: the hypothesis' index in :func:`flat_texts` order) as
+    score ``name`` of every hypothesis, and ``words`` (the word count) with ``word_count``. A component in
+    ``keep`` keeps the input's own value where a hypothesis has one (the score cache). Tokens, word
+    alignments, references and tags are carried over; ``nbests`` is not modified."""
+    names = list(columns)
+    cols = [columns[k] if isinstance(columns[k], list) else list(columns[k]) for k in names]
+    kept = [k in keep for k in names]
+    single = cols[0] if len(cols) == 1 and not kept[0] else None
     name0 = names[0] if names else ""
     make = _make_hyp if _fast_record_ok() else ScoredHypothesis
-    for nb in nbests:
-        hyps = []
-        for h in nb.hyps:
-            new = h.scores.copy() if isinstance(h.scores, dict) else dict(h.scores)
-            if single is not None:
-                new[name0] = single[k]
-            else:
-                for name, col in zip(names, cols, strict=True):
-                    new[name] = col[k]
-            if word_count:
-                new[WORDS] = float(_word_count(h.text))
-            hyps.append(make(h.text, new, h.tokens, h.words))
-            k += 1
-        out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
+    out = []
+    k = 0
+    gc_was_on = gc.isenabled()
+    gc.disable()  # millions of small acyclic records: generational GC passes would dominate the build
+    try:
+        for nb in nbests:
+            hyps = []
+            for h in nb.hyps:
+                new = h.scores.copy() if isinstance(h.scores, dict) else dict(h.scores)
+                if single is not None:
+                    new[name0] = single[k]
+                else:
+                    for name, col, kp in zip(names, cols, kept, strict=True):
+                        if not (kp and name in new):
+                            new[name] = col[k]
+                if word_count:
+                    new[WORDS] = float(_word_count(h.text))
+                hyps.append(make(h.text, new, h.tokens, h.words))
+                k += 1
+            out.append(NBestList(nb.utt_id, tuple(hyps), nb.ref, nb.tags))
+    finally:
+        if gc_was_on:
+            gc.enable()
     return out
+
+
+def known_scores(nbests: Sequence[NBestList], names: Iterable[str]) -> dict[str, dict[int, float]]:
+    """The score cache: LM name -> ``{flat hypothesis index: score already in the input}`` (names no
+    hypothesis carries are left out)."""
+    names = list(names)
+    out: dict[str, dict[int, float]] = {n: {} for n in names}
+    k = 0
+    for nb in nbests:
+        for h in nb.hyps:
+            sc = h.scores
+            for name in names:
+                if name in sc:
+                    out[name][k] = sc[name]
+            k += 1
+    return {n: d for n, d in out.items() if d}
+
+
+def check_rescore_options(floor_score: float, batch_size: int) -> None:
+    """The options every rescoring entry point checks before it starts."""
+    if floor_score > 0 or not math.isfinite(floor_score):
+        raise LMFusionError(f"floor_score must be a finite log-probability (<= 0), got {floor_score}")
+    if batch_size < 1:
+        raise LMFusionError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def check_reuse(known: Mapping[str, Mapping[int, float]], reuse: bool) -> None:
+    """With ``reuse=False``, an LM named like a score component already in the input is an error."""
+    if known and not reuse:
+        name = next(iter(known))
+        raise LMFusionError(
+            f"the input already has a score component named {name!r}: name the LM differently "
+            "(NAME=PATH), or reuse those scores (the cache) or overwrite them explicitly"
+        )
+
+
+def score_columns(
+    texts: Sequence[Sequence[str]],
+    lms: Mapping[str, LanguageModel],
+    *,
+    known: Mapping[str, Mapping[int, float]] | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    floor_score: float = -1e4,
+    count_oov: bool = True,
+) -> tuple[dict[str, np.ndarray], RescoreStats]:
+    """The work of rescoring one batch, on texts alone (what a worker gets of a shard): one float64
+    column ``[H]`` per LM over the flat hypotheses (each utterance's texts in turn), and the batch's
+    :class:`RescoreStats` (``seconds`` 0). ``known`` is the score cache (:func:`known_scores`): those
+    hypotheses keep their score and are not scored."""
+    base = summarize_texts(texts)
+    flat = [t for ts in texts for t in ts]
+    n = len(flat)
+    cols: dict[str, np.ndarray] = {}
+    scored, cached, oov, failed = {}, {}, {}, {}
+    for name, lm in lms.items():
+        hits = (known or {}).get(name) or {}
+        todo = [t for i, t in enumerate(flat) if i not in hits] if hits else flat
+        vals, ts = score_flat(
+            todo, lm, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
+        )
+        if hits:  # spread the new scores over the hypotheses that lacked them
+            col = np.empty(n, dtype=np.float64)
+            mask = np.zeros(n, dtype=bool)
+            idx = np.fromiter(hits.keys(), dtype=np.int64, count=len(hits))
+            mask[idx] = True
+            col[idx] = np.fromiter(hits.values(), dtype=np.float64, count=len(hits))
+            col[~mask] = vals
+            vals = col
+        cols[name] = vals
+        scored[name], cached[name], oov[name], failed[name] = len(ts.scores), len(hits), ts.oov, ts.failed
+    stats = RescoreStats(
+        n_utts=base["utts"],
+        n_hyps=n,
+        n_no_hyps=base["no_hyps"],
+        n_single=base["single"],
+        n_empty_text=base["empty_text"],
+        n_duplicates=base["duplicates"],
+        scored=scored,
+        cached=cached,
+        oov=oov,
+        failed=failed,
+    )
+    return cols, stats
 
 
 def rescore_with_stats(
@@ -311,68 +429,21 @@ def rescore_with_stats(
     floor_score: float = -1e4,
     count_oov: bool = True,
 ) -> tuple[list[NBestList], RescoreStats]:
-    """:func:`rescore`, also returning the :class:`RescoreStats` (a pure function of one batch)."""
+    """:func:`rescore`, also returning the :class:`RescoreStats` (a pure function of one batch):
+    :func:`score_columns` then :func:`build_records`."""
     t0 = time.perf_counter()
-    if floor_score > 0 or not math.isfinite(floor_score):
-        raise LMFusionError(f"floor_score must be a finite log-probability (<= 0), got {floor_score}")
-    if batch_size < 1:
-        raise LMFusionError(f"batch_size must be >= 1, got {batch_size}")
+    check_rescore_options(floor_score, batch_size)
     if word_count and WORDS in lms:
         raise LMFusionError(f"an LM may not be named {WORDS!r}: that is the word-count component")
-    base = summarize(nbests)
-    columns: dict[str, list[float]] = {}
-    scored: dict[str, int] = {}
-    cached: dict[str, int] = {}
-    oov: dict[str, int] = {}
-    failed: dict[str, int] = {}
-    for name, lm in lms.items():
-        # the score cache: hypotheses that already carry this component keep it (unless overwrite)
-        hits = 0 if overwrite else sum(1 for nb in nbests for h in nb.hyps if name in h.scores)
-        if hits and not reuse:
-            raise LMFusionError(
-                f"the input already has a score component named {name!r}: name the LM differently "
-                "(NAME=PATH), or reuse those scores (the cache) or overwrite them explicitly"
-            )
-        todo = nbests
-        if hits:
-            todo = [NBestList(nb.utt_id, tuple(h for h in nb.hyps if name not in h.scores)) for nb in nbests]
-        vals, ts = score_hypotheses(
-            todo, lm, batch_size=batch_size, progress=progress, floor_score=floor_score, count_oov=count_oov
-        )
-        if hits:  # spread the new scores back over the hypotheses that lacked them
-            col: list[float] = []
-            it = iter(vals.tolist())
-            for nb in nbests:
-                col.extend(h.scores[name] if name in h.scores else next(it) for h in nb.hyps)
-            columns[name] = col
-        else:
-            columns[name] = vals.tolist()
-        scored[name], cached[name], oov[name], failed[name] = len(ts.scores), hits, ts.oov, ts.failed
-    names = list(columns)
-    cols = [columns[k] for k in names]
-    single = cols[0] if len(cols) == 1 else None
-    gc_was_on = gc.isenabled()
-    gc.disable()  # millions of small acyclic records: generational GC passes would dominate the build
-    try:
-        out = _build_records(nbests, names, cols, single, word_count)
-    finally:
-        if gc_was_on:
-            gc.enable()
-
-    stats = RescoreStats(
-        n_utts=base["utts"],
-        n_hyps=base["hyps"],
-        n_no_hyps=base["no_hyps"],
-        n_single=base["single"],
-        n_empty_text=base["empty_text"],
-        n_duplicates=base["duplicates"],
-        scored=scored,
-        cached=cached,
-        oov=oov,
-        failed=failed,
-        seconds=time.perf_counter() - t0,
-    )
-    return out, stats
+    known = {} if overwrite else known_scores(nbests, lms)
+    check_reuse(known, reuse)
+    texts = [[h.text for h in nb.hyps] for nb in nbests]
+    cols, stats = score_columns(
+        texts, lms, known=known, batch_size=batch_size, progress=progress, floor_score=floor_score,
+        count_oov=count_oov,
+    )  # fmt: skip
+    out = build_records(nbests, {k: v.tolist() for k, v in cols.items()}, word_count=word_count, keep=known)
+    return out, dataclasses.replace(stats, seconds=time.perf_counter() - t0)
 
 
 def rescore(

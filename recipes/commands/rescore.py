@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -183,16 +183,13 @@ def _open(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read, score and write in bounded batches of whole lists (``--chunk-hyps``); outputs are atomic."""
-    import contextlib
-
-    from decoders.nbest import count_ties, merge_stats, onebest_line, rescore_stream
+    """Read, score and write in bounded batches of whole lists (``--chunk-hyps``, or ``--shard-size``
+    utterances per task on ``--scheduler``'s workers); outputs are atomic."""
+    from decoders.nbest import count_ties, merge_stats, onebest_line
     from decoders.nbest.rank import best_indices, onebest_error_counts
     from fusion.io import AtomicWriter
     from recipes.cli_args import read_weights
 
-    if getattr(args, "scheduler", None) or os.environ.get("LMFUSION_SCHEDULER"):
-        return _run_distributed(args)
     _check_flags(args)
     policy = read_weights(args.weights) if args.weights else None
     lms, mix_policy = _open(args)
@@ -202,13 +199,10 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     refs_known = True
     with contextlib.ExitStack() as stack:
+        batches = _batches(args, lms, chunk, stack)
         out = stack.enter_context(AtomicWriter(args.output)) if args.output else None
         best = stack.enter_context(AtomicWriter(args.onebest)) if args.onebest else None
-        for batch, st in rescore_stream(
-            iter_input(args, args.input), lms, not args.no_word_count, batch_hyps=chunk,
-            batch_size=args.batch_size, progress=not args.quiet, overwrite=args.overwrite, reuse=args.cached,
-            count_oov=not args.no_oov_count,
-        ):  # fmt: skip
+        for batch, st in batches:
             stats.append(st)
             if mix_policy is not None:
                 from decoders.nbest_policy import add_utterance_mix
@@ -237,6 +231,29 @@ def run(args: argparse.Namespace) -> int:
                     counts[k] = counts.get(k, 0) + v
     _report(args, merge_stats(stats), lms, mix_policy, policy, ties, counts if refs_known else None)
     return 0
+
+
+def _batches(args: argparse.Namespace, lms: dict[str, Any], chunk: int, stack: contextlib.ExitStack
+             ) -> Iterator[tuple[list[NBestList], Any]]:  # fmt: skip
+    """The input rescored as a stream of ``(batch, stats)``: here in batches of ``chunk`` hypotheses, or
+    with ``--scheduler`` (or ``$LMFUSION_SCHEDULER``) in shards of ``--shard-size`` utterances on the
+    executor's workers (the input is still read once, lazily, here; at most a window of shards in
+    flight). ``chunk`` beyond any input (``--mbr`` without a scale) gathers every list into one batch."""
+    from decoders.nbest import merge_stats, rescore_stream
+    from recipes.scale import executor_from_args, rescore_on
+
+    lists = iter_input(args, args.input)
+    ex = stack.enter_context(executor_from_args(args))
+    if ex.kind == "inprocess":
+        return rescore_stream(
+            lists, lms, not args.no_word_count, batch_hyps=chunk, batch_size=args.batch_size,
+            progress=not args.quiet, overwrite=args.overwrite, reuse=args.cached, count_oov=not args.no_oov_count,
+        )  # fmt: skip
+    shards = rescore_on(ex, lists, lms, args)
+    if chunk < 2**62:
+        return shards
+    parts = list(shards)
+    return iter([([nb for p, _ in parts for nb in p], merge_stats(st for _, st in parts))])
 
 
 def _errors(batch: list[NBestList], picks: list[int]) -> int:
@@ -314,89 +331,3 @@ def _mix_component(name: str, interpolation: list[str], lms: dict[str, Any]) -> 
     models = bridge_units(list(lms.values()), "auto")  # word and subword LMs: per word, as `mix` does
     lms[name] = LinearInterpolation(models, lambdas, name=name)
     return None
-
-
-def _run_distributed(args: argparse.Namespace) -> int:
-    """``--scheduler``: shards of utterances on an executor's workers (whole input in memory)."""
-    from decoders.hypothesis import write_nbest_jsonl
-    from decoders.nbest import apply_weights, count_ties, onebest_error_rates, rescore_with_stats, write_onebest
-    from fusion.errors import LMFusionError
-    from recipes.cli_args import open_lms, read_weights
-
-    if args.onebest and not args.weights:
-        raise LMFusionError("--onebest needs --weights")
-    if bool(args.mix) != bool(args.interpolation):
-        raise LMFusionError("--mix NAME and --interpolation go together")
-    nbests = read_input(args, args.input)
-    lms = {lm.name: lm for lm in open_lms(args)}
-    mix_policy = None
-    if args.mix:
-        mix_policy = _mix_component(args.mix, args.interpolation, lms)
-    from recipes.scale import executor_from_args, rescore_on
-
-    with executor_from_args(args) as ex:
-        if ex.kind == "inprocess":
-            out, st = rescore_with_stats(
-                nbests,
-                lms,
-                not args.no_word_count,
-                batch_size=args.batch_size,
-                progress=not args.quiet,
-                overwrite=args.overwrite,
-                count_oov=not args.no_oov_count,
-            )
-        else:  # shards of utterances on the executor's workers, which open the LMs from their files
-            out, st = rescore_on(ex, nbests, lms, args)
-    print(
-        f"{st.n_utts} utterances, {st.n_hyps} hypotheses ({st.n_no_hyps} empty lists, {st.n_single} single, "
-        f"{st.n_empty_text} empty texts, {st.n_duplicates} duplicates) in {st.seconds:.2f}s"
-    )
-    if lms:
-        print(f"{'component':<24} {'scored':>8} {'cached':>8} {'oov':>8} {'failed':>7}")
-        for name in lms:
-            print(f"{name:<24} {st.scored[name]:>8} {st.cached[name]:>8} {st.oov[name]:>8} {st.failed[name]:>7}")
-    if mix_policy is not None:
-        from decoders.nbest_policy import add_utterance_mix
-
-        name, policy, models = mix_policy
-        out = add_utterance_mix(out, models, policy, name)
-        print(f"added {name!r}: a per-utterance mix of {', '.join(models)}")
-    if args.output:
-        write_nbest_jsonl(args.output, out)
-        print(f"wrote {args.output}")
-    fusion_weights: Any = None
-    if args.weights:
-        fusion_weights = read_weights(args.weights)
-        assert fusion_weights is not None
-        texts = apply_weights(out, fusion_weights)
-        if args.mbr:
-            from decoders.nbest_policy import mbr_choices
-
-            picks = mbr_choices(out, fusion_weights, scale=args.mbr_scale)
-            texts = ["" if i < 0 else nb.hyps[i].text for nb, i in zip(out, picks, strict=True)]
-        ties = count_ties(out, fusion_weights)
-        from fusion.profile import FusionProfile
-
-        shown = (
-            f"profile {fusion_weights.name!r}"
-            if isinstance(fusion_weights, FusionProfile)
-            else str(fusion_weights)
-            if isinstance(fusion_weights, dict)
-            else type(fusion_weights).__name__
-        )
-        print(f"1-best under {shown}: {ties} utterances with tied top scores (first hypothesis kept)")
-        if args.onebest:
-            write_onebest(args.onebest, out, texts)
-            print(f"wrote {args.onebest}")
-    if out and all(nb.ref is not None for nb in out):
-        try:
-            rates = onebest_error_rates(out, fusion_weights)
-            if args.mbr and fusion_weights is not None:
-                from fusion.metrics import error_rate_of
-
-                rates["mbr"] = error_rate_of([nb.ref or "" for nb in out], texts)
-        except LMFusionError as e:
-            print(f"no WER: {e}")
-        else:
-            print("WER: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rates.items()))
-    return 0
