@@ -149,7 +149,7 @@ def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> 
         n_hyps = sum(len(nb.hyps) for nb in nbs)
         one = nbs[: args.shard_size]
         task0 = shard_task(nbs[: args.shard_size], list(lms), RescoreOptions())
-        payload, payload_hyps = len(pickle.dumps(task0)), sum(map(len, task0.texts))
+        payload, payload_hyps = len(pickle.dumps(task0)), task0.n_hyps
         want, _ = rescore_with_stats(nbs, lms)
 
         def anchor(nbs: list[NBestList] = nbs) -> object:
@@ -196,7 +196,7 @@ def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="hypotheses per run")
-    ap.add_argument("--shard-size", type=int, default=250, help="utterances per task (10 hypotheses each)")
+    ap.add_argument("--shard-size", type=int, default=1000, help="utterances per task (10 hypotheses each)")
     ap.add_argument("--repeat", type=int, default=3, help="median of N timed runs")
     ap.add_argument("--tasks", type=int, default=5000, help="no-op tasks for the scheduler's task rate")
     ap.add_argument("--neural", action="store_true", help="also rescore with a small LSTM LM")

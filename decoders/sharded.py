@@ -17,6 +17,7 @@ the shard size (never on the back-end).
 from __future__ import annotations
 
 import itertools
+import pickle
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -73,27 +74,42 @@ class ShardResult:
 
 @dataclass(frozen=True)
 class ShardTask:
-    """What a worker needs for one shard: the texts, and the scores the cache may reuse — nothing else."""
+    """What a worker needs for one shard: the texts, and the scores the cache may reuse — nothing else.
 
-    texts: list[list[str]]
-    """Per utterance, its hypothesis texts."""
-    known: dict[str, dict[int, float]]
-    """LM name -> ``{hypothesis index within the shard: score already in the input}``."""
+    They travel as one pickled ``bytes`` blob (made here, read by the worker: never a user file). Dask's
+    scheduler unpickles and re-pickles every task it forwards; a blob costs it a copy, where the same
+    texts as a list of lists of strings cost it a Python object per hypothesis."""
+
+    blob: bytes
+    """``pickle((texts, known))``: per utterance its hypothesis texts; LM name -> ``{hypothesis index
+    within the shard: score already in the input}``."""
     options: RescoreOptions
+
+    @property
+    def n_hyps(self) -> int:
+        """Hypotheses in the shard."""
+        return sum(map(len, self.unpack()[0]))
+
+    def unpack(self) -> tuple[list[list[str]], dict[str, dict[int, float]]]:
+        """``(texts, known)``."""
+        texts, known = pickle.loads(self.blob)  # our own bytes from shard_task
+        return texts, known
 
 
 def shard_task(part: Sequence[NBestList], names: Sequence[str], opts: RescoreOptions) -> ShardTask:
     """The task for one shard of lists (the score cache checked against ``opts.reuse`` here)."""
     known = {} if opts.overwrite else known_scores(part, names)
     check_reuse(known, opts.reuse)
-    return ShardTask([[h.text for h in nb.hyps] for nb in part], known, opts)
+    texts = [[h.text for h in nb.hyps] for nb in part]
+    return ShardTask(pickle.dumps((texts, known), protocol=pickle.HIGHEST_PROTOCOL), opts)
 
 
 def _rescore_shard(lms: Mapping[str, LanguageModel], task: ShardTask) -> ShardResult:
     """Worker side: :func:`~decoders.nbest.score_columns` with the worker's cached LMs."""
     o = task.options
+    texts, known = task.unpack()
     cols, st = score_columns(
-        task.texts, lms, known=task.known, batch_size=o.batch_size, floor_score=o.floor_score, count_oov=o.count_oov
+        texts, lms, known=known, batch_size=o.batch_size, floor_score=o.floor_score, count_oov=o.count_oov
     )
     return ShardResult(cols, st)
 

@@ -50,6 +50,7 @@ from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel
 
 __all__ = [
+    "DASK_CONFIG",
     "SCHEDULER_ENV",
     "DaskExecutor",
     "Executor",
@@ -60,6 +61,7 @@ __all__ = [
     "SchedulerUnreachable",
     "StreamingExecutor",
     "WorkerSetup",
+    "dask_config_env",
     "imap",
     "map_sharded",
     "open_executor",
@@ -76,6 +78,19 @@ S = TypeVar("S", covariant=True)
 
 SCHEDULER_ENV = "LMFUSION_SCHEDULER"
 """Environment variable holding the executor spec when the CLI gets no ``--scheduler``."""
+
+DASK_CONFIG: dict[str, object] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.scheduler.work-stealing": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+"""Dask settings for the scheduler and workers that run lmfusion's tasks (few, long, uniform shards).
+Dask's defaults sample every worker thread's stack every 10 ms (the profiler), wake every process every
+20 ms (the tick) and move queued tasks between workers (stealing); on this 2-core box they cost the
+scheduler and a worker ~45 ms of CPU per second even when idle, 4x more than with these settings (see
+the README's scale-out section). Pass them to ``dask scheduler`` / ``dask worker`` as environment
+variables (:func:`dask_config_env`) or in a Dask YAML file; :class:`recipes.scale.LoopbackCluster` does."""
 
 
 class ExecutorError(LMFusionError):
@@ -272,16 +287,19 @@ def _imap_by_windows(executor: Executor, fn: Callable[[T], R], items: Iterable[T
         yield from executor.map(fn, chunk, desc=desc, progress=progress)
 
 
-def _in_order(submit: Callable[[T], Any], result: Callable[[Any], R], cancel: Callable[[list[Any]], None],
+def _in_order(submit: Callable[[list[T]], list[Any]], result: Callable[[Any], R], cancel: Callable[[list[Any]], None],
               items: Iterable[T], window: int, bar: Any) -> Iterator[R]:  # fmt: skip
-    """The streaming loop every back-end shares: keep ``window`` futures in flight, yield the oldest's
-    result, submit the next item before handing the result over."""
+    """The streaming loop every back-end shares: keep up to ``window`` futures in flight and yield the
+    oldest's result. Refills go in batches (once half the window is free, one ``submit`` of the free
+    slots' items) — one message to a Dask scheduler per batch instead of one per task."""
     it = iter(items)
-    pending: deque[Any] = deque(submit(x) for x in itertools.islice(it, window))
+    pending: deque[Any] = deque(submit(list(itertools.islice(it, window))) or ())
+    refill = max(1, window // 2)
     try:
         while pending:
             r = result(pending.popleft())
-            pending.extend(submit(x) for x in itertools.islice(it, 1))
+            if window - len(pending) >= refill and (more := list(itertools.islice(it, window - len(pending)))):
+                pending.extend(submit(more))
             bar.update(1)
             yield r
     except BaseException:  # an error, or the caller closed the iterator early
@@ -387,12 +405,14 @@ class LocalProcesses(_Closing):
         w = window or max(4, 2 * self.processes)
         by_value: list[bool] = []
 
-        def submit(x: T) -> Any:
+        def submit(xs: list[T]) -> list[Any]:
+            if not xs:
+                return []
             if not by_value:
-                by_value.append(not _picklable((fn, x)))
+                by_value.append(not _picklable((fn, xs[0])))
             if by_value[0]:
-                return pool.submit(_run_by_value, _dumps_by_value((fn, x)))
-            return pool.submit(fn, x)
+                return [pool.submit(_run_by_value, _dumps_by_value((fn, x))) for x in xs]
+            return [pool.submit(fn, x) for x in xs]
 
         def cancel(futs: list[Any]) -> None:
             for f in futs:
@@ -428,6 +448,16 @@ def _dumps_by_value(obj: object) -> bytes:
 def _run_by_value(blob: bytes) -> Any:
     fn, item = pickle.loads(blob)  # our own bytes from _dumps_by_value, never a user file
     return fn(item)
+
+
+def dask_config_env(config: dict[str, object] | None = None) -> dict[str, str]:
+    """``config`` (default :data:`DASK_CONFIG`) as the ``DASK_*`` environment variables Dask reads at
+    start-up (``distributed.admin.tick.interval`` -> ``DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL``)."""
+    out = {}
+    for key, value in (DASK_CONFIG if config is None else config).items():
+        name = "DASK_" + "__".join(part.replace("-", "_").upper() for part in key.split("."))
+        out[name] = str(value)
+    return out
 
 
 def _import_distributed() -> Any:
@@ -511,9 +541,11 @@ class DaskExecutor(_Closing):
         run = uuid.uuid4().hex[:12]
         count = itertools.count()
 
-        def submit(x: T) -> Any:
-            key = f"lmfusion-{name}-{run}-{next(count):07d}"
-            return self.client.submit(fn, x, key=key, pure=False, retries=self.retries)
+        def submit(xs: list[T]) -> list[Any]:
+            if not xs:
+                return []
+            keys = [f"lmfusion-{name}-{run}-{next(count):07d}" for _ in xs]
+            return list(self.client.map(fn, xs, key=keys, pure=False, retries=self.retries))
 
         def result(f: Any) -> Any:
             try:

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from fusion.abilities import LMSpec
-from fusion.executor import SCHEDULER_ENV, Executor, ExecutorError, open_executor
+from fusion.executor import SCHEDULER_ENV, Executor, ExecutorError, dask_config_env, open_executor
 from fusion.lm import LanguageModel
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ def executor_from_args(args: argparse.Namespace) -> Executor:
 
 class LoopbackCluster:
     """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1 (ports chosen by the
-    OS, no dashboards, no nannies: a killed worker stays dead), stopped on exit.
+    OS, no dashboards, no nannies: a killed worker stays dead; :data:`fusion.executor.DASK_CONFIG` in
+    their environment), stopped on exit.
 
     Workers import this checkout (``PYTHONPATH`` points at it, then at ``pythonpath``). ``kill_worker(i)``
     sends SIGKILL.
@@ -64,6 +65,8 @@ class LoopbackCluster:
         env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
         env.pop(SCHEDULER_ENV, None)
         env["DASK_DISTRIBUTED__WORKER__DAEMON"] = "False"
+        for k, v in dask_config_env().items():  # fusion.executor.DASK_CONFIG, unless the caller set it
+            env.setdefault(k, v)
         return env
 
     def _spawn(self, module: str, *args: str, log: str) -> subprocess.Popen[bytes]:

@@ -29,6 +29,7 @@ pytest.importorskip("distributed")  # the 'scale' extra
 pytestmark = pytest.mark.slow  # a real scheduler and workers start in ~5-20 s on a busy 2-core box
 
 HERE = Path(__file__).resolve().parent
+TEXT = HERE.parent / "data" / "text"
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +175,29 @@ def test_a_worker_killed_mid_rescore_loses_and_duplicates_nothing(
     assert [nb.utt_id for nb in got] == [nb.utt_id for nb in nbs] and st.n_utts == len(nbs)
     survivors = [p for p in pids(marks) if p != victim]
     assert len(pids(marks)) > n_before and survivors  # the rest ran on the surviving worker
+
+
+# ----------------------------------------------------------------------------------------------
+# CTC batch decoding on the cluster
+# ----------------------------------------------------------------------------------------------
+def test_ctc_decode_batch_on_dask_equals_local(cluster: LoopbackCluster, bible_arpa: Path) -> None:
+    from decoders.ctc import CTCDecoder, CTCOptions
+    from decoders.emissions import CHAR_LABELS, make_emission_set
+    from fusion.executor import worker_builds
+    from fusion.ngram import KenLM
+
+    refs = [s.strip() for s in (TEXT / "bible.test.txt").read_text().splitlines() if 0 < len(s.strip()) < 40][:6]
+    ems = make_emission_set(refs, config="very_noisy", seed=21)
+    dec = CTCDecoder(CHAR_LABELS, [KenLM(bible_arpa, name="lm")], {"lm": 0.5, "words": 1.0},
+                     options=CTCOptions(beam_width=6, nbest=3, backend="numpy"))  # fmt: skip
+    hot = [["the lord"] if i % 2 else [] for i in range(len(ems))]
+    tags = [{"domain": "bible", "i": i} for i in range(len(ems))]
+    kw: dict[str, Any] = {"refs": refs, "tags": tags, "hotwords": hot, "hotword_weight": 2.0, "beam_width": 4}
+    want = dec.decode_batch(ems, **kw)
+    with DaskExecutor(cluster.address) as ex:
+        before = ex.client.run(worker_builds)
+        got = dec.decode_batch(ems, executor=ex, shard_size=1, **kw)
+        built = {w: len(b) - len(before[w]) for w, b in ex.client.run(worker_builds).items()}
+    assert [nb.to_json() for nb in got] == [nb.to_json() for nb in want]
+    assert [nb.utt_id for nb in got] == [f"utt{i}" for i in range(len(ems))]
+    assert all(n <= 1 for n in built.values()) and sum(built.values()) >= 1  # the decoder is built once per worker

@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from decoders.nbest import rescore_with_stats, to_tuning_problem
-from decoders.sharded import RescoreOptions, rescore_sharded
+from decoders.sharded import RescoreOptions, rescore_sharded, rescore_sharded_stream
 from fusion.abilities import LMSpec
 from fusion.errors import LMFusionError
 from fusion.executor import (
@@ -26,6 +27,7 @@ from fusion.executor import (
     LMSet,
     LocalProcesses,
     SchedulerUnreachable,
+    imap,
     map_sharded,
     open_executor,
     shard_bounds,
@@ -139,6 +141,44 @@ def test_map_returns_results_in_input_order_and_raises_task_errors(ex: Executor)
     assert ex.map(_slow_square, []) == []
     with pytest.raises(ValueError, match="item 3 is bad"):
         ex.map(_fail_on_three, items)
+
+
+@pytest.mark.parametrize("ex", [InProcess(), LocalProcesses(2)], ids=["inprocess", "processes"])
+def test_imap_streams_in_order_with_a_bounded_window(ex: Executor) -> None:
+    read: list[int] = []
+
+    def items() -> Iterator[int]:
+        for x in range(20):
+            read.append(x)
+            yield x
+
+    it = imap(ex, _slow_square, items(), window=4)
+    assert next(it) == (0, 0)
+    assert len(read) <= 4 + 1  # only the window was read (and submitted) before the first result
+    assert [x for x, _ in it] == list(range(1, 20)) and len(read) == 20
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        list(imap(ex, _fail_on_three, iter(range(12)), window=3))
+    with pytest.raises(ExecutorError, match="window"):
+        imap(ex, _slow_square, [1], window=0)
+
+
+def test_rescoring_on_an_executor_reads_its_input_lazily(bible_arpa: Path) -> None:
+    nbs = nbest_lists(60, seed=8)
+    read: list[str] = []
+
+    def lists() -> Iterator[NBestList]:
+        for nb in nbs:
+            read.append(nb.utt_id)
+            yield nb
+
+    specs = [LMSpec("bible", path=str(bible_arpa))]
+    stream = rescore_sharded_stream(lists(), specs, LocalProcesses(2), shard_size=5, window=2)
+    first, st = next(stream)
+    assert [nb.utt_id for nb in first] == [nb.utt_id for nb in nbs[:5]] and st.n_utts == 5
+    assert len(read) <= 5 * (2 + 1)  # the window of shards, not the whole input
+    rest = [nb for part, _ in stream for nb in part]
+    want, _ = rescore_with_stats(nbs, {"bible": load_lm(bible_arpa, name="bible")})
+    assert [*first, *rest] == want
 
 
 BUILDS: list[int] = []

@@ -52,7 +52,7 @@ from decoders.ctc.lmcache import DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_sh
 from decoders.ctc.lmstep import FusionCache
 from decoders.ctc.options import CTCOptions
 from decoders.ctc.output import CTCHypothesis, ctc_hypothesis
-from decoders.ctc.pool import decode_in_pool
+from decoders.ctc.pool import SearchOverrides, decode_on, decode_one
 from decoders.ctc.search import NumpySearch
 from decoders.ctc.stream import CTCStream
 from decoders.ctc.vocabulary import CTCVocab, WordTables, known_words, lookahead_table
@@ -62,6 +62,7 @@ from decoders.lexicon import Lexicon
 from fusion.abilities import LMSpec, spec_of
 from fusion.biasing import DEFAULT_BOOST, ContextGraph, Hotwords
 from fusion.errors import LMFusionError
+from fusion.executor import Executor, LocalProcesses, open_executor
 from fusion.lm import LanguageModel
 from fusion.loading import open_spec
 from fusion.weights import ConstantWeights, PolicyLike, UtteranceContext, WeightPolicy, as_policy
@@ -366,6 +367,8 @@ class CTCDecoder:
         mp_context: str | None = None,
         spec: CTCDecoderSpec | None = None,
         progress: bool = False,
+        executor: Executor | str | None = None,
+        shard_size: int | None = None,
         hotwords: Any = None,
         hotword_weight: float | None = None,
         lengths: Any = None,
@@ -374,19 +377,23 @@ class CTCDecoder:
         beam_prune_logp: float | None = None,
         token_min_logp: float | None = None,
     ) -> list[NBestList]:
-        """Decode many utterances, in this process or in a process pool.
+        """Decode many utterances, in this process, in a process pool or on any executor (a Dask cluster).
 
         ``emissions`` is a sequence of ``[T, V]`` arrays or one ``[B, T, V]`` array / tensor; ``lengths`` cuts
-        each row to its number of frames. ``logits`` and the search overrides are as in :meth:`decode`
-        (the overrides apply in this process only).
+        each row to its number of frames. ``logits`` and the search overrides are as in :meth:`decode`.
+        The output is the same on every back-end.
 
         Args:
             hotwords: phrases to boost in every utterance, or one list (or ``phrase -> boost``) per utterance.
             hotword_weight: the ``"hotwords"`` weight (default: the decoder's).
-            processes: worker processes (``1``: decode here).
+            processes: local worker processes (``1``: decode here), when no ``executor`` is given.
             mp_context: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the platform's).
             spec: how workers rebuild this decoder (default: :meth:`spec`, which needs LMs that
                 can describe themselves, :class:`~fusion.abilities.Reloadable`).
+            executor: an :class:`~fusion.executor.Executor` or a spec (``tcp://HOST:PORT``,
+                ``processes:N``); each worker builds the decoder once from ``spec`` and decodes shards
+                of ``shard_size`` utterances (default: about four shards per worker, at most 16
+                utterances). An in-process executor decodes here.
         """
         emissions = split_batch(emissions, lengths)
         n = len(emissions)
@@ -403,20 +410,22 @@ class CTCDecoder:
             for i, e in enumerate(emissions)
         ]
         hot = per_utterance_hotwords(hotwords, n)
-        if processes > 1 and n > 1:
-            return decode_in_pool(spec or self.spec(), arrays, ids, rs, tg, processes=processes,
-                                  mp_context=mp_context, progress=progress, hotwords=hot,
-                                  hotword_weight=hotword_weight)
+        over = SearchOverrides(hotword_weight, beam_width, beam_prune_logp, token_min_logp)
+        items = list(zip(arrays, ids, rs, tg, hot, strict=True))
+        if executor is None and processes > 1 and n > 1:
+            executor = LocalProcesses(processes, mp_context=mp_context)
+        if executor is not None and n > 1:
+            ex = open_executor(executor)  # a spec string is opened (and closed) here
+            try:
+                if ex.kind != "inprocess":
+                    return decode_on(ex, spec or self.spec(), items, overrides=over, shard_size=shard_size,
+                                     progress=progress)  # fmt: skip
+            finally:
+                if ex is not executor:
+                    ex.close()
         from fusion.progress import progress_bar
 
-        out = []
-        rows = list(zip(arrays, ids, rs, tg, hot, strict=True))
-        for a, u, r, t, h in progress_bar(rows, desc="ctc decode", progress=progress):
-            dec = self.for_utterance(as_context(t, u)).biased(h, hotword_weight)
-            s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
-            s.feed_array(a)
-            out.append(align_nbest(s.finish(utt_id=u, ref=r, tags=t), a, dec.vocab, dec.options.align))
-        return out
+        return [decode_one(over, self, x) for x in progress_bar(items, desc="ctc decode", progress=progress)]
 
     def spec(self) -> CTCDecoderSpec:
         """A picklable description workers rebuild this decoder from (LMs by their specs).
