@@ -262,3 +262,38 @@ def test_processor_takes_a_profile_per_utterance(units, nnlm) -> None:
     assert all_light != all_heavy
     with pytest.raises(LMFusionError, match="whole number of beams"):
         gen(prof, tags=tags[:2])
+
+
+def _ngram_scorers(units: tuple[str | None, ...], eos: int, lms, model) -> list:  # type: ignore[no-untyped-def]
+    return [WordLMScorer(lms["ngram"], list(units), eos, name="ngram")]
+
+
+def test_hf_batches_on_an_executor_equal_a_local_loop(units, kenlm, bible_arpa, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import functools
+    import pickle
+
+    from decoders.hf_batches import HFBatch, HFDecoderSpec, hf_beam_search_batches
+    from fusion.abilities import LMSpec
+    from fusion.executor import InProcess
+
+    V = len(units)
+    m = tiny_marian(V, 13, 0.0)
+    m.save_pretrained(tmp_path / "model")
+    factory = functools.partial(_ngram_scorers, tuple(units), V - 2)
+    gen = torch.Generator().manual_seed(13)
+    batches = []
+    for b, n in enumerate((2, 1)):
+        x = torch.randint(0, V - 2, (n, 5), generator=gen)
+        batches.append(HFBatch({"input_ids": x, "attention_mask": torch.ones_like(x)},
+                               tuple(f"b{b}u{i}" for i in range(n)), refs=tuple(f"ref {i}" for i in range(n))))
+    opts = {"weights": {"am": 1.0, "ngram": 0.5}, "config": BeamConfig(beam=2, max_len=8), "token_units": units}
+    want = []
+    for bt in batches:
+        want += hf_beam_search(m, bt.inputs, scorers=factory({"ngram": kenlm}, m), utt_ids=list(bt.utt_ids),
+                               refs=list(bt.refs or ()), **opts)
+    spec = HFDecoderSpec(str(tmp_path / "model"), (LMSpec("ngram", path=str(bible_arpa)),), factory)
+    back = pickle.loads(pickle.dumps((spec, batches)))  # what travels: paths, specs, a function by reference
+    assert back[0].model_dir == spec.model_dir and back[0].lms == spec.lms
+    got = hf_beam_search_batches(*back, InProcess(), **opts)  # the model and LM rebuilt from their files
+    assert [nb.to_json() for nb in got] == [nb.to_json() for nb in want]
+    assert [nb.utt_id for nb in got] == [u for bt in batches for u in bt.utt_ids]
