@@ -19,6 +19,7 @@ so the worst case for the overhead ratio; ``--neural`` adds a small LSTM LM (tra
 whose cost per hypothesis is closer to a real neural rescorer's.
 
     nice -n 10 .venv/bin/python benchmarks/bench_dask.py [--sizes 10000 100000] [--repeat 3] [--neural]
+    nice -n 10 .venv/bin/python benchmarks/bench_dask.py --breakdown 100 250 1000   # CPU per process
 """
 
 from __future__ import annotations
@@ -193,6 +194,36 @@ def bench_rescore(args: argparse.Namespace, specs: list[LMSpec], label: str) -> 
     return rows
 
 
+def breakdown(specs: list[LMSpec], n_hyps: int, sizes: list[int], repeat: int) -> None:
+    """Where the CPU goes: per shard size, the median CPU seconds of this process (the client), the
+    worker and the scheduler for one Dask run on 1 worker, beside the anchor's; then the worker's and the
+    scheduler's CPU per second while idle."""
+    lms = {s.name: open_spec(s) for s in specs}
+    nbs = make_nbests(n_hyps)
+    a = median_time(lambda: rescore_with_stats(nbs, lms), repeat)
+    print(f"breakdown, {n_hyps} hyps, 1 worker: anchor {a[0]:.2f} s wall, {a[1]:.2f} s CPU")
+    with LoopbackCluster(1, pythonpath=[HERE]) as cl, DaskExecutor(cl.address) as ex:
+        def procs() -> tuple[float, float, float]:
+            return time.process_time(), sum(ex.client.run(_cpu_s).values()), ex.client.run_on_scheduler(_cpu_s)
+
+        for size in sizes:
+            rescore_sharded(nbs, specs, ex, shard_size=size)  # warm: the LM opened in the worker
+            runs = []
+            for _ in range(repeat):
+                p0, t0 = procs(), time.perf_counter()
+                rescore_sharded(nbs, specs, ex, shard_size=size)
+                wall, p1 = time.perf_counter() - t0, procs()
+                runs.append((wall, *(y - x for x, y in zip(p0, p1, strict=True))))
+            med = [statistics.median(r[i] for r in runs) for i in range(4)]
+            print(f"  shards of {size} utterances: {med[0]:.2f} s wall; CPU s client {med[1]:.2f} / worker "
+                  f"{med[2]:.2f} / scheduler {med[3]:.2f}")  # fmt: skip
+        p0 = procs()
+        time.sleep(4)
+        p1 = procs()
+        print(f"  idle: worker {1000 * (p1[1] - p0[1]) / 4:.0f} ms/s, scheduler {1000 * (p1[2] - p0[2]) / 4:.0f} ms/s "
+              "of CPU")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="hypotheses per run")
@@ -200,7 +231,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="median of N timed runs")
     ap.add_argument("--tasks", type=int, default=5000, help="no-op tasks for the scheduler's task rate")
     ap.add_argument("--neural", action="store_true", help="also rescore with a small LSTM LM")
+    ap.add_argument("--breakdown", type=int, nargs="+", metavar="SHARD",
+                    help="only: CPU per process (client / worker / scheduler) at 100k hypotheses, 1 worker, for "
+                    "these shard sizes")  # fmt: skip
     args = ap.parse_args()
+    if args.breakdown:
+        breakdown([LMSpec("kenlm", path=str(kenlm_models()["general"]))], 100_000, args.breakdown, args.repeat)
+        return
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; shards of "
           f"{args.shard_size} utterances; median of {args.repeat}", flush=True)  # fmt: skip
     specs = [LMSpec("kenlm", path=str(kenlm_models()["general"]))]
