@@ -5,11 +5,14 @@ Plain functions of arrays and ints, so compiled searches can call them directly 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 FNV_PRIME = np.uint64(0x100000001B3)
+LN10 = math.log(10.0)
 
 
 @njit(cache=True, nogil=True)
@@ -46,7 +49,8 @@ def lookup(offsets, keys, ids, n, gram, start):
 
 @njit(cache=True, nogil=True)
 def score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state):
-    """ln P(word | state) as KenLM computes it; the minimised next state goes to ``out_state``.
+    """log10 P(word | state) exactly as KenLM computes it (float32, in KenLM's order of additions); the
+    minimised next state goes to ``out_state``. Callers convert to natural log.
 
     ``state``: ``order - 1`` ids, most recent first, -1 padded.
     """
@@ -60,18 +64,23 @@ def score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state
     for j in range(L):
         buf[C - 1 - j] = state[j]
     buf[C] = word
-    lp = 0.0
     top = min(N, L + 1)
+    match = 0
+    row = -1
     for n in range(top, 0, -1):
         r = lookup(offsets, keys, ids, n, buf, C + 1 - n)
         if r >= 0:
-            lp += logp[r]
+            match = n
+            row = r
             break
-        # back off: the context of length n - 1 pays its back-off weight
-        if n > 1:
-            c = lookup(offsets, keys, ids, n - 1, buf, C + 1 - n)
-            if c >= 0:
-                lp += backoff[c]
+    lp = np.float32(0.0)
+    if row >= 0:
+        lp = np.float32(logp[row])
+    # KenLM: the back-offs of the context suffixes longer than the matched one, shortest first
+    for j in range(max(match, 1), L + 1):
+        c = lookup(offsets, keys, ids, j, buf, C - j)
+        if c >= 0:
+            lp = np.float32(lp + backoff[c])
     # next state: the longest suffix (word, context...) of at most N - 1 words that extends
     for j in range(C):
         out_state[j] = -1
@@ -86,6 +95,6 @@ def score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state
 
 @njit(cache=True, nogil=True)
 def score_many(offsets, keys, ids, logp, backoff, extends, states, words, out_lp, out_states):
-    """:func:`score_one` over a batch (rows of ``states``, ``words``)."""
+    """:func:`score_one` over a batch (rows of ``states``, ``words``), in natural log."""
     for i in range(words.shape[0]):
-        out_lp[i] = score_one(offsets, keys, ids, logp, backoff, extends, states[i], words[i], out_states[i])
+        out_lp[i] = LN10 * score_one(offsets, keys, ids, logp, backoff, extends, states[i], words[i], out_states[i])

@@ -3,8 +3,11 @@
 :func:`read_arpa` loads an ARPA file into :class:`NgramArrays`: one row per n-gram of every order,
 unigrams first in word-id order (row ``id``), then each higher order sorted by a 64-bit hash of its
 word ids (FNV-1a over ``id + 1``, oldest word first), with the ids themselves kept for checking
-(collisions are resolved by comparing them). Scores and back-offs are natural logs (ARPA's log10
-times ln 10), float32. A flag per row says whether the n-gram begins a longer one.
+(collisions are resolved by comparing them). Scores and back-offs are kept as KenLM keeps them (the
+ARPA's log10, float32) and summed as KenLM sums them (float32, the matched n-gram's score first, then
+the back-offs shortest context first), so every score is bit-identical to KenLM's; the API returns
+natural logs (that log10 sum times ln 10, in float64, as :class:`fusion.ngram.KenLM` converts).
+A flag per row says whether the n-gram begins a longer one.
 
 Scoring follows KenLM exactly: the longest n-gram ``(context suffix, word)`` found gives the
 probability, plus the back-offs of the longer context suffixes that did not match; the new state is
@@ -61,8 +64,8 @@ class NgramArrays:
         offsets: ``[N + 1]``: rows of order ``n`` are ``offsets[n-1]:offsets[n]``.
         keys: ``[rows]`` uint64 hash of each n-gram's ids (unigram rows: unused, in id order).
         ids: ``[rows, N]`` int32 word ids, oldest first, padded with -1.
-        logp: ``[rows]`` float32 ln P(word | context).
-        backoff: ``[rows]`` float32 ln back-off weight of the n-gram as a context.
+        logp: ``[rows]`` float32 log10 P(word | context) (KenLM's number).
+        backoff: ``[rows]`` float32 log10 back-off weight of the n-gram as a context.
         extends: ``[rows]`` bool: the n-gram is the context of a longer one (or has a back-off).
     """
 
@@ -107,7 +110,12 @@ class NgramArrays:
         out = np.empty_like(state)
         lp = score_one(self.offsets, self.keys, self.ids, self.logp, self.backoff, self.extends,
                        np.ascontiguousarray(state, dtype=np.int32), int(word), out)
-        return float(lp), out
+        return lp, out
+
+    def unit_ids(self, units: Sequence[str]) -> np.ndarray:
+        """Ids of many units (0, ``<unk>``, for unknown ones), int64."""
+        get = self.vocab.get
+        return np.fromiter((get(u, UNK) for u in units), np.int64, len(units))
 
     def score_sentence(self, words: Sequence[str], *, bos: bool = True, eos: bool = True) -> np.ndarray:
         """Per-word ln P of a sentence (as KenLM's ``full_scores``: one per word, plus ``</s>``)."""
@@ -146,7 +154,7 @@ class NgramArrays:
     def score_batch(self, states: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ln P for ``B`` ``(state, word)`` pairs at once: ``states [B, N-1]``, ``words [B]``.
 
-        Returns ``(logp [B] float64, next states [B, N-1] int32)``; the same numbers as
+        Returns ``(ln P [B] float64, next states [B, N-1] int32)``; the same numbers as
         :func:`score_many`, computed with whole-batch array operations only.
         """
         st = np.asarray(states, dtype=np.int32).reshape(len(words), -1)
@@ -154,20 +162,21 @@ class NgramArrays:
         B, C = st.shape
         N = self.order
         L = (st >= 0).sum(axis=1) if N > 1 else np.zeros(B, np.int64)
-        lp = np.zeros(B)
-        found = np.zeros(B, bool)
+        match = np.zeros(B, np.int64)
+        lp = np.zeros(B, np.float32)
         for n in range(min(N, C + 1), 0, -1):
             ctx = st[:, : n - 1][:, ::-1]  # oldest first
             rows = self._lookup(n, np.concatenate([ctx, w[:, None]], axis=1))
-            hit = ~found & (rows >= 0) & (L >= n - 1)
-            lp[hit] += self.logp[rows[hit]]
-            # back-offs of the contexts longer than the match: context suffixes of length n-1 .. L-1
-            bo_ctx = ~found & ~hit & (L >= n - 1) & (n > 1)
-            if bo_ctx.any():
-                crow = self._lookup(n - 1, ctx)
-                use = bo_ctx & (crow >= 0)
-                lp[use] += self.backoff[crow[use]]
-            found |= hit
+            hit = (match == 0) & (rows >= 0) & (L >= n - 1)
+            lp[hit] = self.logp[rows[hit]]
+            match[hit] = n
+        # KenLM's order: back-offs of the longer context suffixes, shortest first, in float32
+        for j in range(1, min(N - 1, C) + 1):
+            use = (match > 0) & (j >= match) & (j <= L)
+            if use.any():
+                crow = self._lookup(j, st[:, :j][:, ::-1])
+                use &= crow >= 0
+                lp[use] = lp[use] + self.backoff[crow[use]]
         # next state: the longest suffix of (word, context...) that is an n-gram that extends
         full = np.concatenate([w[:, None], st], axis=1)  # most recent first
         nxt = np.full((B, C), -1, np.int32)
@@ -178,7 +187,7 @@ class NgramArrays:
             ok[ok] &= self.extends[rows[ok]]
             nxt[ok, :m] = full[ok, :m]
             done |= ok
-        return lp, nxt
+        return lp.astype(np.float64) * LN10, nxt
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,8 +265,8 @@ def read_arpa(path: str | Path) -> NgramArrays:
                 ids[:, :n] = [[vocab[w] for w in t[0]] for t in g]
             except KeyError as e:
                 raise InputError(f"{n}-gram uses word {e.args[0]!r} missing from the 1-grams", path=path) from None
-        lps: np.ndarray = np.array([t[1] for t in g], np.float64) * LN10
-        bos: np.ndarray = np.array([t[2] for t in g], np.float64) * LN10
+        lps: np.ndarray = np.array([t[1] for t in g], np.float32)
+        bos: np.ndarray = np.array([t[2] for t in g], np.float32)
         key = hash_rows(ids[:, :n]) if n > 1 else np.zeros(len(g), np.uint64)
         if n > 1:
             perm = np.argsort(key, kind="stable")
@@ -311,8 +320,9 @@ def _compiled() -> Any:
 
 def score_one(offsets: np.ndarray, keys: np.ndarray, ids: np.ndarray, logp: np.ndarray, backoff: np.ndarray,
               extends: np.ndarray, state: np.ndarray, word: int, out_state: np.ndarray) -> float:
-    """ln P(word | state); writes the next state into ``out_state`` (compiled)."""
-    return float(_compiled().score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state))
+    """ln P(word | state) (KenLM's float32 log10 times ln 10); writes the next state into ``out_state``."""
+    lp10 = _compiled().score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state)
+    return float(lp10) * LN10
 
 
 def score_many(lm: NgramArrays, states: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -61,8 +61,9 @@ def test_scores_equal_kenlm_full_scores(model: tuple[Path, NgramArrays]) -> None
         n_oov += sum(f[2] for f in full)
         got = arr.score_sentence(words)
         assert len(got) == len(words) + 1  # </s> included
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
-        np.testing.assert_allclose(arr.score_sentence(words, eos=False), want[:-1], atol=1e-4, rtol=0)
+        # bit-identical: the same float32 numbers summed in KenLM's order, times ln 10
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(arr.score_sentence(words, eos=False), want[:-1])
     assert n_oov >= 5  # the OOV path really ran
     assert arr.word_id("qwertyuiop") == 0
 
@@ -88,9 +89,32 @@ def test_batched_scorers_agree(model: tuple[Path, NgramArrays]) -> None:
     want = np.array([arr.score(s, w)[0] for s, w in zip(states, words, strict=True)])
     lp1, n1 = score_many(arr, S, W)
     lp2, n2 = arr.score_batch(S, W)
-    np.testing.assert_allclose(lp1, want, atol=1e-6)
-    np.testing.assert_allclose(lp2, want, atol=1e-5)
+    np.testing.assert_array_equal(lp1, want)
+    np.testing.assert_array_equal(lp2, want)
     assert (n1 == np.stack(a_next)).all() and (n2 == n1).all()
+
+
+def test_base_scores_equal_kenlm_exactly_on_tiny_and_binary(tiny_arpa: Path, tmp_path: Path) -> None:
+    """Every (state, word) step, ln P equal to the KenLM adapter's (``BaseScore`` x ln 10) bit for bit,
+    on the bundled tiny ARPA and on a probing binary built with its ARPA kept."""
+    binary = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm.bin", order=4, progress=False, keep_arpa=True)
+    for path in (tiny_arpa, binary):
+        m = kenlm.Model(str(path))
+        arr = load_ngram_arrays(path)
+        words = [*[w for w in arr.vocab if w != "<s>"][:200], "qqq"]
+        steps = 0
+        for line in _sentences()[:40]:
+            ks = kenlm.State()
+            m.BeginSentenceWrite(ks)
+            s = arr.begin_state()
+            for w in [*line.split(), *words[: 3 + steps % 7], "</s>"]:
+                ko = kenlm.State()
+                want = m.BaseScore(ks, w, ko) * LN10
+                got, s2 = arr.score(s, arr.word_id(w))
+                assert got == want, (path.name, w)
+                ks, s = ko, s2
+                steps += 1
+        assert steps > 300
 
 
 def test_binary_needs_its_arpa(tmp_path: Path) -> None:
