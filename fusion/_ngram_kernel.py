@@ -22,7 +22,7 @@ def lookup(offsets, keys, ids, n, gram, start):
         if gram[start + j] < 0:
             return -1
     if n == 1:
-        return np.int64(gram[start])
+        return np.int64(offsets[0]) + np.int64(gram[start])
     h = FNV_OFFSET
     for j in range(n):
         h = (h ^ (np.uint64(gram[start + j]) + np.uint64(1))) * FNV_PRIME

@@ -9,6 +9,9 @@ Protocols are ``runtime_checkable``), never with ``hasattr`` or ``type(lm) is ..
   full scorers.
 * :class:`UnknownWordsAlike` — every out-of-vocabulary unit scores as one unknown unit (KenLM's
   ``<unk>``), so a search can cache them as one.
+* :class:`NgramArraysSource` — a back-off n-gram that can hand over its model as
+  :class:`~fusion.ngram_arrays.NgramArrays`, so a compiled search can score it without leaving compiled
+  code (KenLM, when its ARPA is readable).
 * :class:`Reloadable` — the LM describes itself as an :class:`LMSpec` (files and options, no model
   objects), so a worker process or a Dask worker can open its own copy; nothing with C or torch state is
   pickled.
@@ -29,7 +32,10 @@ import numpy as np
 from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel, State
 
-__all__ = ["FullDistribution", "LMSpec", "Reloadable", "SentenceBatchScorer", "UnknownWordsAlike", "spec_of"]
+__all__ = [
+    "FullDistribution", "LMSpec", "NgramArraysSource", "Reloadable", "SentenceBatchScorer", "UnknownWordsAlike",
+    "spec_of",
+]
 
 
 @runtime_checkable
@@ -56,6 +62,16 @@ class Reloadable(Protocol):
 
     def spec(self) -> LMSpec:
         """The files and options this LM was opened from."""
+        ...
+
+
+@runtime_checkable
+class NgramArraysSource(Protocol):
+    """A back-off n-gram whose model can be read into flat arrays (:mod:`fusion.ngram_arrays`)."""
+
+    def ngram_arrays(self) -> Any:
+        """The model as :class:`~fusion.ngram_arrays.NgramArrays` scoring exactly as this LM does, or
+        ``None`` when it cannot be read (a KenLM binary without its ARPA)."""
         ...
 
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import kenlm
 import numpy as np
@@ -219,6 +220,8 @@ class KenLM(LanguageModel):
         self.model.BeginSentenceWrite(self._begin)
         self._vocab: frozenset[str] | None = None
         self._vocab_loaded = False
+        self._arrays: Any = None
+        self._arrays_loaded = False
 
     # -- core ------------------------------------------------------------------------------
     def begin(self) -> State:
@@ -287,6 +290,20 @@ class KenLM(LanguageModel):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    def ngram_arrays(self) -> Any:
+        """This model as :class:`~fusion.ngram_arrays.NgramArrays` (read once from the ARPA, or the ARPA kept
+        beside a binary; scores equal this adapter's bit for bit), ``None`` when there is no readable ARPA
+        (:class:`~fusion.abilities.NgramArraysSource`)."""
+        if not self._arrays_loaded:
+            self._arrays_loaded = True
+            from fusion.ngram_arrays import load_ngram_arrays
+
+            try:
+                self._arrays = load_ngram_arrays(self.path)
+            except InputError:
+                self._arrays = None
+        return self._arrays
 
     def spec(self) -> LMSpec:
         """The model file and tokenizer this LM was opened from (:class:`~fusion.abilities.Reloadable`).

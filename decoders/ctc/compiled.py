@@ -7,12 +7,34 @@ when the node arrays are full, or when it needs LM steps that are not cached yet
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 
-from decoders.ctc.lmstep import CTCDecoder, FusionCache
+from decoders.ctc.lmstep import LN10, CTCDecoder, FusionCache
+from decoders.ctc.ngramfusion import NgramFusionCache, empty_tables
 from decoders.ctc.search import NumpySearch, token_candidates
 from decoders.ctc.tree import NEG_INF
 from fusion.errors import LMFusionError
+
+_PLACEHOLDER: list[Any] = []
+
+
+def _placeholder() -> Any:
+    """Context tables of the kernel's argument types, for searches whose LMs answer from Python."""
+    if not _PLACEHOLDER:
+        from decoders.ctc.lmkernel import new_ctx_index
+
+        _PLACEHOLDER.append(SimpleNamespace(
+            tables=empty_tables(), ctx_tab=np.zeros((0, 1), np.int32), ctx_next=np.zeros(0, np.int64),
+            ctx_hash=new_ctx_index(), lmst=np.zeros(3, np.int64)))
+    return _PLACEHOLDER[0]
+
+
+def _ng_tuple(t: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    return (t["offsets"], t["orders"], t["widths"], t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"],
+            t["is_word"], t["node_wid"], t["tok_wid"])
 
 
 class NumbaSearch(NumpySearch):
@@ -73,6 +95,7 @@ class NumbaSearch(NumpySearch):
             seen.add(key)
             keys.append(key)
             words.append("" if code == 0 else (word_of[code - 1] if code > 0 else self._open_word(p)))
+        self.sh.python_batches += 1
         res = self.sh.extend(self.d, [k[0] for k in keys], words, [k[2] for k in keys])
         a, b = self.sh.add_entries(res)
         k = len(keys)
@@ -107,6 +130,11 @@ class NumbaSearch(NumpySearch):
             self.req = [np.empty(W * cmax, np.int64) for _ in range(3)]
         sh = self.sh
         self.n_ins = 0
+        ng_on = isinstance(sh, NgramFusionCache)
+        ng_sh: Any = sh if ng_on else _placeholder()
+        ng = _ng_tuple(ng_sh.tables)
+        unk_offset = float(o.unk_score_offset) * LN10
+        calls0 = int(ng_sh.lmst[2])
         while True:
             n_ins = self.n_ins
             self.n_ins = 0
@@ -122,6 +150,7 @@ class NumbaSearch(NumpySearch):
                 float(o.unk_prefix_avg_len), bool(o.lexicon_constrained), d.trie is not None, bool(d.token_lms),
                 d.look, d._oov_uniform,
                 self.req[0], self.req[1], self.req[2], self.ins_keys, self.ins_vals, n_ins,
+                ng_on, ng, ng_sh.ctx_tab, ng_sh.ctx_next, ng_sh.ctx_hash, ng_sh.lmst, d.w_lm, unk_offset,
             )
             t = int(self.state[3])
             if status == K.STATUS_DONE:
@@ -135,9 +164,17 @@ class NumbaSearch(NumpySearch):
                 self.state[2] = self.cap
             elif status == K.STATUS_NEED_LM:
                 self._answer(int(self.state[4]))
+            elif status == K.STATUS_GROW_LM:
+                B = int(self.state[1])
+                cmax_t = int(cand_ptr[t + 1] - cand_ptr[t])
+                ng_sh.room(B * cmax_t, B * cmax_t)
             else:
                 self._sync()
                 raise LMFusionError(f"CTC search: every hypothesis has zero probability at frame {self.t + t}")
         self.t += T
         self._sync()
+        if ng_on:  # the kernel's LM steps count as calls of every LM (one per new step)
+            made = int(ng_sh.lmst[2]) - calls0
+            for c in d._lm_caches:
+                c.calls += made
 

@@ -50,6 +50,7 @@ from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_ho
 from decoders.ctc.inputs import as_logprobs, split_batch
 from decoders.ctc.lmcache import DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
 from decoders.ctc.lmstep import FusionCache
+from decoders.ctc.ngramfusion import NgramFusionCache, ngram_plan
 from decoders.ctc.options import CTCOptions
 from decoders.ctc.output import CTCHypothesis, ctc_hypothesis
 from decoders.ctc.pool import SearchOverrides, decode_on, decode_one
@@ -59,7 +60,7 @@ from decoders.ctc.vocabulary import CTCVocab, WordTables, known_words, lookahead
 from decoders.ctc.weighting import FIXED_COMPONENTS, MixtureVariants, ctc_components, resolve_ctc_weights
 from decoders.hypothesis import NBestList
 from decoders.lexicon import Lexicon
-from fusion.abilities import LMSpec, spec_of
+from fusion.abilities import LMSpec, NgramArraysSource, spec_of
 from fusion.biasing import DEFAULT_BOOST, ContextGraph, Hotwords
 from fusion.errors import LMFusionError
 from fusion.executor import Executor, LocalProcesses, open_executor
@@ -159,7 +160,7 @@ class CTCDecoder:
         _warn_case_mismatch(self.vocab.labels, self.lexicon.words if self.lexicon is not None else ())
         self.backend = self._pick_backend()
         self.cache_limit = DEFAULT_CACHE_LIMIT
-        self._lm_caches = [CachedLM(m, n, self.cache_limit) for n, m in pairs]
+        self._plan_lms()
         self._mixtures = MixtureVariants(self.lms)
         self._mixture_caches: dict[int, CachedLM] = {}
         self._variants: dict[Any, CTCDecoder] = {}
@@ -188,6 +189,17 @@ class CTCDecoder:
             not self._lexicon_given and self.lexicon is not None and bool(self.word_lms)
             and unknown_words_share_a_score([self.lms[k] for k in self.word_lms])
         )
+
+    def _plan_lms(self) -> None:
+        """Decide whether the compiled search scores the LMs itself (n-gram arrays) and open the LM caches."""
+        plan, why = ngram_plan(self.lms, self.word_lms, self.lexicon, self._lexicon_given, self.vocab.labels)
+        self._ngram = plan
+        self._ngram_why = why
+        if plan is None and self.backend == "numba" and any(isinstance(m, NgramArraysSource) for m in self.lms):
+            warnings.warn(f"CTC search: the n-gram LMs are scored from Python, not inside the compiled search: {why}",
+                          UserWarning, stacklevel=3)
+        scorers = plan.twins if plan is not None else self.lms
+        self._lm_caches = [CachedLM(m, n, self.cache_limit) for n, m in zip(self.lm_names, scorers, strict=True)]
 
     def _set_weights(self, w: dict[str, float]) -> None:
         self.weights = w
@@ -218,7 +230,9 @@ class CTCDecoder:
 
     # -- searches ------------------------------------------------------------------------------
     def _new_fusion_cache(self) -> FusionCache:
-        return FusionCache(tuple(m.begin() for m in self.lms))
+        if self._ngram is not None and self.backend == "numba":
+            return NgramFusionCache(self._ngram)
+        return FusionCache(tuple(c.lm.begin() for c in self._lm_caches))
 
     def _search(self, private: bool = False) -> NumpySearch:
         """A fresh search; unless ``private``, it shares this decoder's LM steps (utterances one at a time)."""
@@ -252,6 +266,19 @@ class CTCDecoder:
         return self.vocab.labels
 
     @property
+    def lm_backend(self) -> str:
+        """Where the search scores the LMs: ``"compiled-ngram"`` (inside the compiled loop, from n-gram arrays)
+        or ``"python"`` (batched at frame boundaries; :attr:`lm_backend_reason` says why)."""
+        return "compiled-ngram" if self._ngram is not None and self.backend == "numba" else "python"
+
+    @property
+    def lm_backend_reason(self) -> str:
+        """Why the LMs are scored from Python (empty when they are not)."""
+        if self.lm_backend == "compiled-ngram":
+            return ""
+        return self._ngram_why or f"the {self.backend} back end"
+
+    @property
     def components(self) -> tuple[str, ...]:
         """The score components of every hypothesis: ``am``, the LM names, ``words``, ``oov``, ``hotwords``."""
         return ctc_components(self.lm_names)
@@ -271,6 +298,7 @@ class CTCDecoder:
         lms = self._mixtures.apply(lam)
         if lms != self.lms:
             new.lms = lms
+            new._ngram, new._ngram_why = None, "interpolation weights per utterance"
             new._lm_caches = [self._cache_of(m, c) for m, c in zip(lms, self._lm_caches, strict=True)]
         new._set_weights(w)
         return new

@@ -20,12 +20,15 @@ import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
+from decoders.ctc.lmkernel import LM_NCTX, LM_NENT, ngram_step
+
 NEG = -np.inf
 
 STATUS_DONE = 0
 STATUS_NEED_LM = 1
 STATUS_GROW = 2
 STATUS_DEAD = 3
+STATUS_GROW_LM = 4
 
 
 _KEY3 = types.UniTuple(types.int64, 3)
@@ -81,12 +84,15 @@ def run_frames(
     lm_index, e_delta, e_ctx, e_oov, e_comp,
     blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look, oov_uniform,
     req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
+    ng_on, ng, ctx_tab, ctx_next, ctx_hash, lmst, w_lm, unk_offset,
 ):
     """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``.
 
-    Returns a status: done, need LM (requests in ``req_*``), grow the node arrays, or every
-    hypothesis dead.
+    With ``ng_on`` the LMs are n-gram arrays (``ng``, :mod:`decoders.ctc.lmkernel`) and a missing LM step is
+    computed here; otherwise it is requested from Python. Returns a status: done, need LM (requests in
+    ``req_*``), grow the node arrays, grow the LM context/entry arrays, or every hypothesis dead.
     """
+    offsets, orders, widths, keys, ids_ng, logp, backoff, extends, is_word, node_wid, tok_wid = ng
     for i in range(n_ins):
         lm_index[(ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])] = ins_vals[i]
     T = arr.shape[0]
@@ -104,6 +110,10 @@ def run_frames(
             state[0] = n
             state[1] = B
             return STATUS_GROW
+        if ng_on and (lmst[LM_NENT] + B * C > e_delta.shape[0] or lmst[LM_NCTX] + B * C > ctx_tab.shape[0]):
+            state[0] = n
+            state[1] = B
+            return STATUS_GROW_LM
         lpb = arr[t, blank]
         s_pb = np.empty(B)
         s_pnb = np.empty(B)
@@ -226,6 +236,14 @@ def run_frames(
                         code = -1 - (whash[p] & 0x3FFFFFFFFFFFFFFF)
                 key = (ctx[p], code, c if token_lm else -1)
                 entry = lm_index[key] if key in lm_index else -1
+                if entry < 0 and ng_on:
+                    entry = ngram_step(
+                        ctx[p], ptn if known else -1, compl and has_trie and not known, compl, c,
+                        offsets, orders, widths, keys, ids_ng, logp, backoff, extends, is_word, node_wid, tok_wid,
+                        w_lm, w_words, w_oov, unk_offset,
+                        ctx_tab, ctx_next, ctx_hash, lmst, e_delta, e_ctx, e_oov, e_comp,
+                    )
+                    lm_index[key] = entry
                 if entry < 0:
                     req_pid[nreq] = p
                     req_tok[nreq] = c

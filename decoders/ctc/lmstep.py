@@ -45,6 +45,8 @@ class FusionCache:
         self.e_ctx = np.zeros(0, np.int64)
         self.e_oov = np.zeros(0, np.int64)
         self.e_comp = np.zeros((0, self.M))
+        self.python_batches = 0
+        """Times a compiled search left compiled code to have LM steps computed here."""
 
     def size(self) -> int:
         return len(self.steps) + len(self.ctx_states) + self.n_entries

@@ -1,0 +1,162 @@
+"""Fused n-gram LM steps inside the compiled CTC search (numba): no return to Python on a cache miss.
+
+When every LM of a decoder is a back-off n-gram read into :class:`~fusion.ngram_arrays.NgramArrays`
+(:class:`~fusion.abilities.NgramArraysSource`, e.g. KenLM), :func:`decoders.ctc.kernel.run_frames` computes a
+missing LM step here: it scores the completed word (word LMs) and/or the emitted label (token LMs) with
+:func:`fusion._ngram_kernel.score_one` (KenLM's float32 arithmetic, so bit-identical scores), weights the
+deltas exactly as :meth:`decoders.ctc.lmstep.FusionCache._score_misses` does, interns the new context in the
+context table and appends the step to the cache's entry arrays.
+
+The LMs' arrays are concatenated (:func:`pack_models`): rows of LM ``m`` and order ``n`` are
+``offsets[m, n-1]:offsets[m, n]``. A *context* is one row of ``ctx_tab``: LM ``m``'s state (word ids, most
+recent first, ``-1`` padded) in columns ``m * width : m * width + widths[m]``. Contexts are found by an FNV
+hash of the row (``ctx_hash``: hash -> first context, ``ctx_next``: the next with the same hash).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+from numba.typed import Dict
+
+from fusion._ngram_kernel import score_one
+
+LN10 = math.log(10.0)
+FNV_OFFSET = np.int64(-3750763034362895579)  # 0xCBF29CE484222325 as int64
+FNV_PRIME = np.int64(0x100000001B3)
+
+# lmst: [number of contexts, number of entries, kernel LM steps made]
+LM_NCTX = 0
+LM_NENT = 1
+LM_CALLS = 2
+
+
+@njit(cache=True)
+def new_ctx_index():
+    """An empty ``context hash -> first context id`` map."""
+    return Dict.empty(types.int64, types.int64)
+
+
+@njit(cache=True, inline="always")
+def _row_hash(row):
+    h = FNV_OFFSET
+    for j in range(row.shape[0]):
+        h = (h ^ np.int64(row[j] + 1)) * FNV_PRIME
+    return h
+
+
+@njit(cache=True)
+def ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row):
+    """The id of context ``row``; a new id (row appended) when it is new. The table must have room."""
+    h = _row_hash(row)
+    W = row.shape[0]
+    c = ctx_hash[h] if h in ctx_hash else -1
+    last = -1
+    while c >= 0:
+        same = True
+        for j in range(W):
+            if ctx_tab[c, j] != row[j]:
+                same = False
+                break
+        if same:
+            return c
+        last = c
+        c = ctx_next[c]
+    c = lmst[LM_NCTX]
+    for j in range(W):
+        ctx_tab[c, j] = row[j]
+    ctx_next[c] = -1
+    if last >= 0:
+        ctx_next[last] = c
+    else:
+        ctx_hash[h] = c
+    lmst[LM_NCTX] = c + 1
+    return c
+
+
+@njit(cache=True)
+def ngram_step(
+    cx, word_node, oov, compl, tok,
+    offsets, orders, widths, keys, ids, logp, backoff, extends, is_word, node_wid, tok_wid, w_lm,
+    w_words, w_oov, unk_offset,
+    ctx_tab, ctx_next, ctx_hash, lmst, e_delta, e_ctx, e_oov, e_comp,
+):
+    """Append the fused step from context ``cx`` (word completed at trie node ``word_node`` when ``compl``,
+    ``-1`` for a word outside the lexicon; label ``tok`` for token LMs) as a new entry; returns its index.
+
+    The entry and context arrays must have room for one more of each.
+    """
+    M = orders.shape[0]
+    W = ctx_tab.shape[1]
+    row = np.empty(W, np.int32)
+    for j in range(W):
+        row[j] = ctx_tab[cx, j]
+    en = lmst[LM_NENT]
+    acc = 0.0
+    for m in range(M):
+        if is_word[m]:
+            if not compl:
+                e_comp[en, m] = 0.0
+                continue
+            wid = node_wid[m, word_node] if word_node >= 0 else 0
+        else:
+            wid = tok_wid[m, tok]
+        a = m * (W // M)
+        wm = widths[m]
+        st = ctx_tab[cx, a : a + wm]
+        out = row[a : a + wm]
+        lp10 = score_one(offsets[m, : orders[m] + 1], keys, ids, logp, backoff, extends, st, wid, out)
+        d = np.float64(lp10) * LN10
+        if is_word[m] and oov:
+            d = d + unk_offset
+        e_comp[en, m] = d
+        if w_lm[m] != 0.0:
+            acc += w_lm[m] * d
+    lmst[LM_CALLS] += 1
+    if compl:
+        acc += (w_words + w_oov) if oov else (w_words + 0.0)
+    e_delta[en] = acc
+    e_ctx[en] = ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row)
+    e_oov[en] = 1 if oov else 0
+    lmst[LM_NENT] = en + 1
+    return en
+
+
+@njit(cache=True)
+def intern_rows(ctx_tab, ctx_next, ctx_hash, lmst, rows):
+    """Intern each row of ``rows``; their context ids."""
+    out = np.empty(rows.shape[0], np.int64)
+    for i in range(rows.shape[0]):
+        out[i] = ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, rows[i])
+    return out
+
+
+def pack_models(models: list[Any]) -> dict[str, np.ndarray]:
+    """Concatenate several :class:`~fusion.ngram_arrays.NgramArrays` into one set of arrays (see the module
+    docstring): ``offsets [M, Nmax + 1]``, ``orders [M]``, ``widths [M]``, ``keys``, ``ids [rows, Nmax]``,
+    ``logp``, ``backoff``, ``extends``."""
+    nmax = max(a.order for a in models)
+    M = len(models)
+    offsets = np.zeros((M, nmax + 1), np.int64)
+    base = 0
+    ids_l = []
+    for m, a in enumerate(models):
+        offsets[m, : a.order + 1] = a.offsets + base
+        offsets[m, a.order + 1 :] = a.offsets[-1] + base
+        ids = np.full((len(a.ids), nmax), -1, np.int32)
+        ids[:, : a.order] = a.ids
+        ids_l.append(ids)
+        base += int(a.offsets[-1])
+    return {
+        "offsets": offsets,
+        "orders": np.array([a.order for a in models], np.int64),
+        "widths": np.array([max(1, a.order - 1) for a in models], np.int64),
+        "keys": np.concatenate([a.keys for a in models]),
+        "ids": np.concatenate(ids_l),
+        "logp": np.concatenate([a.logp for a in models]),
+        "backoff": np.concatenate([a.backoff for a in models]),
+        "extends": np.concatenate([a.extends for a in models]),
+    }

@@ -1,0 +1,178 @@
+"""The CTC decoder's n-gram LMs as arrays the compiled search queries itself (:mod:`decoders.ctc.lmkernel`).
+
+:func:`ngram_plan` decides, once per decoder, whether every LM is a back-off n-gram that can be read into
+:class:`~fusion.ngram_arrays.NgramArrays` (:class:`~fusion.abilities.NgramArraysSource`) and whether the
+compiled search can name every word it completes for them (a known word by its lexicon-trie node; any word
+outside the lexicon is ``<unk>`` to every word LM). If so, the decoder asks the LMs through
+:class:`~fusion.array_lm.ArrayNgramLM` twins (bit-identical scores, tuple states) and its searches share an
+:class:`NgramFusionCache`, whose contexts live in arrays the compiled loop reads and extends. Otherwise
+(neural LMs, a KenLM binary without its ARPA, a lexicon missing some LM words) the plan says why and the
+search asks the LMs from Python at frame boundaries, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from decoders.ctc.lmstep import FusionCache
+from decoders.lexicon import Lexicon
+from fusion.abilities import NgramArraysSource
+from fusion.array_lm import ArrayNgramLM
+from fusion.lm import LanguageModel, State
+
+SPECIAL = ("<s>", "</s>", "<unk>")
+
+
+@dataclass
+class NgramPlan:
+    """The decoder's LMs as packed arrays for the compiled search.
+
+    Attributes:
+        twins: one :class:`~fusion.array_lm.ArrayNgramLM` per LM (same name and units).
+        tables: the packed model arrays and the word / label id tables the kernel reads.
+    """
+
+    twins: tuple[ArrayNgramLM, ...]
+    tables: dict[str, np.ndarray]
+
+
+def ngram_plan(
+    lms: Sequence[LanguageModel], word_lms: Sequence[int], lexicon: Lexicon | None, lexicon_given: bool,
+    labels: Sequence[str],
+) -> tuple[NgramPlan | None, str]:
+    """The plan, or ``None`` and the reason the LMs stay in Python."""
+    from decoders.ctc.lmkernel import pack_models
+
+    if not lms:
+        return None, "no LM"
+    models = []
+    for m in lms:
+        if not isinstance(m, NgramArraysSource):
+            return None, f"LM {m.name!r} ({type(m).__name__}) is not an n-gram that can be read into arrays"
+        arr = m.ngram_arrays()
+        if arr is None:
+            return None, f"LM {m.name!r}: no readable ARPA (a KenLM binary without the ARPA kept beside it)"
+        models.append(arr)
+    if word_lms and lexicon is None:
+        return None, "word LMs without a lexicon"
+    if lexicon_given and lexicon is not None:
+        for k in word_lms:
+            missing = next((w for w in models[k].vocab if w not in SPECIAL and w not in lexicon), None)
+            if missing is not None:
+                return None, f"LM {lms[k].name!r} knows words outside the given lexicon (e.g. {missing!r})"
+    M = len(lms)
+    n_nodes = lexicon.n_nodes if lexicon is not None else 1
+    node_wid = np.zeros((M, n_nodes), np.int64)
+    tok_wid = np.zeros((M, len(labels)), np.int64)
+    is_word = np.zeros(M, bool)
+    for k, arr in enumerate(models):
+        if k in word_lms:
+            is_word[k] = True
+            assert lexicon is not None
+            term = np.flatnonzero(lexicon.terminal)
+            node_wid[k, term] = [arr.word_id(lexicon.word_of[i] or "") for i in term.tolist()]
+        else:
+            tok_wid[k] = [arr.word_id(lab) for lab in labels]
+    tables = pack_models(models)
+    tables.update(is_word=is_word, node_wid=node_wid, tok_wid=tok_wid)
+    twins = tuple(ArrayNgramLM(a, m.name, m.units) for a, m in zip(models, lms, strict=True))
+    return NgramPlan(twins, tables), ""
+
+
+def empty_tables() -> dict[str, Any]:
+    """Placeholder tables (the kernel's argument types) for searches whose LMs stay in Python."""
+    return {
+        "offsets": np.zeros((1, 2), np.int64), "orders": np.zeros(0, np.int64), "widths": np.zeros(0, np.int64),
+        "keys": np.zeros(0, np.uint64), "ids": np.zeros((0, 1), np.int32), "logp": np.zeros(0, np.float32),
+        "backoff": np.zeros(0, np.float32), "extends": np.zeros(0, bool), "is_word": np.zeros(0, bool),
+        "node_wid": np.zeros((0, 1), np.int64), "tok_wid": np.zeros((0, 1), np.int64),
+    }
+
+
+class _ContextRows:
+    """``ctx_states`` of an :class:`NgramFusionCache`: context ``c`` as a tuple of per-LM tuple states, read from
+    the context table on demand."""
+
+    def __init__(self, cache: NgramFusionCache) -> None:
+        self.c = cache
+
+    def __len__(self) -> int:
+        return int(self.c.lmst[0])
+
+    def __getitem__(self, cid: int) -> tuple[State, ...]:
+        c = self.c
+        row = c.ctx_tab[cid].tolist()
+        return tuple(tuple(row[m * c.width : m * c.width + int(w)]) for m, w in enumerate(c.widths))
+
+
+class NgramFusionCache(FusionCache):
+    """A :class:`~decoders.ctc.lmstep.FusionCache` whose contexts are rows of arrays (``ctx_tab``) that the
+    compiled search interns into itself; Python-made steps (the end of an utterance) share them.
+
+    ``lmst`` holds ``[contexts, entries, steps computed by the kernel]``.
+    """
+
+    def __init__(self, plan: NgramPlan, capacity: int = 4096) -> None:
+        from decoders.ctc.kernel import new_lm_index
+        from decoders.ctc.lmkernel import new_ctx_index
+
+        begin = tuple(t.begin() for t in plan.twins)
+        super().__init__(begin)
+        self.tables = plan.tables
+        self.widths = plan.tables["widths"].tolist()
+        self.width = max(self.widths)
+        self.lmst = np.zeros(3, np.int64)
+        self.ctx_tab = np.full((capacity, self.width * self.M), -1, np.int32)
+        self.ctx_next = np.full(capacity, -1, np.int64)
+        self.ctx_hash = new_ctx_index()
+        self.ctx_states = _ContextRows(self)  # type: ignore[assignment]
+        self.ctx_index = {}
+        self.lm_index = new_lm_index()
+        self.alloc_entries(capacity)
+        self.intern(begin)
+
+    @property
+    def n_entries(self) -> int:
+        return int(self.lmst[1])
+
+    @n_entries.setter
+    def n_entries(self, n: int) -> None:
+        if hasattr(self, "lmst"):
+            self.lmst[1] = n
+
+    def size(self) -> int:
+        return len(self.steps) + int(self.lmst[0]) + int(self.lmst[1])
+
+    def numba_index(self) -> Any:
+        return self.lm_index
+
+    def _row(self, states: tuple[State, ...]) -> np.ndarray:
+        row = np.full(self.width * self.M, -1, np.int32)
+        for m, s in enumerate(states):
+            st: tuple[int, ...] = s  # type: ignore[assignment]
+            row[m * self.width : m * self.width + len(st)] = st
+        return row
+
+    def intern(self, states: tuple[State, ...]) -> int:
+        from decoders.ctc.lmkernel import intern_rows
+
+        self.room(1, 0)
+        return int(intern_rows(self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, self._row(states)[None])[0])
+
+    def room(self, contexts: int, entries: int) -> None:
+        """Grow the context table and entry arrays to hold ``contexts`` / ``entries`` more."""
+        nc = int(self.lmst[0]) + contexts
+        if nc > len(self.ctx_tab):
+            size = max(nc, 2 * len(self.ctx_tab))
+            tab = np.full((size, self.ctx_tab.shape[1]), -1, np.int32)
+            tab[: len(self.ctx_tab)] = self.ctx_tab
+            nxt = np.full(size, -1, np.int64)
+            nxt[: len(self.ctx_next)] = self.ctx_next
+            self.ctx_tab, self.ctx_next = tab, nxt
+        ne = int(self.lmst[1]) + entries
+        if ne > len(self.e_delta):
+            self.alloc_entries(max(ne, 2 * len(self.e_delta)))
