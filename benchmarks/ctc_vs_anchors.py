@@ -197,7 +197,8 @@ class _Run:
 
     @property
     def backend(self) -> str:
-        return str(self.dec.backend)
+        """The search back end and where the LM is scored (``numba+compiled-ngram``: inside the compiled loop)."""
+        return f"{self.dec.backend}+{self.dec.lm_backend}"
 
     def __call__(self, em: np.ndarray) -> str:
         return str(self.dec.decode_text(em))
@@ -416,8 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                                "rss_utts": rss_utts, "repeat": args.repeat, "vocabs": {}}
     with tempfile.TemporaryDirectory(prefix="ctcbench-") as tmp:
         work = Path(tmp)
+        # the binary for KenLM users (pyctcdecode, flashlight); its ARPA kept beside it for lmfusion's n-gram arrays
         lm = build_ngram([REPO / "data" / "text" / f"{args.domain}.train.txt"], work / "lm.bin", order=3,
-                         progress=False)
+                         progress=False, keep_arpa=True)
         for vname in args.vocabs:
             s = make_setup(vname, args.domain, args.n, args.seed, args.noise, work, lm)
             sj = work / f"{vname}.json"

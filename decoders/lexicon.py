@@ -116,29 +116,46 @@ class TokenTrie:
         self.lexicon = lexicon
         self.token_text = list(token_text)
         self.V = len(self.token_text)
-        n = lexicon.n_nodes
-        self._dense: np.ndarray | None = None
+        self._table: np.ndarray | None = None
+        self._table_built = False
         self._memo: dict[int, int] = {}
-        if (n + 1) * self.V <= DENSE_TABLE_MAX_CELLS:
-            # row 0 is the dead node; row i + 1 is node i
-            table = np.full((n + 1, self.V), DEAD, dtype=np.int32)
-            single = [(v, t) for v, t in enumerate(self.token_text) if len(t) == 1]
-            multi = [(v, t) for v, t in enumerate(self.token_text) if len(t) > 1]
-            for v, t in enumerate(self.token_text):
-                if t == "":
-                    table[1:, v] = np.arange(n, dtype=np.int32)
-            char_to_ids: dict[str, list[int]] = {}
-            for v, t in single:
-                char_to_ids.setdefault(t, []).append(v)
-            for node, ch_map in enumerate(lexicon._children):
-                for ch, nxt in ch_map.items():
-                    for v in char_to_ids.get(ch, ()):
-                        table[node + 1, v] = nxt
-            if multi:
-                for node in range(n):
-                    for v, t in multi:
-                        table[node + 1, v] = lexicon.walk(node, t)
-            self._dense = table
+
+    @property
+    def fits_dense(self) -> bool:
+        """Whether the dense ``[nodes + 1, V]`` table is small enough to build."""
+        return (self.lexicon.n_nodes + 1) * self.V <= DENSE_TABLE_MAX_CELLS
+
+    @property
+    def _dense(self) -> np.ndarray | None:
+        """The dense transition table (row 0: dead; row ``i + 1``: node ``i``), built on first use when it fits
+        (the compiled search never needs it: it reads :mod:`decoders.ctc.triecsr` arrays)."""
+        if not self._table_built:
+            self._table_built = True
+            if self.fits_dense:
+                self._table = self._build_dense()
+        return self._table
+
+    def _build_dense(self) -> np.ndarray:
+        lexicon = self.lexicon
+        n = lexicon.n_nodes
+        table = np.full((n + 1, self.V), DEAD, dtype=np.int32)
+        single = [(v, t) for v, t in enumerate(self.token_text) if len(t) == 1]
+        multi = [(v, t) for v, t in enumerate(self.token_text) if len(t) > 1]
+        for v, t in enumerate(self.token_text):
+            if t == "":
+                table[1:, v] = np.arange(n, dtype=np.int32)
+        char_to_ids: dict[str, list[int]] = {}
+        for v, t in single:
+            char_to_ids.setdefault(t, []).append(v)
+        for node, ch_map in enumerate(lexicon._children):
+            for ch, nxt in ch_map.items():
+                for v in char_to_ids.get(ch, ()):
+                    table[node + 1, v] = nxt
+        if multi:
+            for node in range(n):
+                for v, t in multi:
+                    table[node + 1, v] = lexicon.walk(node, t)
+        return table
 
     def step(self, nodes: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """Nodes after appending ``tokens[i]``'s text to ``nodes[i]`` (``DEAD`` stays dead)."""
@@ -167,6 +184,6 @@ class TokenTrie:
         """Scalar :meth:`step`."""
         if node < 0:
             return DEAD
-        if self._dense is not None:
-            return int(self._dense[node + 1, token])
+        if self._table is not None:
+            return int(self._table[node + 1, token])
         return self.lexicon.walk(node, self.token_text[token])

@@ -50,6 +50,15 @@ class ArrayNgramLM(LanguageModel):
         lp, nxt = score_many(self.arrays, st, self.arrays.unit_ids(units))
         return lp, [tuple(r) for r in nxt.tolist()]
 
+    def score_batch(
+        self, states: Sequence[State], candidates: Sequence[str]
+    ) -> tuple[np.ndarray, list[list[State]]]:
+        B, K = len(states), len(candidates)
+        st = np.repeat(np.array(states, dtype=np.int32).reshape(B, self.width), K, axis=0)
+        lp, nxt = score_many(self.arrays, st, np.tile(self.arrays.unit_ids(candidates), B))
+        rows: list[State] = [tuple(r) for r in nxt.tolist()]
+        return lp.reshape(B, K), [rows[b * K : (b + 1) * K] for b in range(B)]
+
     def end_batch(self, states: Sequence[State]) -> np.ndarray:
         return self.score_pairs(states, ["</s>"] * len(states))[0]
 

@@ -31,7 +31,9 @@ def test_cleared_decoder_has_empty_caches(bible_arpa: Path) -> None:
                          options=CTCOptions(beam_width=8, nbest=1, lexicon_constrained=lexicon, lookahead=lexicon))
         first = [dec.decode_text(e) for e in ems]
         sizes = b.lmfusion_cache_sizes(dec)
-        assert sizes["fusion"] > 0 and sizes["kenlm"] > 0  # decoding really filled caches
+        assert sizes["fusion"] > 0  # decoding really filled caches
+        # the KenLM object's own cache fills only when the search asks it from Python (not from n-gram arrays)
+        assert (sizes["kenlm"] > 0) == (dec.lm_backend == "python")
         b.clear_lmfusion_caches(dec)
         assert not any(b.lmfusion_cache_sizes(dec).values())
         assert [dec.decode_text(e) for e in ems] == first  # clearing changes no result

@@ -19,6 +19,7 @@ from decoders.ctc.tree import NEG_INF
 from fusion.errors import LMFusionError
 
 _PLACEHOLDER: list[Any] = []
+_NO_TRIE = (np.zeros(2, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, bool))
 
 
 def _placeholder() -> Any:
@@ -55,8 +56,8 @@ class NumbaSearch(NumpySearch):
         self.b_last = np.full(W + 1, self.V, np.int64)
         self.b_rank = np.zeros(W + 1)
         self.state = np.array([1, 1, capacity, 0, 0], np.int64)
-        tr = dec.trie
-        self.trie_tab = tr._dense if tr is not None else np.zeros((1, 1), np.int32)
+        csr = dec.tables.csr()
+        self.trie_csr = (csr.ptr, csr.tok, csr.nxt, csr.empty) if csr is not None else _NO_TRIE
         self.terminal = dec.lexicon.terminal if dec.lexicon is not None else np.zeros(1, bool)
         self.toklen64 = dec._toklen.astype(np.int64)
         self.start64 = dec._start_trie.astype(np.int64)
@@ -143,7 +144,7 @@ class NumbaSearch(NumpySearch):
                 self.parent, self.tok, self.frame, self.fixed, self.rank, self.trie, self.wlen, self.ctx,
                 self.nwords, self.noov, self.comp, self.pos, self.child_nb, self.whash,
                 self.b_ids, self.b_pb, self.b_pnb, self.b_last, self.b_rank, self.state,
-                self.trie_tab, self.terminal, d._completes, d._pure_delim, self.toklen64, self.start64,
+                self.trie_csr, self.terminal, d._completes, d._pure_delim, self.toklen64, self.start64,
                 sh.lm_index, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
                 blank, W, float(o.beam_prune_logp), not bool((d.w_lm < 0).any()), d.weights["words"],
                 d.weights["oov"], float(o.unk_prefix_score),

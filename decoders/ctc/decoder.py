@@ -204,7 +204,7 @@ class CTCDecoder:
     def _set_weights(self, w: dict[str, float]) -> None:
         self.weights = w
         self.w_lm = np.array([w[n] for n in self.lm_names], dtype=np.float64)
-        self.look = lookahead_table(self.lexicon, [self.lms[k] for k in self.word_lms],
+        self.look = lookahead_table(self.lexicon, [self._lm_caches[k].lm for k in self.word_lms],
                                     [float(self.w_lm[k]) for k in self.word_lms], self.options.lookahead)
         # an upper bound of what one extension can add to the LM part of the score
         any_neg = bool((self.w_lm < 0).any())
@@ -219,12 +219,8 @@ class CTCDecoder:
         except ImportError:
             if want == "numba":
                 raise LMFusionError("CTCOptions.backend='numba' but numba is not installed") from None
-            return "numpy"
-        if not self.tables.dense:
-            if want == "numba":
-                raise LMFusionError(
-                    "the numba backend needs a dense lexicon table; this vocabulary x lexicon is too big"
-                )
+            warnings.warn("numba is not installed: the CTC search runs on the numpy back end (several times slower)",
+                          UserWarning, stacklevel=3)
             return "numpy"
         return "numba"
 

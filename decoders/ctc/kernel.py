@@ -21,6 +21,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from decoders.ctc.lmkernel import LM_NCTX, LM_NENT, ngram_step
+from decoders.ctc.triecsr import csr_step
 
 NEG = -np.inf
 
@@ -80,7 +81,7 @@ def run_frames(
     arr, t0, t_off, cand_ptr, cand_tok,
     parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, child, whash,
     ids, pb, pnb, blast, brank, state,
-    trie_tab, terminal, completes, pure_delim, toklen, start_trie,
+    trie_csr, terminal, completes, pure_delim, toklen, start_trie,
     lm_index, e_delta, e_ctx, e_oov, e_comp,
     blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look, oov_uniform,
     req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
@@ -93,6 +94,7 @@ def run_frames(
     ``req_*``), grow the node arrays, grow the LM context/entry arrays, or every hypothesis dead.
     """
     offsets, orders, widths, keys, ids_ng, logp, backoff, extends, is_word, node_wid, tok_wid = ng
+    tr_ptr, tr_tok, tr_nxt, tr_empty = trie_csr
     for i in range(n_ins):
         lm_index[(ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])] = ins_vals[i]
     T = arr.shape[0]
@@ -191,7 +193,7 @@ def run_frames(
                 elif trie[p] < 0:
                     nt = -1
                 else:
-                    nt = trie_tab[trie[p] + 1, c]
+                    nt = csr_step(tr_ptr, tr_tok, tr_nxt, tr_empty, trie[p], c)
             else:
                 nt = 0
             nwl = toklen[c] if completes[c] else wlen[p] + toklen[c]

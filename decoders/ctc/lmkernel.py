@@ -78,6 +78,43 @@ def ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row):
 
 
 @njit(cache=True)
+def fused_step(
+    cx, wids, oov, compl, tok_on, offsets, orders, widths, keys, ids, logp, backoff, extends, is_word, w_lm,
+    w_words, w_oov, unk_offset, ctx_tab, ctx_next, ctx_hash, lmst, comp_out,
+):
+    """The fused LM step from context ``cx``: word LMs score unit ``wids[m]`` when a word completes
+    (``compl``), token LMs always; unweighted deltas go to ``comp_out``. Returns ``(weighted delta incl. word
+    bonus and OOV weight, new context)``, computed exactly as
+    :meth:`decoders.ctc.lmstep.FusionCache._score_misses` does. The context table must have room for one more.
+    """
+    M = orders.shape[0]
+    W = ctx_tab.shape[1]
+    row = np.empty(W, np.int32)
+    for j in range(W):
+        row[j] = ctx_tab[cx, j]
+    acc = 0.0
+    for m in range(M):
+        if (is_word[m] and not compl) or (not is_word[m] and not tok_on):
+            comp_out[m] = 0.0
+            continue
+        a = m * (W // M)
+        wm = widths[m]
+        st = ctx_tab[cx, a : a + wm]
+        out = row[a : a + wm]
+        lp10 = score_one(offsets[m, : orders[m] + 1], keys, ids, logp, backoff, extends, st, wids[m], out)
+        d = np.float64(lp10) * LN10
+        if is_word[m] and oov:
+            d = d + unk_offset
+        comp_out[m] = d
+        if w_lm[m] != 0.0:
+            acc += w_lm[m] * d
+    lmst[LM_CALLS] += 1
+    if compl:
+        acc += (w_words + w_oov) if oov else (w_words + 0.0)
+    return acc, ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row)
+
+
+@njit(cache=True)
 def ngram_step(
     cx, word_node, oov, compl, tok,
     offsets, orders, widths, keys, ids, logp, backoff, extends, is_word, node_wid, tok_wid, w_lm,
@@ -90,39 +127,35 @@ def ngram_step(
     The entry and context arrays must have room for one more of each.
     """
     M = orders.shape[0]
-    W = ctx_tab.shape[1]
-    row = np.empty(W, np.int32)
-    for j in range(W):
-        row[j] = ctx_tab[cx, j]
-    en = lmst[LM_NENT]
-    acc = 0.0
+    wids = np.empty(M, np.int64)
     for m in range(M):
         if is_word[m]:
-            if not compl:
-                e_comp[en, m] = 0.0
-                continue
-            wid = node_wid[m, word_node] if word_node >= 0 else 0
+            wids[m] = node_wid[m, word_node] if word_node >= 0 else 0
         else:
-            wid = tok_wid[m, tok]
-        a = m * (W // M)
-        wm = widths[m]
-        st = ctx_tab[cx, a : a + wm]
-        out = row[a : a + wm]
-        lp10 = score_one(offsets[m, : orders[m] + 1], keys, ids, logp, backoff, extends, st, wid, out)
-        d = np.float64(lp10) * LN10
-        if is_word[m] and oov:
-            d = d + unk_offset
-        e_comp[en, m] = d
-        if w_lm[m] != 0.0:
-            acc += w_lm[m] * d
-    lmst[LM_CALLS] += 1
-    if compl:
-        acc += (w_words + w_oov) if oov else (w_words + 0.0)
+            wids[m] = tok_wid[m, tok]
+    en = lmst[LM_NENT]
+    acc, nc = fused_step(cx, wids, oov, compl, True, offsets, orders, widths, keys, ids, logp, backoff, extends,
+                         is_word, w_lm, w_words, w_oov, unk_offset, ctx_tab, ctx_next, ctx_hash, lmst, e_comp[en])
     e_delta[en] = acc
-    e_ctx[en] = ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row)
+    e_ctx[en] = nc
     e_oov[en] = 1 if oov else 0
     lmst[LM_NENT] = en + 1
     return en
+
+
+@njit(cache=True)
+def fused_steps(
+    cxs, wids, oov, compl, tok_on, offsets, orders, widths, keys, ids, logp, backoff, extends, is_word, w_lm,
+    w_words, w_oov, unk_offset, ctx_tab, ctx_next, ctx_hash, lmst, deltas, comps, new_ctx,
+):
+    """:func:`fused_step` over a batch (``wids [n, M]``; ``tok_on``: apply the token LMs); results in ``deltas``,
+    ``comps``, ``new_ctx``."""
+    for i in range(cxs.shape[0]):
+        acc, nc = fused_step(cxs[i], wids[i], oov[i], compl[i], tok_on[i], offsets, orders, widths, keys, ids, logp,
+                             backoff, extends, is_word, w_lm, w_words, w_oov, unk_offset, ctx_tab, ctx_next, ctx_hash,
+                             lmst, comps[i])
+        deltas[i] = acc
+        new_ctx[i] = nc
 
 
 @njit(cache=True)

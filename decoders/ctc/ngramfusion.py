@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from decoders.ctc.lmstep import FusionCache
+from decoders.ctc.lmstep import LN10, FusionCache, Step
 from decoders.lexicon import Lexicon
 from fusion.abilities import NgramArraysSource
 from fusion.array_lm import ArrayNgramLM
@@ -123,6 +123,7 @@ class NgramFusionCache(FusionCache):
         begin = tuple(t.begin() for t in plan.twins)
         super().__init__(begin)
         self.tables = plan.tables
+        self.twins = plan.twins
         self.widths = plan.tables["widths"].tolist()
         self.width = max(self.widths)
         self.lmst = np.zeros(3, np.int64)
@@ -162,6 +163,39 @@ class NgramFusionCache(FusionCache):
 
         self.room(1, 0)
         return int(intern_rows(self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, self._row(states)[None])[0])
+
+    def extend(self, dec: Any, ctxs: list[int], words: list[str], toks: list[int]) -> list[Step]:
+        """As :meth:`FusionCache.extend`, computed by the compiled step (:func:`~decoders.ctc.lmkernel.fused_steps`)
+        on the shared contexts, without a Python cache."""
+        from decoders.ctc.lmkernel import fused_steps
+
+        n = len(ctxs)
+        if n == 0:
+            return []
+        self.room(n, 0)
+        t = self.tables
+        M = self.M
+        compl = np.array([bool(w) for w in words], bool)
+        oov = np.array([bool(w) and dec._is_oov(w) for w in words], bool)
+        tok_on = np.array([c >= 0 for c in toks], bool)
+        tk = np.maximum(np.array(toks, np.int64), 0)
+        wids = np.zeros((n, M), np.int64)
+        for m, twin in enumerate(self.twins):
+            if t["is_word"][m]:
+                wid = twin.arrays.vocab.get
+                wids[:, m] = [wid(w, 0) if w else 0 for w in words]
+            else:
+                wids[:, m] = t["tok_wid"][m, tk]
+        deltas = np.empty(n)
+        comps = np.empty((n, M))
+        new_ctx = np.empty(n, np.int64)
+        o = dec.options
+        fused_steps(np.array(ctxs, np.int64), wids, oov, compl, tok_on, t["offsets"], t["orders"], t["widths"],
+                    t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
+                    float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
+                    self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, new_ctx)
+        return [(d, comps[i], c, o_) for i, (d, c, o_) in
+                enumerate(zip(deltas.tolist(), new_ctx.tolist(), oov.tolist(), strict=True))]
 
     def room(self, contexts: int, entries: int) -> None:
         """Grow the context table and entry arrays to hold ``contexts`` / ``entries`` more."""

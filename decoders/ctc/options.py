@@ -41,7 +41,7 @@ class CTCOptions:
             confidences, and word frames are the search's (the frame each token was first emitted in).
         check_normalized: reject emission rows that are not log-probabilities (logsumexp != 0).
         backend: ``"numba"`` (the compiled frame loop), ``"numpy"`` (vectorised per frame), or
-            ``"auto"`` (numba when it is installed and the vocabulary's trie table is dense).
+            ``"auto"`` (numba when it is installed, with a warning when it is not).
     """
 
     beam_width: int = 64

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from decoders.lexicon import DEAD, Lexicon, TokenTrie
+
+if TYPE_CHECKING:
+    from decoders.ctc.triecsr import TrieCSR
 from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel
 
@@ -138,16 +142,28 @@ class WordTables:
         self.toklen = np.array([len(t) for t in vocab.text], dtype=np.int32)
         self.start_trie = np.zeros(V, np.int32)
         if self.trie is not None:
-            self.start_trie = self.trie.step(np.zeros(V, dtype=np.int64), np.arange(V))
+            self.start_trie = np.array([self.trie.step_one(0, v) for v in range(V)], np.int32)
         self.start_trie[~self.completes] = 0  # unused for non-completing labels
         self.start_trie[self.pure_delim] = 0
         self.has_pure_delim = bool(self.pure_delim.any())
         self.has_completing_text = any(c and t for c, t in zip(vocab.completes, vocab.text, strict=True))
+        self._csr: TrieCSR | None = None
 
     @property
     def dense(self) -> bool:
-        """Whether the trie has a dense ``[node, label]`` table (what the compiled search needs)."""
-        return self.trie is None or self.trie._dense is not None
+        """Whether the trie has a dense ``[node, label]`` table (the numpy search's fast step)."""
+        return self.trie is None or self.trie.fits_dense
+
+    def csr(self) -> TrieCSR | None:
+        """The trie's token transitions as sparse arrays (what the compiled search reads; any vocabulary size),
+        built once; ``None`` without a lexicon."""
+        if self.lexicon is None or self.trie is None:
+            return None
+        if self._csr is None:
+            from decoders.ctc.triecsr import build_csr
+
+            self._csr = build_csr(self.lexicon, self.trie.token_text)
+        return self._csr
 
 
 def lookahead_table(
