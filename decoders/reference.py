@@ -79,7 +79,8 @@ def reference_beam_search(dec: CTCDecoder, logprobs: Any) -> list[tuple[str, flo
     with ``LanguageModel.score`` (no caches, no batching, no pruning shortcuts).
     """
     o = dec.options
-    arr = as_logprobs(logprobs, len(dec.vocab), check_normalized=o.check_normalized) * dec.weights["am"]
+    arr = np.asarray(as_logprobs(logprobs, len(dec.vocab), check_normalized=o.check_normalized), np.float64)
+    arr = arr * dec.weights["am"]
     vocab = dec.vocab
     blank = vocab.blank
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}

@@ -53,9 +53,14 @@ def warm_up(verbose: bool = False) -> float:
             opts = CTCOptions(beam_width=4, nbest=2, lexicon_constrained=lexicon, lookahead=lexicon,
                               token_min_logp=-math.inf if lexicon else -5.0)
             dec = CTCDecoder(labels, [lm], {"lm": 0.5, "words": 1.0}, options=opts)
-            dec.decode(em)
+            dec.decode(em)  # float32 emissions, the n-gram inside the compiled loop
+            dec.decode(em.astype(np.float64))
             if verbose:
-                print(f"ctc ({'lexicon' if lexicon else 'open vocabulary'}, {dec.backend}) ready", file=sys.stderr)
+                print(f"ctc ({'lexicon' if lexicon else 'open vocabulary'}, {dec.backend}+{dec.lm_backend}) ready",
+                      file=sys.stderr)
+        plain = CTCDecoder(labels, options=CTCOptions(beam_width=4, nbest=2))  # no LM: the kernel's other path
+        plain.decode(em)
+        plain.decode(em.astype(np.float64))
         arr = read_arpa(arpa)
         score_many(arr, np.stack([arr.begin_state()] * 2), np.array([arr.word_id("ab"), 0]))
     return time.perf_counter() - t

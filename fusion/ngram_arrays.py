@@ -289,8 +289,53 @@ def read_arpa(path: str | Path) -> NgramArrays:
     return arr
 
 
+CACHE_VERSION = 1
+_ARRAY_FIELDS = ("offsets", "keys", "ids", "logp", "backoff", "extends")
+
+
+def arrays_cache_path(arpa: Path) -> Path:
+    """Where :func:`load_ngram_arrays` keeps the arrays read from ``arpa`` (beside it)."""
+    return arpa.with_name(arpa.name + ".arrays.npz")
+
+
+def _stamp(arpa: Path) -> np.ndarray:
+    st = arpa.stat()
+    return np.array([CACHE_VERSION, st.st_size, st.st_mtime_ns], np.int64)
+
+
+def _read_cached(arpa: Path) -> NgramArrays:
+    """:func:`read_arpa`, through a ``.arrays.npz`` beside the ARPA (valid while the ARPA's size and modification
+    time are those it was made from; written atomically; skipped where the directory is read-only)."""
+    cache = arrays_cache_path(arpa)
+    stamp = _stamp(arpa)
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if np.array_equal(z["stamp"], stamp):
+                    words = z["vocab"].tolist()
+                    return NgramArrays(order=int(z["order"]), vocab={w: i for i, w in enumerate(words)},
+                                       **{k: z[k] for k in _ARRAY_FIELDS})
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or from another version: read the ARPA again and rewrite it
+    arr = read_arpa(arpa)
+    words = sorted(arr.vocab, key=arr.vocab.__getitem__)
+    import io
+
+    from fusion.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, stamp=stamp, order=np.int64(arr.order), vocab=np.array(words, dtype=str),
+             **{k: getattr(arr, k) for k in _ARRAY_FIELDS})
+    try:
+        atomic_write_bytes(cache, buf.getvalue())
+    except OSError:
+        pass  # a read-only model directory: the arrays are simply read from the ARPA each time
+    return arr
+
+
 def load_ngram_arrays(path: str | Path) -> NgramArrays:
-    """:func:`read_arpa` on an ARPA file, or on the ARPA kept beside a KenLM binary.
+    """:func:`read_arpa` on an ARPA file, or on the ARPA kept beside a KenLM binary (cached as ``.arrays.npz``
+    beside the ARPA, so later processes load it in milliseconds).
 
     Raises:
         InputError: a binary model without its ARPA (rebuild it with ``build_ngram(..., keep_arpa=True)``).
@@ -299,10 +344,10 @@ def load_ngram_arrays(path: str | Path) -> NgramArrays:
 
     path = Path(path)
     if path.suffix == ".gz" or _check_lm_file(path) == "arpa":
-        return read_arpa(path)
+        return _read_cached(path)
     beside = arpa_beside(path)
     if beside.is_file():
-        return read_arpa(beside)
+        return _read_cached(beside)
     raise InputError(
         f"a KenLM binary cannot be read into arrays and {beside.name} is not there; "
         "build the model with build_ngram(..., keep_arpa=True) or pass the ARPA file", path=path

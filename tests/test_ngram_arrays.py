@@ -132,3 +132,25 @@ def test_bad_arpa_is_a_located_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="bad number") as e:
         read_arpa(bad)
     assert e.value.line == 6 and e.value.path == str(bad)
+
+
+def test_arrays_are_cached_beside_the_arpa_until_it_changes(tmp_path: Path, tiny_arpa: Path) -> None:
+    from fusion.ngram_arrays import arrays_cache_path
+
+    arpa = tmp_path / "tiny.arpa"
+    arpa.write_bytes(tiny_arpa.read_bytes())
+    first = load_ngram_arrays(arpa)
+    cache = arrays_cache_path(arpa)
+    assert cache.is_file()
+    again = load_ngram_arrays(arpa)  # from the cache
+    assert again.vocab == first.vocab and again.order == first.order
+    for k in ("offsets", "keys", "ids", "logp", "backoff", "extends"):
+        np.testing.assert_array_equal(getattr(again, k), getattr(first, k))
+    # an edited ARPA (one probability changed, size kept) is read again, not served stale
+    text = arpa.read_text()
+    i = text.index("\\2-grams:")
+    j = text.index("-", i + 10)
+    edited = text[:j] + ("-2" if text[j + 1] != "2" else "-3") + text[j + 2 :]
+    arpa.write_text(edited)
+    changed = load_ngram_arrays(arpa)
+    assert not np.array_equal(changed.logp, first.logp)

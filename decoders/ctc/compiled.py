@@ -112,8 +112,8 @@ class NumbaSearch(NumpySearch):
         self.n_ins += k
 
     def feed_array(self, arr: np.ndarray) -> None:
-        if self.w_am != 1.0:
-            arr = arr * self.w_am
+        if self.w_am != 1.0:  # scaled in float64, as the numpy search does
+            arr = np.asarray(arr, dtype=np.float64) * self.w_am
         d = self.d
         o = d.options
         blank = d.vocab.blank
@@ -122,7 +122,9 @@ class NumbaSearch(NumpySearch):
         tt, vv = np.nonzero(mask)
         cand_ptr = np.searchsorted(tt, np.arange(T + 1)).astype(np.int64)
         cand_tok = vv.astype(np.int64)
-        arr = np.ascontiguousarray(arr, dtype=np.float64)
+        if arr.dtype != np.float32:
+            arr = np.asarray(arr, dtype=np.float64)
+        arr = np.ascontiguousarray(arr)  # float32 emissions go in as they are (each cell summed in float64)
         t = 0
         K = self.K
         W = o.beam_width

@@ -48,7 +48,7 @@ import numpy as np
 from decoders.ctc.align import align_nbest
 from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_hotwords
 from decoders.ctc.inputs import as_logprobs, split_batch
-from decoders.ctc.lmcache import DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
+from decoders.ctc.lmcache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
 from decoders.ctc.lmstep import FusionCache
 from decoders.ctc.ngramfusion import NgramFusionCache, ngram_plan
 from decoders.ctc.options import CTCOptions
@@ -160,6 +160,9 @@ class CTCDecoder:
         _warn_case_mismatch(self.vocab.labels, self.lexicon.words if self.lexicon is not None else ())
         self.backend = self._pick_backend()
         self.cache_limit = DEFAULT_CACHE_LIMIT
+        self.cache_bytes = DEFAULT_CACHE_BYTES
+        """Memory budget of the fused-step cache (started afresh between utterances once over it) and of each
+        LM's score caches (least recently used entries dropped)."""
         self._plan_lms()
         self._mixtures = MixtureVariants(self.lms)
         self._mixture_caches: dict[int, CachedLM] = {}
@@ -199,7 +202,8 @@ class CTCDecoder:
             warnings.warn(f"CTC search: the n-gram LMs are scored from Python, not inside the compiled search: {why}",
                           UserWarning, stacklevel=3)
         scorers = plan.twins if plan is not None else self.lms
-        self._lm_caches = [CachedLM(m, n, self.cache_limit) for n, m in zip(self.lm_names, scorers, strict=True)]
+        self._lm_caches = [CachedLM(m, n, self.cache_limit, self.cache_bytes)
+                           for n, m in zip(self.lm_names, scorers, strict=True)]
 
     def _set_weights(self, w: dict[str, float]) -> None:
         self.weights = w
@@ -234,7 +238,8 @@ class CTCDecoder:
         """A fresh search; unless ``private``, it shares this decoder's LM steps (utterances one at a time)."""
         shared = None
         if not private:
-            if self._shared is None or self._shared.size() > self.cache_limit:
+            sh = self._shared
+            if sh is None or sh.size() > self.cache_limit or sh.nbytes() > self.cache_bytes:
                 self._shared = self._new_fusion_cache()
             shared = self._shared
         if self.backend == "numba":
@@ -304,7 +309,7 @@ class CTCDecoder:
             return base
         c = self._mixture_caches.get(id(lm))
         if c is None:
-            c = self._mixture_caches[id(lm)] = CachedLM(lm, base.name, self.cache_limit)
+            c = self._mixture_caches[id(lm)] = CachedLM(lm, base.name, self.cache_limit, self.cache_bytes)
         return c
 
     def with_weights(self, weights: Mapping[str, float]) -> CTCDecoder:

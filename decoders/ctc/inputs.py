@@ -11,7 +11,9 @@ from fusion.errors import InputError
 
 def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what: str = "emissions",
                 logits: bool = False) -> np.ndarray:
-    """Validate emissions ``[T, V]`` (numpy or torch) and return them as float64 numpy.
+    """Validate emissions ``[T, V]`` (numpy or torch) and return them as numpy: float32 input stays float32
+    (no copy; half precision becomes float32), float64 stays float64, anything else becomes float64; logits
+    are log-softmaxed in float64.
 
     With ``logits=True`` the rows are raw scores: log-softmax is applied (and the check is not needed).
 
@@ -25,7 +27,11 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
         x = x.detach().cpu().float().numpy()
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x)
+        if arr.dtype == np.float16:
+            arr = arr.astype(np.float32)
+        elif arr.dtype not in (np.float32, np.float64):
+            arr = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise InputError(f"{what} are not a numeric array: {e}", field=what) from None
     if arr.ndim != 2:
@@ -36,7 +42,8 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         )
     if arr.shape[0] == 0:
         raise InputError(f"{what} are empty (0 frames)", field=what)
-    if logits and np.isfinite(arr).all():
+    if logits and np.isfinite(arr).all():  # a new array anyway: log-softmax in float64
+        arr = np.asarray(arr, dtype=np.float64)
         m = arr.max(axis=1, keepdims=True)
         arr = arr - (m + np.log(np.exp(arr - m).sum(axis=1, keepdims=True)))
     bad = np.isnan(arr) | (arr == np.inf)

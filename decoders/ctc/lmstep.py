@@ -21,6 +21,10 @@ CTCDecoder = Any
 """A :class:`decoders.ctc.decoder.CTCDecoder` (not imported here: modules import down the package only)."""
 
 LN10 = math.log(10.0)
+INDEX_ENTRY_BYTES = 64
+"""Estimated bytes of one entry of the compiled ``(context, word code, token) -> entry`` index."""
+PY_ENTRY_BYTES = 400
+"""Estimated bytes of one Python step or context entry (tuples, floats, dict slot)."""
 
 Step = tuple[float, np.ndarray, int, bool]
 """``(weighted delta incl. word bonus and OOV weight, unweighted per-LM deltas [M], new context, is_oov)``."""
@@ -50,6 +54,13 @@ class FusionCache:
 
     def size(self) -> int:
         return len(self.steps) + len(self.ctx_states) + self.n_entries
+
+    def nbytes(self) -> int:
+        """Estimated bytes held (Python entries at a fixed estimate each, arrays exactly)."""
+        arrays = self.e_delta.nbytes + self.e_ctx.nbytes + self.e_oov.nbytes + self.e_comp.nbytes
+        index = len(self.lm_index) * INDEX_ENTRY_BYTES if self.lm_index is not None else 0
+        py = (len(self.steps) + len(self.ctx_states)) * (PY_ENTRY_BYTES + 8 * self.M)
+        return int(arrays + index + py)
 
     def intern(self, states: tuple[State, ...]) -> int:
         """The id of a context (new ids for new contexts)."""

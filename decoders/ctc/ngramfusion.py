@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from decoders.ctc.lmstep import LN10, FusionCache, Step
+from decoders.ctc.lmstep import INDEX_ENTRY_BYTES, LN10, FusionCache, Step
 from decoders.lexicon import Lexicon
 from fusion.abilities import NgramArraysSource
 from fusion.array_lm import ArrayNgramLM
@@ -147,6 +147,12 @@ class NgramFusionCache(FusionCache):
 
     def size(self) -> int:
         return len(self.steps) + int(self.lmst[0]) + int(self.lmst[1])
+
+    def nbytes(self) -> int:
+        """Bytes held: the context table and entry arrays (allocated size), the two compiled indexes (estimated)."""
+        arrays = self.e_delta.nbytes + self.e_ctx.nbytes + self.e_oov.nbytes + self.e_comp.nbytes
+        arrays += self.ctx_tab.nbytes + self.ctx_next.nbytes
+        return int(arrays + (len(self.lm_index) + len(self.ctx_hash)) * INDEX_ENTRY_BYTES)
 
     def numba_index(self) -> Any:
         return self.lm_index

@@ -341,7 +341,8 @@ class NumpySearch(PrefixTree):
 
     # -- feeding and finishing -----------------------------------------------------------------
     def feed_array(self, arr: np.ndarray) -> None:
-        """Advance over validated float64 log-probabilities ``[T, V]``."""
+        """Advance over validated log-probabilities ``[T, V]`` (float32 or float64; summed in float64)."""
+        arr = np.asarray(arr, dtype=np.float64)  # this utterance only: the numpy frame steps sum in float64
         if self.w_am != 1.0:
             arr = arr * self.w_am
         d = self.d
