@@ -58,7 +58,8 @@ class FusionCache:
     def nbytes(self) -> int:
         """Estimated bytes held (Python entries at a fixed estimate each, arrays exactly)."""
         arrays = self.e_delta.nbytes + self.e_ctx.nbytes + self.e_oov.nbytes + self.e_comp.nbytes
-        index = len(self.lm_index) * INDEX_ENTRY_BYTES if self.lm_index is not None else 0
+        # one index key per entry (never len() of the compiled dict from Python: a compiled call each time)
+        index = self.n_entries * INDEX_ENTRY_BYTES if self.lm_index is not None else 0
         py = (len(self.steps) + len(self.ctx_states)) * (PY_ENTRY_BYTES + 8 * self.M)
         return int(arrays + index + py)
 

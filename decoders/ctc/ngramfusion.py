@@ -152,7 +152,8 @@ class NgramFusionCache(FusionCache):
         """Bytes held: the context table and entry arrays (allocated size), the two compiled indexes (estimated)."""
         arrays = self.e_delta.nbytes + self.e_ctx.nbytes + self.e_oov.nbytes + self.e_comp.nbytes
         arrays += self.ctx_tab.nbytes + self.ctx_next.nbytes
-        return int(arrays + (len(self.lm_index) + len(self.ctx_hash)) * INDEX_ENTRY_BYTES)
+        # one index key per entry and at most one hash key per context
+        return int(arrays + (int(self.lmst[1]) + int(self.lmst[0])) * INDEX_ENTRY_BYTES)
 
     def numba_index(self) -> Any:
         return self.lm_index
