@@ -12,7 +12,7 @@ lexicon mode):
 * ``pyctcdecode``: ``build_ctcdecoder(alpha, beta, unigrams=<LM vocabulary>)``, ``decode(beam_width=B)``
   (its default ``token_min_logp`` -5);
 * ``lmfusion``: :class:`decoders.ctc.CTCDecoder`, open vocabulary, ``token_min_logp`` -5, pyctcdecode's
-  unknown-word offset as the ``oov`` weight;
+  unknown-word offset (``CTCOptions.unk_score_offset`` -10, its default; no ``oov`` weight on top);
 * ``flashlight all-tok`` / ``lmfusion lex all-tok``: lexicon mode (only LM words) with NO token pruning on
   either side (``beam_size_token = V``; ``token_min_logp = -inf``);
 * ``flashlight top-k`` / ``lmfusion lex``: lexicon mode with matched token pruning: lmfusion keeps tokens
@@ -158,8 +158,9 @@ def build_lmfusion_decoder(s: Setup, beam: int, lexicon: bool, all_tokens: bool)
     opts = CTCOptions(beam_width=beam, nbest=1, lexicon_constrained=lexicon, lookahead=lexicon,
                       beam_prune_logp=LEX_PRUNE if lexicon else OPEN_PRUNE,
                       token_min_logp=-math.inf if all_tokens else TOKEN_MIN_LOGP)
-    oov = ALPHA * -10.0 * math.log(10.0)  # pyctcdecode's unk_score_offset, on the weighted scale
-    return CTCDecoder(s.labels, [lm], {"lm": ALPHA, "words": BETA, "oov": oov}, options=opts)
+    # unknown words: CTCOptions.unk_score_offset (-10, log10, on the LM score: pyctcdecode's default) and no extra
+    # "oov" weight, which would charge them a second time
+    return CTCDecoder(s.labels, [lm], {"lm": ALPHA, "words": BETA}, options=opts)
 
 
 def lmfusion_cache_sizes(dec: Any) -> dict[str, int]:
