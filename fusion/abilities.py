@@ -9,9 +9,9 @@ Protocols are ``runtime_checkable``), never with ``hasattr`` or ``type(lm) is ..
   full scorers.
 * :class:`UnknownWordsAlike` — every out-of-vocabulary unit scores as one unknown unit (KenLM's
   ``<unk>``), so a search can cache them as one.
-* :class:`NgramArraysSource` — a back-off n-gram that can hand over its model as
-  :class:`~fusion.ngram_arrays.NgramArrays`, so a compiled search can score it without leaving compiled
-  code (KenLM, when its ARPA is readable).
+* :class:`ArpaBacked` — a back-off n-gram that names the ARPA file it scores exactly as, so a compiled
+  search can read it into :class:`~fusion.ngram_arrays.NgramArrays` and score it without leaving compiled
+  code (KenLM, when it was opened from an ARPA or its ARPA was kept beside the binary).
 * :class:`Reloadable` — the LM describes itself as an :class:`LMSpec` (files and options, no model
   objects), so a worker process or a Dask worker can open its own copy; nothing with C or torch state is
   pickled.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -33,7 +34,7 @@ from fusion.errors import LMFusionError
 from fusion.lm import LanguageModel, State
 
 __all__ = [
-    "FullDistribution", "LMSpec", "NgramArraysSource", "Reloadable", "SentenceBatchScorer", "UnknownWordsAlike",
+    "ArpaBacked", "FullDistribution", "LMSpec", "Reloadable", "SentenceBatchScorer", "UnknownWordsAlike",
     "spec_of",
 ]
 
@@ -66,12 +67,12 @@ class Reloadable(Protocol):
 
 
 @runtime_checkable
-class NgramArraysSource(Protocol):
-    """A back-off n-gram whose model can be read into flat arrays (:mod:`fusion.ngram_arrays`)."""
+class ArpaBacked(Protocol):
+    """A back-off n-gram with an ARPA file holding exactly its model (:func:`fusion.ngram_arrays.load_ngram_arrays`
+    reads it into arrays that score as this LM does)."""
 
-    def ngram_arrays(self) -> Any:
-        """The model as :class:`~fusion.ngram_arrays.NgramArrays` scoring exactly as this LM does, or
-        ``None`` when it cannot be read (a KenLM binary without its ARPA)."""
+    def arpa_path(self) -> Path | None:
+        """The ARPA file, or ``None`` when there is none (a KenLM binary built without ``keep_arpa``)."""
         ...
 
 

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import kenlm
 import numpy as np
@@ -220,8 +219,6 @@ class KenLM(LanguageModel):
         self.model.BeginSentenceWrite(self._begin)
         self._vocab: frozenset[str] | None = None
         self._vocab_loaded = False
-        self._arrays: Any = None
-        self._arrays_loaded = False
 
     # -- core ------------------------------------------------------------------------------
     def begin(self) -> State:
@@ -291,19 +288,14 @@ class KenLM(LanguageModel):
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def ngram_arrays(self) -> Any:
-        """This model as :class:`~fusion.ngram_arrays.NgramArrays` (read once from the ARPA, or the ARPA kept
-        beside a binary; scores equal this adapter's bit for bit), ``None`` when there is no readable ARPA
-        (:class:`~fusion.abilities.NgramArraysSource`)."""
-        if not self._arrays_loaded:
-            self._arrays_loaded = True
-            from fusion.ngram_arrays import load_ngram_arrays
-
-            try:
-                self._arrays = load_ngram_arrays(self.path)
-            except InputError:
-                self._arrays = None
-        return self._arrays
+    def arpa_path(self) -> Path | None:
+        """The ARPA holding this model: the file itself, or the ARPA kept beside a binary; ``None`` without one
+        (:class:`~fusion.abilities.ArpaBacked`). A compiled search reads it into n-gram arrays whose scores
+        equal this adapter's bit for bit."""
+        if self.format == "arpa":
+            return self.path
+        beside = arpa_beside(self.path)
+        return beside if beside.is_file() else None
 
     def spec(self) -> LMSpec:
         """The model file and tokenizer this LM was opened from (:class:`~fusion.abilities.Reloadable`).

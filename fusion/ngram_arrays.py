@@ -303,7 +303,7 @@ def _stamp(arpa: Path) -> np.ndarray:
     return np.array([CACHE_VERSION, st.st_size, st.st_mtime_ns], np.int64)
 
 
-def _read_cached(arpa: Path) -> NgramArrays:
+def read_arpa_cached(arpa: Path) -> NgramArrays:
     """:func:`read_arpa`, through a ``.arrays.npz`` beside the ARPA (valid while the ARPA's size and modification
     time are those it was made from; written atomically; skipped where the directory is read-only)."""
     cache = arrays_cache_path(arpa)
@@ -344,10 +344,10 @@ def load_ngram_arrays(path: str | Path) -> NgramArrays:
 
     path = Path(path)
     if path.suffix == ".gz" or _check_lm_file(path) == "arpa":
-        return _read_cached(path)
+        return read_arpa_cached(path)
     beside = arpa_beside(path)
     if beside.is_file():
-        return _read_cached(beside)
+        return read_arpa_cached(beside)
     raise InputError(
         f"a KenLM binary cannot be read into arrays and {beside.name} is not there; "
         "build the model with build_ngram(..., keep_arpa=True) or pass the ARPA file", path=path

@@ -60,7 +60,7 @@ from decoders.ctc.vocabulary import CTCVocab, WordTables, known_words, lookahead
 from decoders.ctc.weighting import FIXED_COMPONENTS, MixtureVariants, ctc_components, resolve_ctc_weights
 from decoders.hypothesis import NBestList
 from decoders.lexicon import Lexicon
-from fusion.abilities import LMSpec, NgramArraysSource, spec_of
+from fusion.abilities import ArpaBacked, LMSpec, spec_of
 from fusion.biasing import DEFAULT_BOOST, ContextGraph, Hotwords
 from fusion.errors import LMFusionError
 from fusion.executor import Executor, LocalProcesses, open_executor
@@ -198,7 +198,7 @@ class CTCDecoder:
         plan, why = ngram_plan(self.lms, self.word_lms, self.lexicon, self._lexicon_given, self.vocab.labels)
         self._ngram = plan
         self._ngram_why = why
-        if plan is None and self.backend == "numba" and any(isinstance(m, NgramArraysSource) for m in self.lms):
+        if plan is None and self.backend == "numba" and any(isinstance(m, ArpaBacked) for m in self.lms):
             warnings.warn(f"CTC search: the n-gram LMs are scored from Python, not inside the compiled search: {why}",
                           UserWarning, stacklevel=3)
         scorers = plan.twins if plan is not None else self.lms

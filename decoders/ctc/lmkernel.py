@@ -1,7 +1,7 @@
 """Fused n-gram LM steps inside the compiled CTC search (numba): no return to Python on a cache miss.
 
 When every LM of a decoder is a back-off n-gram read into :class:`~fusion.ngram_arrays.NgramArrays`
-(:class:`~fusion.abilities.NgramArraysSource`, e.g. KenLM), :func:`decoders.ctc.kernel.run_frames` computes a
+(:class:`~fusion.abilities.ArpaBacked`, e.g. KenLM), :func:`decoders.ctc.kernel.run_frames` computes a
 missing LM step here: it scores the completed word (word LMs) and/or the emitted label (token LMs) with
 :func:`fusion._ngram_kernel.score_one` (KenLM's float32 arithmetic, so bit-identical scores), weights the
 deltas exactly as :meth:`decoders.ctc.lmstep.FusionCache._score_misses` does, interns the new context in the

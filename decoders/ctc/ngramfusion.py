@@ -1,7 +1,7 @@
 """The CTC decoder's n-gram LMs as arrays the compiled search queries itself (:mod:`decoders.ctc.lmkernel`).
 
 :func:`ngram_plan` decides, once per decoder, whether every LM is a back-off n-gram that can be read into
-:class:`~fusion.ngram_arrays.NgramArrays` (:class:`~fusion.abilities.NgramArraysSource`) and whether the
+:class:`~fusion.ngram_arrays.NgramArrays` (:class:`~fusion.abilities.ArpaBacked`) and whether the
 compiled search can name every word it completes for them (a known word by its lexicon-trie node; any word
 outside the lexicon is ``<unk>`` to every word LM). If so, the decoder asks the LMs through
 :class:`~fusion.array_lm.ArrayNgramLM` twins (bit-identical scores, tuple states) and its searches share an
@@ -20,9 +20,10 @@ import numpy as np
 
 from decoders.ctc.lmstep import INDEX_ENTRY_BYTES, LN10, FusionCache, Step
 from decoders.lexicon import Lexicon
-from fusion.abilities import NgramArraysSource
+from fusion.abilities import ArpaBacked
 from fusion.array_lm import ArrayNgramLM
 from fusion.lm import LanguageModel, State
+from fusion.ngram_arrays import read_arpa_cached
 
 SPECIAL = ("<s>", "</s>", "<unk>")
 
@@ -51,12 +52,12 @@ def ngram_plan(
         return None, "no LM"
     models = []
     for m in lms:
-        if not isinstance(m, NgramArraysSource):
+        if not isinstance(m, ArpaBacked):
             return None, f"LM {m.name!r} ({type(m).__name__}) is not an n-gram that can be read into arrays"
-        arr = m.ngram_arrays()
-        if arr is None:
+        path = m.arpa_path()
+        if path is None:
             return None, f"LM {m.name!r}: no readable ARPA (a KenLM binary without the ARPA kept beside it)"
-        models.append(arr)
+        models.append(read_arpa_cached(path))
     if word_lms and lexicon is None:
         return None, "word LMs without a lexicon"
     if lexicon_given and lexicon is not None:
