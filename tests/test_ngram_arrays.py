@@ -98,7 +98,9 @@ def test_base_scores_equal_kenlm_exactly_on_tiny_and_binary(tiny_arpa: Path, tmp
     """Every (state, word) step, ln P equal to the KenLM adapter's (``BaseScore`` x ln 10) bit for bit,
     on the bundled tiny ARPA and on a probing binary built with its ARPA kept."""
     binary = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm.bin", order=4, progress=False, keep_arpa=True)
-    for path in (tiny_arpa, binary):
+    tiny = tmp_path / "tiny.arpa"  # a copy: the arrays' cache is written beside the ARPA, not into tests/data
+    tiny.write_bytes(tiny_arpa.read_bytes())
+    for path in (tiny, binary):
         m = kenlm.Model(str(path))
         arr = load_ngram_arrays(path)
         words = [*[w for w in arr.vocab if w != "<s>"][:200], "qqq"]
