@@ -198,7 +198,9 @@ class CTCDecoder:
         plan, why = ngram_plan(self.lms, self.word_lms, self.lexicon, self._lexicon_given, self.vocab.labels)
         self._ngram = plan
         self._ngram_why = why
-        if plan is None and self.backend == "numba" and any(isinstance(m, ArpaBacked) for m in self.lms):
+        # said when every LM is an n-gram that could be scored inside the compiled loop but cannot (a binary without
+        # its ARPA, a lexicon missing LM words); with a neural LM the Python path is the design, not a fall-back
+        if plan is None and self.backend == "numba" and self.lms and all(isinstance(m, ArpaBacked) for m in self.lms):
             warnings.warn(f"CTC search: the n-gram LMs are scored from Python, not inside the compiled search: {why}",
                           UserWarning, stacklevel=3)
         scorers = plan.twins if plan is not None else self.lms
