@@ -406,7 +406,7 @@ def build_ngram(
     tokenizer: Tokenizer | None = None,
     binary: bool | None = None,
     binary_type: str = "probing",
-    keep_arpa: bool = False,
+    keep_arpa: bool = True,
     temp_dir: str | Path | None = None,
     progress: bool = True,
     extra_args: Sequence[str] = (),
@@ -423,8 +423,10 @@ def build_ngram(
         prune: ``--prune`` counts per order (e.g. ``[0, 1, 1]``).
         tokenizer: tokenize the text first (e.g. a sentencepiece model for a token-level LM).
         binary_type: ``probing`` (fastest) or ``trie`` (smallest).
-        keep_arpa: with a binary output, also keep the ARPA text beside it (``<output>.arpa``), which
-            :func:`fusion.ngram_arrays.load_ngram_arrays` reads (KenLM binaries cannot be read back).
+        keep_arpa: with a binary output, also keep the ARPA text beside it (``<output>.arpa``, default),
+            which :func:`fusion.ngram_arrays.load_ngram_arrays` reads (KenLM binaries cannot be read back)
+            so the CTC decoder can score the model inside its compiled search; ``False`` saves the disk
+            space and leaves that model on the slower Python LM path (the decoder warns).
 
     Returns:
         The path written. Writes are atomic; a vocabulary sidecar ``<output>.vocab`` is written too.

@@ -51,7 +51,7 @@ def _same(a: NBestList, b: NBestList) -> None:
 def lms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("ngk")
     words = build_ngram([TEXT / "bible.train.txt"], d / "w.arpa", order=3, progress=False)
-    binary = build_ngram([TEXT / "bible.train.txt"], d / "w.bin", order=3, progress=False)  # no ARPA kept
+    binary = build_ngram([TEXT / "bible.train.txt"], d / "w.bin", order=3, progress=False, keep_arpa=False)
     chars_txt = d / "chars.txt"
     tok = Chars()
     lines = (TEXT / "bible.train.txt").read_text().splitlines()[:400]

@@ -120,10 +120,10 @@ def test_base_scores_equal_kenlm_exactly_on_tiny_and_binary(tiny_arpa: Path, tmp
 
 
 def test_binary_needs_its_arpa(tmp_path: Path) -> None:
-    binary = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm.bin", order=2, progress=False)
+    binary = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm.bin", order=2, progress=False, keep_arpa=False)
     with pytest.raises(InputError, match="keep_arpa"):
         load_ngram_arrays(binary)
-    kept = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm2.bin", order=2, progress=False, keep_arpa=True)
+    kept = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm2.bin", order=2, progress=False)  # kept by default
     arr = load_ngram_arrays(kept)
     assert arr.order == 2 and arr.word_id("lord") > 0
 

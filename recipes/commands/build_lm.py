@@ -22,6 +22,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--no-discount-fallback", action="store_true", help="do not pass --discount_fallback")
     p.add_argument("--spm", metavar="MODEL", help="sentencepiece model: build a token-level n-gram over its pieces")
     p.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
+    p.add_argument("--no-keep-arpa", action="store_true",
+                   help="with a binary output, do not keep the ARPA beside it (OUTPUT.arpa); the CTC decoder's "
+                   "compiled n-gram path reads that ARPA, without it the model is scored on the slower path")
     p.set_defaults(func=run)
 
 
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         discount_fallback=not args.no_discount_fallback,
         tokenizer=tok,
         binary_type=args.binary_type,
+        keep_arpa=not args.no_keep_arpa,
         progress=not args.quiet,
     )
     print(out)
