@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from decoders.hypothesis import NBestList, write_nbest_jsonl
-from fusion.io import atomic_write_json, atomic_write_text, read_sentences
+from fusion.errors import InputError
+from fusion.io import atomic_write_json, atomic_write_text, read_json, read_sentences
 from fusion.scorers import Scorer, TokenLMScorer, WordBonus, WordLMScorer, units_from_pieces
 
 
@@ -75,7 +76,10 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: int, task: Task) -> dict[str, Any]:
+def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: int, task: Task,
+              need: set[str] | None = None) -> dict[str, Any]:
+    """The LMs the configurations use (``need``: their component names; ``None``: all): target and source
+    word 4-grams, the neural LM over the model's target pieces and the EM mix of the n-gram and the neural LM."""
     from fusion.loading import load_lm
     from fusion.ngram import KenLM, build_ngram
     from fusion.nnlm_train import TrainConfig, train_nnlm
@@ -91,20 +95,24 @@ def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: 
         build_ngram([data / task.target_lm_text], tgt, order=4, progress=False)
     if not src.is_file():
         build_ngram([data / task.source_lm_text], src, order=4, progress=False)
+    ngram, source = KenLM(tgt, name="ngram"), KenLM(src, name="source_lm")
+    if need is not None and not need & {"nnlm", "mix"}:
+        return {"ngram": ngram, "source_lm": source}
     nn_dir = out / "nnlm"
     if not (nn_dir / "lmfusion-lm.json").is_file():
+        spm = model_dir / str(read_json(model_dir / "vocabs.json")["spm"])  # the decoder's pieces
         train_nnlm(TrainConfig(
-            text=[str(data / task.target_lm_text)], dev=[str(data / task.dev_ref)], spm=str(model_dir / "tgt.model"),
+            text=[str(data / task.target_lm_text)], dev=[str(data / task.dev_ref)], spm=str(spm),
             output=str(nn_dir), model={"arch": "lstm", "emb": 64, "hidden": 128, "layers": 1, "dropout": 0.0},
             epochs=1, max_steps=nnlm_steps, batch_tokens=2048, lr=5e-3, threads=threads, name="nnlm",
         ))
-    ngram, nnlm = KenLM(tgt, name="ngram"), load_lm(nn_dir, name="nnlm")
+    nnlm = load_lm(nn_dir, name="nnlm")
     # linear interpolation of the word n-gram and the neural LM seen per word, EM weights on dev references
     words_nn = word_view(nnlm)
     est = estimate_weights([ngram, words_nn], data / task.dev_ref)
     print(f"EM mix of n-gram and neural LM on {task.dev_ref}: {est.weights}", flush=True)
     mix = LinearInterpolation([ngram, words_nn], est.weights, name="mix")
-    return {"ngram": ngram, "source_lm": KenLM(src, name="source_lm"), "nnlm": nnlm, "mix": mix}
+    return {"ngram": ngram, "source_lm": source, "nnlm": nnlm, "mix": mix}
 
 
 def model_units(model: Any, vocabs: Any) -> list[str | None]:
@@ -113,6 +121,24 @@ def model_units(model: Any, vocabs: Any) -> list[str | None]:
     units: list[str | None] = list(units_from_pieces(vocabs.spm.pieces, specials=[vocabs.spm.sp.unk_id()]))
     width = int(model.get_output_embeddings().weight.shape[0])
     return units + [None] * (width - len(units))
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``["ngram=0.2,0.4", "words=0,1"]`` -> ``{"ngram": (0.2, 0.4), "words": (0.0, 1.0)}``.
+
+    Raises:
+        InputError: an item without ``=``, a name outside :data:`GRID` or a value that is not a number.
+    """
+    out: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        name, sep, vals = item.partition("=")
+        if not sep or name not in GRID:
+            raise InputError(f"--grid {item!r}: want NAME=V1,V2,... with NAME one of {sorted(GRID)}")
+        try:
+            out[name] = tuple(float(v) for v in vals.split(","))
+        except ValueError:
+            raise InputError(f"--grid {item!r}: values must be numbers") from None
+    return out
 
 
 def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str | None], eos: int) -> list[Scorer]:
@@ -229,8 +255,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="test sentences also run through HF generate() with and without fusion (0: skip)")
     ap.add_argument("--task", choices=sorted(TASKS), default="p2t", help="which data (see TASKS)")
     ap.add_argument("--tuning", choices=("grid", "mert"), default="grid",
-                    help="grid: in-search sweep on dev by chrF; mert: one MERT round on dev n-best lists (WER)")
+                    help="grid: in-search sweep on dev (--select); mert: one MERT round on dev n-best lists (WER)")
+    ap.add_argument("--select", choices=("chrf", "bleu"), default="chrf", help="dev metric the grid sweep maximises")
+    ap.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
+                    help="replace a weight's grid values (all of them are then swept), e.g. ngram=0.2,0.4 words=0,1")
     args = ap.parse_args(argv)
+    grid = {**GRID, **parse_grid(args.grid)}
 
     import torch
 
@@ -244,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model, vocabs = load_model(args.model)
     task = TASKS[args.task]
-    lms = build_lms(args.data, args.model, out, args.threads, args.nnlm_steps, task)
+    need = {n for c in args.configs for n in CONFIGS[c]}
+    lms = build_lms(args.data, args.model, out, args.threads, args.nnlm_steps, task, need)
     units = model_units(model, vocabs)
     eos = vocabs.eos_id
     dev_src = read_sentences(args.data / task.dev_src)[: args.dev_n]
@@ -272,20 +303,20 @@ def main(argv: list[str] | None = None) -> int:
             tuned = {k: float(v) for k, v in res.weights.items()}
             dev_err = float(res.error_rate)
         elif names:
-            # in-search grid sweep on dev, selected by dev chrF (HF's length_penalty=1.0 kept throughout)
+            # in-search grid sweep on dev, selected by dev --select (HF's length_penalty=1.0 kept throughout)
             free = [n for n in names if n != "words"]
             keep = {1: 4, 2: 3}.get(len(free), 2)  # fewer values per weight as the grid's dimension grows
-            values = [GRID[n][:keep] for n in free]
+            values = [grid[n] if grid[n] is not GRID[n] else GRID[n][:keep] for n in free]
             best_score = -1.0
-            for combo in itertools.product(*values, GRID["words"] if "words" in names else (0.0,)):
+            for combo in itertools.product(*values, grid["words"] if "words" in names else (0.0,)):
                 w = {"am": 1.0, **dict(zip([*free, "words"], combo, strict=True))}
                 if "words" not in names:
                     w.pop("words")
                 dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, w, args.beam, args.batch, "dev", lp)
                 sc = corpus_scores(dev_ref, best_texts(dev_nb))
                 print(f"  {cname} dev {w}: chrF {sc['chrf']:.2f} BLEU {sc['bleu']:.2f}", flush=True)
-                if sc["chrf"] > best_score:
-                    best_score, tuned = sc["chrf"], w
+                if sc[args.select] > best_score:
+                    best_score, tuned = sc[args.select], w
             dev_err = best_score
         test_nb = decode(model, vocabs, test_src, test_ref, scorers, tuned, args.beam, args.batch, "test", lp)
         write_nbest_jsonl(out / f"test.{'_'.join(names) or 'none'}.jsonl", test_nb)
@@ -323,7 +354,7 @@ def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float)
     lines = [
         f"{TASKS[args.task].title}: {args.test_n} test sentences, beam "
         f"{args.beam}; weights tuned on {args.dev_n} dev sentences ("
-        + ("in-search grid sweep, best dev chrF" if args.tuning == "grid"
+        + (f"in-search grid sweep, best dev {'BLEU' if args.select == 'bleu' else 'chrF'}" if args.tuning == "grid"
            else "one MERT round on n-best lists, dev WER")
         + ").",
         "",

@@ -1,9 +1,11 @@
-"""The phoneme-to-text translation model of the MT recipe: a small Marian transformer built from a config.
+"""The translation model of the MT recipes: a small Marian transformer built from a config.
 
-Vocabularies: the encoder reads the pieces of a sentencepiece model over phoneme strings; the
-decoder writes the pieces of a sentencepiece model over text (decoder id ``i < len(spm)`` is spm
-piece ``i``, so a neural LM over the same sentencepiece model scores decoder ids directly),
-followed by ``</s>`` and the pad/start symbol.
+Vocabularies: the encoder reads the pieces of a source sentencepiece model (phoneme strings, or
+Spanish); the decoder writes the pieces of a target sentencepiece model (decoder id ``i < len(spm)`` is
+spm piece ``i``, so a neural LM over the same sentencepiece model scores decoder ids directly). Both
+sides share two special ids placed after the larger of the two piece inventories: ``</s>`` and the
+pad/start symbol, so no source piece shares an id with them. With one shared sentencepiece model
+(``src_spm`` is ``spm``) the encoder and decoder share one embedding matrix (Marian's default).
 """
 
 from __future__ import annotations
@@ -30,20 +32,26 @@ class Vocabs:
         return len(self.spm)
 
     @property
+    def shared(self) -> bool:
+        """One sentencepiece model for both sides (the encoder and decoder then share embeddings)."""
+        return self.src_spm.path.resolve() == self.spm.path.resolve()
+
+    @property
     def eos_id(self) -> int:
-        return self.n_pieces
+        """After every source and target piece: a source piece never shares an id with ``</s>`` or pad."""
+        return max(self.n_pieces, len(self.src_spm))
 
     @property
     def pad_id(self) -> int:
-        return self.n_pieces + 1
+        return self.eos_id + 1
 
     @property
     def tgt_size(self) -> int:
-        return self.n_pieces + 2
+        return self.pad_id + 1
 
     @property
     def src_size(self) -> int:
-        return max(len(self.src_spm), self.tgt_size)
+        return self.pad_id + 1
 
     def encode_src(self, phonemes: str) -> list[int]:
         """Phoneme string to source piece ids, then eos (the source side reuses the target's eos/pad ids)."""
@@ -57,13 +65,15 @@ class Vocabs:
         return self.spm.decode(pieces)
 
 
-def marian_config(vocabs: Vocabs, *, d_model: int = 128, layers: int = 2, heads: int = 4, ffn: int = 512) -> Any:
+def marian_config(vocabs: Vocabs, *, d_model: int = 128, layers: int = 2, heads: int = 4, ffn: int = 512,
+                  dropout: float = 0.1) -> Any:
+    """A Marian config over ``vocabs`` (shared embeddings when the vocabularies are one model)."""
     from transformers import MarianConfig
 
     return MarianConfig(
         vocab_size=vocabs.src_size,
         decoder_vocab_size=vocabs.tgt_size,
-        share_encoder_decoder_embeddings=False,
+        share_encoder_decoder_embeddings=vocabs.shared,
         d_model=d_model,
         encoder_layers=layers,
         decoder_layers=layers,
@@ -72,7 +82,7 @@ def marian_config(vocabs: Vocabs, *, d_model: int = 128, layers: int = 2, heads:
         encoder_ffn_dim=ffn,
         decoder_ffn_dim=ffn,
         max_position_embeddings=512,
-        dropout=0.1,
+        dropout=dropout,
         pad_token_id=vocabs.pad_id,
         eos_token_id=vocabs.eos_id,
         decoder_start_token_id=vocabs.pad_id,
@@ -96,7 +106,23 @@ def load_model(model_dir: str | Path) -> tuple[Any, Vocabs]:
     vocabs = Vocabs(SentencePieceTokenizer(d / meta["src_spm"]), SentencePieceTokenizer(d / meta["spm"]))
     model = MarianMTModel.from_pretrained(str(d), use_safetensors=True)
     model.eval()
+    check_model_vocabs(model, vocabs, where=d)
     return model, vocabs
+
+
+def check_model_vocabs(model: Any, vocabs: Vocabs, *, where: str | Path = "model") -> None:
+    """The model's output layer and special ids must be those of ``vocabs``.
+
+    Raises:
+        InputError: a model trained with other vocabularies (or an older id layout).
+    """
+    width = int(model.get_output_embeddings().weight.shape[0])
+    cfg = model.config
+    got = (width, cfg.eos_token_id, cfg.pad_token_id, cfg.decoder_start_token_id)
+    want = (vocabs.tgt_size, vocabs.eos_id, vocabs.pad_id, vocabs.pad_id)
+    if got != want:
+        raise InputError(f"model (output width, eos, pad, start) = {got}, but its vocabularies give {want}: "
+                         "trained with other sentencepiece models?", path=where)
 
 
 def dump_meta(outdir: Path, **info: Any) -> None:
