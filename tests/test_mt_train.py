@@ -121,3 +121,14 @@ def test_a_fresh_run_refuses_a_directory_with_weights(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--resume"):
         _train(tmp_path, out, "--max-steps", "2", "--vocab-size", "40")
     assert (out / "spm.model").read_bytes() == spm_before
+
+
+def test_grid_option_parses_and_names_bad_items() -> None:
+    from fusion.errors import InputError
+    from recipes.mt.evaluate import parse_grid
+
+    assert parse_grid(["ngram=0.2,0.4", "words=1"]) == {"ngram": (0.2, 0.4), "words": (1.0,)}
+    with pytest.raises(InputError, match="bogus"):
+        parse_grid(["bogus=1"])
+    with pytest.raises(InputError, match="numbers"):
+        parse_grid(["ngram=a"])
