@@ -1,12 +1,12 @@
 """The Spanish -> English fusion result in one command: data, model, evaluation (each stage skipped when done).
 
-    python -m recipes.mt.run_es_en runs/mt-es-en [--train-minutes 31] [--test-n 756]
+    python -m recipes.mt.run_es_en runs/mt-es-en [--train-minutes 31] [--test-n 300]
 
 Stages: :mod:`recipes.mt.make_es_en` (``DIR/data``), :mod:`recipes.mt.train` (``DIR/model``: one shared
 4k sentencepiece model, Marian 2+2 layers, d=128 (1.57M parameters); resumed from ``DIR/model/last`` when there), then
 :mod:`recipes.mt.evaluate` ``--task es-en`` (``DIR/eval``: no fusion, the KJV n-gram, the density ratio
 against the WEB n-gram, weights swept on dev for BLEU, paired-bootstrap CIs, the density-ratio weights
-through ``generate()`` + ``FusionLogitsProcessor`` on 50 test verses).
+through ``generate()`` + ``FusionLogitsProcessor`` on 100 test verses).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ thread: on a loaded machine two threads spun and cost about 6x the CPU time per 
 
 EVAL_ARGS = ["--task", "es-en", "--configs", "no fusion", "n-gram", "density ratio (n-gram)",
              "--select", "bleu", "--beam", "4", "--threads", "1",
-             "--grid", "ngram=0.2,0.4", "source_lm=-0.1,-0.2", "words=1"]
+             "--grid", "ngram=0.05,0.1,0.2", "source_lm=-0.05,-0.15", "words=0,1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dir", type=Path)
     ap.add_argument("--train-minutes", type=float, default=31.0, help="wall-clock cap of the training run")
     ap.add_argument("--train-cpu-minutes", type=float, default=200.0, help="CPU-time cap of the training run")
-    ap.add_argument("--dev-n", type=int, default=60, help="dev verses of the weight sweep")
-    ap.add_argument("--test-n", type=int, default=300, help="test verses (756 = all)")
+    ap.add_argument("--dev-n", type=int, default=100, help="dev verses of the weight sweep")
+    ap.add_argument("--test-n", type=int, default=756, help="test verses (756 = all)")
     args = ap.parse_args(argv)
 
     from recipes.mt import evaluate, make_es_en, train
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (model / "train-info.json").is_file():
         train.main([str(data), str(model), *TRAIN_ARGS, "--minutes", str(args.train_minutes),
                     "--cpu-minutes", str(args.train_cpu_minutes), "--resume"])
-    sizes = ["--dev-n", str(args.dev_n), "--test-n", str(args.test_n), "--generate-n", "50"]
+    sizes = ["--dev-n", str(args.dev_n), "--test-n", str(args.test_n), "--generate-n", "100"]
     return evaluate.main([str(data), str(model), str(ev), *EVAL_ARGS, *sizes])
 
 
