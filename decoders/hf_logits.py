@@ -59,7 +59,8 @@ class FusionLogitsProcessor:
             weights and linear-mixture λ (rows ``u * num_beams ... (u + 1) * num_beams - 1`` are utterance ``u``).
         tags: one tag mapping per utterance of the ``generate()`` batch (for a profile or policy).
         pre_beam: candidates per row for partial scorers (top-k of the model + full scorers, and the
-            partial scorers' end-of-sentence id); other tokens get ``-inf`` (use at least ``2 * num_beams``). ``None``: score every token (for sampling).
+            partial scorers' end-of-sentence id); other tokens get ``-inf`` (use at least
+            ``2 * num_beams``). ``None``: score every token (for sampling).
         prompt_len: number of leading ``input_ids`` that are the prompt; ``None``: the length at the first
             call of each run.
         max_new_tokens: the ``generate()`` length limit: at its last step the candidates get the scorers'

@@ -108,7 +108,7 @@ class OpenWordLMScorer(WordLMScorer):
             elif self.texts[t] is None:
                 out.append(states[r])
             else:  # not a scored candidate: charge it now
-                sc, c = self.score([()], [states[r]], np.array([[t]]))
+                _, c = self.score([()], [states[r]], np.array([[t]]))
                 out.append(c["next"][(0, t)])
         return out
 
