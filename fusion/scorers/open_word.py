@@ -70,7 +70,7 @@ class OpenWordLMScorer(WordLMScorer):
         nxt: dict[tuple[int, int], ScorerState] = {}
         pair_states: list[State] = []
         pair_words: list[str] = []
-        pair_pos: list[tuple[int, int, str, State, float]] = []
+        pair_pos: list[tuple[int, int, str, State, float]] = []  # row, column, word, base state, offset
         for b, k in np.ndindex(*cand.shape):
             t = int(cand[b, k])
             text = self.texts[t]
@@ -79,9 +79,10 @@ class OpenWordLMScorer(WordLMScorer):
                 continue
             if text is None:
                 continue
-            lm_state, word, _ = states[b]  # type: ignore[misc]
-            base, new_word, offset = (after[b], text, close[b] - charged[b]) if self.starts[t] else \
-                (lm_state, word + text, -charged[b])  # fmt: skip
+            st: Any = states[b]
+            base: State = after[b] if self.starts[t] else st[0]
+            new_word: str = text if self.starts[t] else st[1] + text
+            offset = float(close[b] - charged[b]) if self.starts[t] else -float(charged[b])
             if not new_word:  # a lone word-start marker: no word yet
                 out[b, k] = offset
                 nxt[(b, t)] = (base, "", 0.0)
@@ -91,9 +92,9 @@ class OpenWordLMScorer(WordLMScorer):
             pair_pos.append((b, k, new_word, base, offset))
         if pair_states:
             lp, _ = self.lm.score_pairs(pair_states, pair_words)
-            for (b, k, new_word, base, offset), v in zip(pair_pos, lp, strict=True):
-                out[b, k] = offset + float(v)
-                nxt[(b, int(cand[b, k]))] = (base, new_word, float(v))
+            for (b, k, w, s0, off), v in zip(pair_pos, lp, strict=True):
+                out[b, k] = off + float(v)
+                nxt[(b, int(cand[b, k]))] = (s0, w, float(v))
         return out, {"states": list(states), "after": after, "next": nxt}
 
     def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[ScorerState]:
