@@ -6,12 +6,13 @@
     candidates). Both runs use the same ``generate()`` settings (length penalty 0, Whisper's suppressed
     tokens); the table also gives the tokens each generated. Goal: fused <= 1.3x plain.
 (b) A neural LM (an LSTM over a 1000-piece sentencepiece model, seen per word) fused the same way:
-    lmfusion's incremental scoring (the LM state of each prefix is kept, each step runs only the new
-    pieces) vs a whisper-lm-style scorer that re-reads the whole prefix at every step: the same scorer
-    with the LM's state cache and word tokenisation emptied before every step, so each hypothesis's text
-    is re-tokenised and run through the LM from ``<s>`` (one forward over the whole prefix, then the
-    candidates' pieces; batching the candidates of one prefix is a favour to the baseline). The fused
-    scores of the two are checked to agree on every step of one utterance. Goal: >= 5x less LM time.
+    lmfusion's incremental scoring (:class:`~fusion.scorers.OpenWordLMScorer` over
+    :class:`~fusion.units.WordLevelLM`: the LM state of each prefix is kept, each step runs only the new
+    pieces) vs :class:`WhisperLMStyle`, which does what whisper-lm does: for every hypothesis and every
+    candidate token it re-tokenises the whole text so far and scores it from ``<s>`` with one forward pass
+    of the same LM (``WordLevelLM.score_sentence``), and adds the difference to the score of the text
+    without the candidate (also re-read). The two give the same fused scores (checked on every step of
+    one utterance). Goal: >= 5x less LM scoring time.
 
 Every timed run is a fresh process (caches empty; peak RSS is that process's), repeated ``--repeats``
 times; the table gives medians. Time to first result counts from the process start (loading Whisper
@@ -29,12 +30,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import REPO, TEXT, WORK, bench_spm, kenlm_models, table
+from fusion.scorers import Scorer
 
 T0 = time.perf_counter()
 AUDIO = WORK / "whisper"
@@ -61,20 +64,73 @@ def utterances(n: int) -> list[Path]:
 
 
 class Timed:
-    """A processor wrapper that adds up the time spent in it; ``reread`` empties the LM's caches first."""
+    """A processor wrapper that adds up the time spent in it."""
 
-    def __init__(self, proc: Any, reread: Any = None) -> None:
-        self.proc, self.reread, self.seconds = proc, reread, 0.0
+    def __init__(self, proc: Any) -> None:
+        self.proc, self.seconds = proc, 0.0
 
     def __call__(self, ids: Any, scores: Any) -> Any:
         t = time.perf_counter()
-        if self.reread is not None:
-            self.reread.lm.clear_cache()  # every prefix is run through the LM again from <s>
-            self.reread._ids.clear()  # and its words re-tokenised
-            self.reread._oov.clear()
         out = self.proc(ids, scores)
         self.seconds += time.perf_counter() - t
         return out
+
+
+class WhisperLMStyle(Scorer):
+    """whisper-lm's way (partial): every candidate's whole text re-tokenised and re-scored from ``<s>``.
+
+    The state is the hypothesis's words, the last one open (possibly ``""``). A candidate scores
+    ``lp(text + candidate) - lp(text)``, each ``lp`` one uncached forward pass over the whole text
+    (``WordLevelLM.score_sentence``, its word tokenisation memo emptied first): the same numbers as
+    :class:`~fusion.scorers.OpenWordLMScorer`, computed without keeping anything between steps.
+    """
+
+    is_partial = True
+
+    def __init__(self, wview: Any, token_units: Sequence[str | None], eos_id: int, name: str) -> None:
+        from fusion.scorers import OpenWordLMScorer
+
+        self.units = OpenWordLMScorer(wview, token_units, eos_id, name=name)  # unit parsing and prices only
+        self.wview, self.name, self.eos_id = wview, name, eos_id
+        self.vocab_size = len(token_units)
+
+    def init_state(self) -> Any:
+        return ("",)
+
+    def _lp(self, words: tuple[str, ...], eos: bool) -> float:
+        self.wview._ids.clear()  # re-tokenise, as whisper-lm does
+        self.wview._oov.clear()
+        ws = [w for w in words if w]
+        return float(self.wview.score_sentence(ws, eos=eos).logprobs.sum()) if ws or eos else 0.0
+
+    def _after(self, words: tuple[str, ...], t: int) -> tuple[str, ...]:
+        u = self.units
+        text = u.texts[t]
+        if t == self.eos_id or text is None:
+            return words
+        if u.starts[t]:
+            return (*words[:-1], *((words[-1],) if words[-1] else ()), text)
+        return (*words[:-1], words[-1] + text)
+
+    def score(self, hyps: Any, states: Any, candidates: Any = None) -> tuple[Any, Any]:
+        import numpy as np
+
+        cand = np.asarray(candidates)
+        out = np.where(self.units.unseen[cand], self.units.unscored, 0.0)
+        for b, words in enumerate(states):
+            base = self._lp(words, eos=False)
+            for k, t in enumerate(cand[b].tolist()):
+                if t == self.eos_id:
+                    out[b, k] = self._lp(words, eos=True) - base
+                elif self.units.texts[t] is not None:
+                    out[b, k] = self._lp(self._after(words, t), eos=False) - base
+        return out, list(states)
+
+    def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[Any]:
+        return [self._after(ctx[r], int(t)) for r, t in zip(rows, tokens, strict=True)]
+
+    def final_score(self, state: Any) -> float:
+        return self._lp(state, eos=True) - self._lp(state, eos=False)
 
 
 def nnlm_word_view() -> Any:
@@ -96,7 +152,6 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     fz = WhisperFusion(beam=BEAM)
     b = fz.bundle
-    wview = None
     if system == "kenlm":
         from fusion.interpolate import LinearInterpolation
         from fusion.ngram import KenLM
@@ -108,6 +163,8 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
     elif system.startswith("nnlm"):
         wview = nnlm_word_view()
         scorers, weights = fz.scorers({"nnlm": wview}), {"nnlm": 0.5, "words": 1.0}
+        if system == "nnlm-reread":
+            scorers[0] = WhisperLMStyle(wview, fz.units, fz.eos, "nnlm")
     audio = [read_wav(p) for p in utterances(n_utts)]
     kw = {**GEN, "suppress_tokens": fz.suppress}
     texts, tokens, lm_seconds, first = [], 0, 0.0, None
@@ -118,7 +175,7 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
                 out = b.model.generate(b.features([x]), **kw)
             else:
                 proc = FusionLogitsProcessor(scorers, weights, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
-                timed = Timed(proc, reread=wview if system == "nnlm-reread" else None)
+                timed = Timed(proc)
                 out = b.model.generate(b.features([x]), **kw, logits_processor=LogitsProcessorList([timed]))
                 lm_seconds += timed.seconds
         seq = out.sequences if hasattr(out, "sequences") else out
@@ -143,8 +200,9 @@ def agreement(threads: int) -> float:
     fz = WhisperFusion(beam=BEAM)
     a, r = nnlm_word_view(), nnlm_word_view()
     w = {"nnlm": 0.5, "words": 1.0}
-    pa = FusionLogitsProcessor(fz.scorers({"nnlm": a}), w, pre_beam=fz.pre_beam)
-    pr = Timed(FusionLogitsProcessor(fz.scorers({"nnlm": r}), w, pre_beam=fz.pre_beam), reread=r)
+    pa = FusionLogitsProcessor(fz.scorers({"nnlm": a}), w, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
+    slow = [WhisperLMStyle(r, fz.units, fz.eos, "nnlm"), *fz.scorers({}, word_bonus=True)]
+    pr = FusionLogitsProcessor(slow, w, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
     gap = 0.0
 
     def both(ids: Any, scores: Any) -> Any:
