@@ -44,7 +44,8 @@ def test_hf_nbest_has_distinct_hypotheses_with_exact_sorted_logprobs(bundle: obj
     assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
     raw = bundle.tokenizer.batch_decode(seqs, skip_special_tokens=True)  # type: ignore[attr-defined]
     for h in hyps:  # each text keeps the best exact score of the beams that normalise to it
-        assert h.scores["am"] == pytest.approx(max(a for t, a in zip(raw, am, strict=True) if normalise_transcript(t) == h.text))
+        best = max(a for t, a in zip(raw, am, strict=True) if normalise_transcript(t) == h.text)
+        assert h.scores["am"] == pytest.approx(best)
 
 
 @pytest.mark.slow
