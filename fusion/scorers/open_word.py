@@ -34,8 +34,9 @@ __all__ = ["OpenWordLMScorer"]
 class OpenWordLMScorer(WordLMScorer):
     """A word-unit LM fused into a subword decoder, the open word charged at every token (module docstring).
 
-    The state is ``(lm_state, word_in_progress, charged)`` with ``charged = ln P(word | lm_state)`` (0 for
-    no word). Arguments as :class:`~fusion.scorers.lm.WordLMScorer`; always partial.
+    The state is ``(lm_state, word_in_progress, charged, after)`` with ``charged = ln P(word | lm_state)``
+    (0 for no word) and ``after`` the LM state after the word, both kept from the step that charged it, so
+    closing a word costs no LM call. Arguments as :class:`~fusion.scorers.lm.WordLMScorer`; always partial.
     """
 
     def __init__(
@@ -50,7 +51,8 @@ class OpenWordLMScorer(WordLMScorer):
         super().__init__(lm, token_units, eos_id, name=name, partial=True, unscored=unscored)
 
     def init_state(self) -> ScorerState:
-        return (self.lm.begin(), "", 0.0)
+        b = self.lm.begin()
+        return (b, "", 0.0, b)
 
     def _lm_text(self, word: str) -> str:
         return word_text(word) if self._bytes else word
@@ -64,8 +66,8 @@ class OpenWordLMScorer(WordLMScorer):
         if candidates is None:
             raise LMFusionError(f"partial scorer {self.name!r} needs candidates")
         cand = np.asarray(candidates)
-        close, ends, after = self._close(states)
-        charged = np.array([s[2] for s in states], dtype=np.float64)  # type: ignore[index]
+        after: list[State] = [s[3] for s in states]  # type: ignore[index]
+        ends = self.lm.end_batch(after)
         out = np.where(self.unseen[cand], self.unscored, 0.0)
         nxt: dict[tuple[int, int], ScorerState] = {}
         pair_states: list[State] = []
@@ -75,26 +77,26 @@ class OpenWordLMScorer(WordLMScorer):
             t = int(cand[b, k])
             text = self.texts[t]
             if t == self.eos_id:
-                out[b, k] = close[b] - charged[b] + ends[b]
+                out[b, k] = ends[b]  # the open word was charged already
                 continue
             if text is None:
                 continue
             st: Any = states[b]
             base: State = after[b] if self.starts[t] else st[0]
             new_word: str = text if self.starts[t] else st[1] + text
-            offset = float(close[b] - charged[b]) if self.starts[t] else -float(charged[b])
+            offset = 0.0 if self.starts[t] else -float(st[2])
             if not new_word:  # a lone word-start marker: no word yet
                 out[b, k] = offset
-                nxt[(b, t)] = (base, "", 0.0)
+                nxt[(b, t)] = (base, "", 0.0, base)
                 continue
             pair_states.append(base)
             pair_words.append(self._lm_text(new_word))
             pair_pos.append((b, k, new_word, base, offset))
         if pair_states:
-            lp, _ = self.lm.score_pairs(pair_states, pair_words)
-            for (b, k, w, s0, off), v in zip(pair_pos, lp, strict=True):
+            lp, ns = self.lm.score_pairs(pair_states, pair_words)
+            for (b, k, w, s0, off), v, s1 in zip(pair_pos, lp, ns, strict=True):
                 out[b, k] = off + float(v)
-                nxt[(b, int(cand[b, k]))] = (s0, w, float(v))
+                nxt[(b, int(cand[b, k]))] = (s0, w, float(v), s1)
         return out, {"states": list(states), "after": after, "next": nxt}
 
     def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[ScorerState]:
@@ -105,7 +107,7 @@ class OpenWordLMScorer(WordLMScorer):
             if (r, t) in nxt:
                 out.append(nxt[(r, t)])
             elif t == self.eos_id:
-                out.append((after[r], "", 0.0))
+                out.append((after[r], "", 0.0, after[r]))
             elif self.texts[t] is None:
                 out.append(states[r])
             else:  # not a scored candidate: charge it now
@@ -114,5 +116,4 @@ class OpenWordLMScorer(WordLMScorer):
         return out
 
     def final_score(self, state: ScorerState) -> float:
-        close, ends, _ = self._close([state])
-        return float(close[0] - state[2] + ends[0])  # type: ignore[index]
+        return float(self.lm.end_batch([state[3]])[0])  # type: ignore[index]
