@@ -14,7 +14,9 @@ token; anything else (another prompt, even one exactly one token longer than the
 run. :func:`fusion_generate` also resets explicitly before each ``generate()``.
 
 **Partial scorers and sampling.** Partial scorers (KenLM, word LMs) score only the ``pre_beam`` best
-tokens of each row; the others get ``-inf`` — a hidden top-k. For sampling set ``pre_beam=None`` (every
+tokens of each row, plus end-of-sentence (so an LM can always end a hypothesis: a word LM's cost of the
+open word and ``ln P(</s>)`` is what stops it from paying for more words); the others get ``-inf`` — a
+hidden top-k. For sampling set ``pre_beam=None`` (every
 token is scored) or call :meth:`FusionLogitsProcessor.configure` with the generation settings (done by
 :func:`fusion_generate`): ``top_k=0`` scores the whole vocabulary, ``top_k=k`` at least ``k`` tokens.
 
@@ -56,8 +58,9 @@ class FusionLogitsProcessor:
             :class:`~fusion.weights.WeightPolicy`: with ``tags``, each utterance of the batch gets its own
             weights and linear-mixture λ (rows ``u * num_beams ... (u + 1) * num_beams - 1`` are utterance ``u``).
         tags: one tag mapping per utterance of the ``generate()`` batch (for a profile or policy).
-        pre_beam: candidates per row for partial scorers (top-k of the model + full scorers); other tokens
-            get ``-inf`` (use at least ``2 * num_beams``). ``None``: score every token (for sampling).
+        pre_beam: candidates per row for partial scorers (top-k of the model + full scorers, and the
+            partial scorers' end-of-sentence id); other tokens get ``-inf`` (use at least
+            ``2 * num_beams``). ``None``: score every token (for sampling).
         prompt_len: number of leading ``input_ids`` that are the prompt; ``None``: the length at the first
             call of each run.
         max_new_tokens: the ``generate()`` length limit: at its last step the candidates get the scorers'
@@ -88,6 +91,7 @@ class FusionLogitsProcessor:
         scorers = apply_interpolation(scorers, [policy.interpolation_for(c) for c in ctxs])
         self.scorers = [s for s in scorers if np.any(self.utt_weights[s.name] != 0.0)]
         self.pre_beam = None if pre_beam is None else int(pre_beam)
+        self._eos_ids = sorted({int(s.eos_id) for s in self.scorers if s.is_partial and s.eos_id is not None})
         self.max_new_tokens = max_new_tokens
         self.fixed_prompt_len = prompt_len
         self.record = record
@@ -213,6 +217,8 @@ class FusionLogitsProcessor:
             m = V if self.pre_beam is None else min(self.pre_beam, V)
             fused = weighted(w[AM], base) + added
             cand = np.argpartition(-fused, m - 1, axis=1)[:, :m] if m < V else np.tile(np.arange(V), (n, 1))
+            if m < V and self._eos_ids:
+                cand = np.concatenate([cand, np.tile(np.array(self._eos_ids), (n, 1))], axis=1)
             extra = np.zeros(cand.shape, dtype=np.float64)
             for s in partial:
                 sc, ctxs[s.name] = s.score(prefixes, self._states_for(s, prefixes), cand)

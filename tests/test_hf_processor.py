@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("transformers")
 
 from decoders.hf_logits import FusionLogitsProcessor
-from fusion.scorers import TokenLMScorer, WordBonus, WordLMScorer, units_from_pieces
+from fusion.scorers import OpenWordLMScorer, TokenLMScorer, WordBonus, WordLMScorer, units_from_pieces
 from fusion.token_units import count_words, token_units_from_tokenizer, word_text
 
 
@@ -170,7 +170,9 @@ def test_sampling_has_no_hidden_top_k(units, kenlm) -> None:
     V, eos = len(units), len(units) - 2
     proc = FusionLogitsProcessor([WordLMScorer(kenlm, units, eos, name="ngram", partial=True)], {"ngram": 0.5})
     ids, scores = torch.tensor([[V - 1]]), torch.randn(1, V, generator=torch.Generator().manual_seed(0))
-    assert int(torch.isinf(proc(ids, scores)).sum()) == V - 16  # beam search: a pre-beam of 16
+    top16 = set(torch.topk(scores[0], 16).indices.tolist())
+    n_scored = 16 + (eos not in top16)  # beam search: a pre-beam of 16, and </s> always
+    assert int(torch.isinf(proc(ids, scores)).sum()) == V - n_scored
     proc.configure(do_sample=True, top_k=0)
     assert proc.pre_beam is None and bool(torch.isfinite(proc(ids, scores)).all())
     proc.configure(do_sample=True, top_k=50)  # a top-k of 50 needs at least 50 scored tokens
@@ -178,3 +180,35 @@ def test_sampling_has_no_hidden_top_k(units, kenlm) -> None:
     assert FusionLogitsProcessor([], {}).configure(do_sample=True, top_k=50).pre_beam == 50
     full = np.asarray(proc(ids, scores))
     assert np.isfinite(full).all()
+
+
+def test_end_of_sentence_is_always_a_candidate_of_partial_scorers(units, kenlm) -> None:
+    """The pre-beam never hides </s>: a word LM can always end a hypothesis (with its real cost)."""
+    V, eos = len(units), len(units) - 2
+    sc = WordLMScorer(kenlm, units, eos, name="ngram", partial=True)
+    proc = FusionLogitsProcessor([sc], {"ngram": 1.0}, pre_beam=4)
+    scores = torch.zeros(1, V)
+    scores[0, eos] = -50.0  # far below the top 4
+    out = proc(torch.tensor([[V - 1]]), scores)
+    want = float(kenlm.end(kenlm.begin()))  # an empty hypothesis: no open word, only ln P(</s> | <s>)
+    assert float(out[0, eos]) == pytest.approx(-50.0 + want)
+    assert int(torch.isfinite(out).sum()) == 5
+
+
+def test_open_word_scorer_charges_at_once_and_telescopes_to_the_sentence(units, kenlm, tiny_spm) -> None:
+    """OpenWordLMScorer: a word's first piece already costs; summed along a path, the scores are exactly
+    the sentence's KenLM log-probability (as WordLMScorer's), also when cut at the length limit."""
+    V, eos = len(units), len(units) - 2
+    path = ids_of(tiny_spm, "and god said let there be light")
+    words = "and god said let there be light".split()
+    whole = kenlm.score_sentence(words).total
+    for limit, seq in ((None, [*path, eos]), (len(path), path)):
+        proc = FusionLogitsProcessor([OpenWordLMScorer(kenlm, units, eos, name="ngram")], {"ngram": 1.0},
+                                     pre_beam=None, max_new_tokens=limit)
+        steps = [float(proc(torch.tensor([[V - 1, *seq[:i]]]), torch.zeros(1, V))[0, seq[i]])
+                 for i in range(len(seq))]
+        assert sum(steps) == pytest.approx(whole, abs=1e-6)
+        assert steps[0] == pytest.approx(float(kenlm.score(kenlm.begin(), "and")[0]), abs=1e-6)
+    deferred = FusionLogitsProcessor([WordLMScorer(kenlm, units, eos, name="ngram")], {"ngram": 1.0}, pre_beam=None)
+    first = float(deferred(torch.tensor([[V - 1]]), torch.zeros(1, V))[0, path[0]])
+    assert first == 0.0  # the deferred scorer lets the first word through until the next one starts

@@ -2,6 +2,7 @@
 
 * :mod:`fusion.scorers.base` — the :class:`Scorer` interface;
 * :mod:`fusion.scorers.lm` — LMs as scorers (:class:`TokenLMScorer`, :class:`WordLMScorer`, :func:`lm_scorer`);
+* :mod:`fusion.scorers.open_word` — :class:`OpenWordLMScorer` (word-boundary fusion, the open word charged at once);
 * :mod:`fusion.scorers.bonus` — :class:`LengthBonus`, :class:`WordBonus`;
 * :mod:`fusion.scorers.policy` — a weight policy's per-utterance interpolation λ (:func:`apply_interpolation`).
 
@@ -12,6 +13,7 @@ in :mod:`fusion.reference`; decoder token ids become LM units through :mod:`fusi
 from fusion.scorers.base import FullScorer, Scorer, ScorerState, check_token_units
 from fusion.scorers.bonus import LengthBonus, WordBonus
 from fusion.scorers.lm import TokenLMScorer, UnscoredPrice, WordLMScorer, lm_scorer
+from fusion.scorers.open_word import OpenWordLMScorer
 from fusion.scorers.policy import GroupedScorer, apply_interpolation
 from fusion.token_units import WORD_START, split_unit, units_from_pieces
 
@@ -20,6 +22,7 @@ __all__ = [
     "FullScorer",
     "GroupedScorer",
     "LengthBonus",
+    "OpenWordLMScorer",
     "Scorer",
     "ScorerState",
     "TokenLMScorer",

@@ -7,7 +7,13 @@ Two back-ends give the same JSONL (one :class:`~decoders.hypothesis.NBestList` p
   hypothesis's ``am`` score is its exact natural-log probability under the model (a teacher-forced
   forward pass over the hypothesis tokens and ``<|endoftext|>``, no length normalisation);
 * ``ct2``: CTranslate2's own Whisper (what faster-whisper runs), ``num_hypotheses`` with
-  ``return_scores``: its scores are length-normalised log-probabilities, turned back into sums.
+  ``return_scores``: its scores are length-normalised log-probabilities, turned back into sums; CTranslate2
+  renormalises each step over the tokens it does not suppress, so these ``am`` scores are slightly higher
+  than the ``hf`` ones (:func:`sequence_logprobs` with ``suppressed`` gives the same numbers).
+
+Whisper's own ``generate()`` serves ``num_return_sequences`` by repeating each input (for sampling): in beam
+search that gives n copies of one result. The ``hf`` back-end therefore runs the generic beam search
+(``GenerationMixin.generate``) with Whisper's prompt and suppressed tokens, which returns the n best beams.
 
 Hypotheses are normalised like the references (lower case; letters, digits and apostrophes), and
 duplicates after normalisation keep their best score.
@@ -48,18 +54,22 @@ def nbest_from(texts: Sequence[str], scores: Sequence[float] | np.ndarray) -> tu
     return tuple(ScoredHypothesis(t, {"am": s, "words": float(len(t.split()))}) for t, s in ranked)
 
 
-def sequence_logprobs(model: Any, features: Any, sequences: Any, prompt_len: int, eos_id: int) -> np.ndarray:
+def sequence_logprobs(model: Any, features: Any, sequences: Any, prompt_len: int, eos_id: int,
+                      suppressed: Sequence[int] = ()) -> np.ndarray:  # fmt: skip
     """Natural-log probability of each generated sequence after the prompt, up to and including its first eos.
 
     Args:
         features: encoder input ``[B, n_mels, T]`` (one row per sequence).
         sequences: decoder ids ``[B, L]`` including the prompt.
+        suppressed: ids removed before the softmax (CTranslate2's scores renormalise over the others).
     """
     import torch
 
     with torch.inference_mode():
-        logits = model(input_features=features, decoder_input_ids=sequences[:, :-1]).logits
-        lp = torch.log_softmax(logits.float(), dim=-1)
+        logits = model(input_features=features, decoder_input_ids=sequences[:, :-1]).logits.float()
+        if len(suppressed):
+            logits[..., list(suppressed)] = -torch.inf
+        lp = torch.log_softmax(logits, dim=-1)
         tgt = sequences[:, 1:]
         tok_lp = lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # [B, L-1]: log P(seq[t+1] | seq[:t+1])
         pos = torch.arange(tgt.shape[1]).unsqueeze(0)
@@ -79,21 +89,40 @@ class WhisperHFNBest:
         self.bundle = bundle or load_whisper_ct2()
         self.n, self.beam, self.max_new_tokens = n, max(beam, n), max_new_tokens
 
-    def decode_audio(self, audio: Sequence[np.ndarray]) -> list[tuple[ScoredHypothesis, ...]]:
+    def beam_sequences(self, audio: Sequence[np.ndarray]) -> tuple[Any, np.ndarray, np.ndarray]:
+        """The ``n`` best beams of each utterance (rows ``u * n ... (u + 1) * n - 1``).
+
+        Returns:
+            ``(sequences [U * n, L]`` with the prompt, ``beam_scores [U * n]`` (the beam search's sums
+            divided by ``length ** length_penalty``), ``am [U * n]`` (exact natural-log probabilities)).
+        """
         import torch
+        from transformers import GenerationMixin
 
         b = self.bundle
         feats = b.features(audio)
-        with torch.inference_mode():
-            out = b.model.generate(feats, num_beams=self.beam, num_return_sequences=self.n, return_timestamps=False,
-                                   max_new_tokens=self.max_new_tokens, return_dict_in_generate=True)  # fmt: skip
-        seqs = out.sequences
         prompt = b.prompt_ids()
+        gc = b.model.generation_config
+        # Whisper's own generate() serves num_return_sequences by repeating each input n times with one
+        # sequence each (meant for sampling): with beam search, n copies of one result. The generic beam
+        # search returns the n best finished beams.
+        with torch.inference_mode():
+            out = GenerationMixin.generate(
+                b.model, input_features=feats, decoder_input_ids=torch.tensor([prompt] * len(audio)),
+                num_beams=self.beam, num_return_sequences=self.n, max_new_tokens=self.max_new_tokens,
+                suppress_tokens=gc.suppress_tokens, begin_suppress_tokens=gc.begin_suppress_tokens,
+                return_dict_in_generate=True, output_scores=True,
+            )
+        seqs = out.sequences
         if not bool((seqs[:, : len(prompt)] == torch.tensor(prompt)).all()):
-            seqs = torch.cat([torch.tensor(prompt).expand(seqs.shape[0], -1), seqs], dim=1)
-        eos = int(b.model.generation_config.eos_token_id)
-        am = sequence_logprobs(b.model, feats.repeat_interleave(self.n, dim=0), seqs, len(prompt), eos)
-        texts = b.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+            raise RuntimeError("Whisper's beam search returned sequences without the decoder prompt")
+        am = sequence_logprobs(b.model, feats.repeat_interleave(self.n, dim=0), seqs, len(prompt), int(gc.eos_token_id))
+        return seqs, out.sequences_scores.double().numpy(), am
+
+    def decode_audio(self, audio: Sequence[np.ndarray]) -> list[tuple[ScoredHypothesis, ...]]:
+        """Each utterance's n-best: normalised, de-duplicated, ranked by exact log-probability."""
+        seqs, _, am = self.beam_sequences(audio)
+        texts = self.bundle.tokenizer.batch_decode(seqs, skip_special_tokens=True)
         return [nbest_from(texts[i * self.n : (i + 1) * self.n], am[i * self.n : (i + 1) * self.n])
                 for i in range(len(audio))]  # fmt: skip
 
@@ -128,8 +157,9 @@ class WhisperCT2NBest:
         out = []
         for u, x, r in zip(utts, audio, res, strict=True):
             texts = [self.bundle.tokenizer.decode(ids, skip_special_tokens=True) for ids in r.sequences_ids]
-            # CTranslate2's score is the sum of log-probs divided by length ** length_penalty (tokens + eos)
-            sums = [s * (len(ids) + 1) for s, ids in zip(r.scores, r.sequences_ids, strict=True)]
+            # CTranslate2's score: the sum of the log-probs of the tokens and <|endoftext|>, renormalised over
+            # the tokens not suppressed, divided by len(tokens) ** length_penalty (tests/test_whisper_nbest.py)
+            sums = [s * len(ids) for s, ids in zip(r.scores, r.sequences_ids, strict=True)]
             hyps = nbest_from(texts, sums)
             out.append(NBestList(u.utt_id, hyps, u.text,
                                  utterance_tags(u, x, decoder_1best=hyps[0].text if hyps else "")))

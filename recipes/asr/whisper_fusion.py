@@ -59,7 +59,7 @@ class WhisperFusion:
     """Fused Whisper decoding of batches of utterances (see the module docstring)."""
 
     def __init__(self, bundle: Any | None = None, *, beam: int = 5, max_new_tokens: int = 96,
-                 pre_beam: int | None = None) -> None:  # fmt: skip
+                 pre_beam: int | None = None, fused_length_penalty: float = 0.0) -> None:  # fmt: skip
         from decoders.whisper_ct2 import load_whisper_ct2
 
         self.bundle = bundle or load_whisper_ct2()
@@ -67,13 +67,20 @@ class WhisperFusion:
         self.eos = int(self.bundle.model.generation_config.eos_token_id)
         self.beam, self.max_new_tokens = beam, max_new_tokens
         self.pre_beam = pre_beam or 2 * beam
+        self.fused_length_penalty = fused_length_penalty
 
-    def scorers(self, lms: Mapping[str, Any], *, word_bonus: bool = True) -> list[Any]:
-        """Word-boundary scorers (partial: pre-beam candidates only) for each LM, plus the word bonus."""
-        from fusion.scorers import WordBonus, WordLMScorer
+    def scorers(self, lms: Mapping[str, Any], *, word_bonus: bool = True, open_word: bool = True) -> list[Any]:
+        """Word-level scorers (partial: pre-beam candidates only) for each LM, plus the word bonus.
+
+        ``open_word``: charge the word in progress at every token
+        (:class:`~fusion.scorers.open_word.OpenWordLMScorer`); ``False``: only when it closes
+        (:class:`~fusion.scorers.lm.WordLMScorer`), which lets a strong LM weight add words after the speech.
+        """
+        from fusion.scorers import OpenWordLMScorer, WordBonus, WordLMScorer
         from fusion.units import word_view
 
-        out: list[Any] = [WordLMScorer(word_view(lm), self.units, self.eos, name=name, partial=True)
+        out: list[Any] = [OpenWordLMScorer(word_view(lm), self.units, self.eos, name=name) if open_word
+                          else WordLMScorer(word_view(lm), self.units, self.eos, name=name, partial=True)
                           for name, lm in lms.items()]  # fmt: skip
         if word_bonus:
             out.append(WordBonus(self.units, self.eos))
@@ -81,20 +88,29 @@ class WhisperFusion:
 
     def transcribe(self, audio: Sequence[np.ndarray], scorers: Sequence[Any] | None = None,
                    weights: Mapping[str, float] | None = None) -> list[str]:  # fmt: skip
-        """1-best transcripts (normalised), fused when ``scorers`` are given."""
+        """1-best transcripts (normalised), fused when ``scorers`` are given with a weight that is not 0.
+
+        A fused search ranks finished hypotheses by their fused log-probability sum divided by
+        ``length ** fused_length_penalty`` (default 0: the plain sum, the score the weights were tuned on
+        over n-best lists; Whisper's own length normalisation would turn a per-word LM cost into a
+        per-token average). The processor is told ``max_new_tokens``, so a hypothesis cut at the length
+        limit pays for its open word and ``</s>``. Plain decoding keeps Whisper's settings.
+        """
         import torch
-        from transformers import LogitsProcessorList
 
-        from decoders.hf import FusionLogitsProcessor
+        from decoders.hf import FusionLogitsProcessor, fusion_generate
 
-        procs = LogitsProcessorList()
-        if scorers:
-            procs.append(FusionLogitsProcessor(list(scorers), dict(weights or {}), pre_beam=self.pre_beam))
         b = self.bundle
+        kw: dict[str, Any] = {"num_beams": self.beam, "return_timestamps": False,
+                              "max_new_tokens": self.max_new_tokens, "suppress_tokens": self.suppress}  # fmt: skip
+        w = dict(weights or {})
         with torch.inference_mode():
-            out = b.model.generate(b.features(audio), num_beams=self.beam, return_timestamps=False,
-                                   max_new_tokens=self.max_new_tokens, logits_processor=procs,
-                                   suppress_tokens=self.suppress)  # fmt: skip
+            if any(w.get(s.name, 0.0) != 0.0 for s in scorers or ()):
+                proc = FusionLogitsProcessor(list(scorers or ()), w, pre_beam=self.pre_beam)
+                out = fusion_generate(b.model, proc, input_features=b.features(audio),
+                                      length_penalty=self.fused_length_penalty, **kw)  # fmt: skip
+            else:
+                out = b.model.generate(b.features(audio), **kw)
         seqs = out.sequences if hasattr(out, "sequences") else out
         return [normalise_transcript(t) for t in b.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
 

@@ -1,0 +1,287 @@
+"""Whisper tiny.en fusion speed: plain ``generate()`` vs fused, and incremental vs whisper-lm-style LM scoring.
+
+(a) Whisper beam search (``generate``, beam 5) on the same utterances, plain vs with the KenLM mix
+    (bible + tech word 3-grams, λ 0.5/0.5, the recipe's kind of ``dlm``) and the word bonus fused through
+    :class:`decoders.hf.FusionLogitsProcessor` (:class:`~fusion.scorers.OpenWordLMScorer`, pre-beam
+    candidates). Both runs use the same ``generate()`` settings (length penalty 0, Whisper's suppressed
+    tokens); the table also gives the tokens each generated. Goal: fused <= 1.3x plain.
+(b) A neural LM (an LSTM over a 1000-piece sentencepiece model, seen per word) fused the same way:
+    lmfusion's incremental scoring (:class:`~fusion.scorers.OpenWordLMScorer` over
+    :class:`~fusion.units.WordLevelLM`: the LM state of each prefix is kept, each step runs only the new
+    pieces) vs :class:`WhisperLMStyle`, which does what whisper-lm does: for every hypothesis and every
+    candidate token it re-tokenises the whole text so far and scores it from ``<s>`` with one forward pass
+    of the same LM (``WordLevelLM.score_sentence``), and adds the difference to the score of the text
+    without the candidate (also re-read). The two give the same fused scores (checked on every step of
+    one utterance). Goal: >= 5x less LM scoring time.
+
+Every timed run is a fresh process (caches empty; peak RSS is that process's), repeated ``--repeats``
+times; the table gives medians. Time to first result counts from the process start (loading Whisper
+and the LMs included) to the first utterance's transcript. torch uses ``--threads`` threads.
+
+    .venv/bin/python benchmarks/bench_whisper_fusion.py [--repeats 3] [--threads 1] [--utts 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import REPO, TEXT, WORK, bench_spm, kenlm_models, table
+from fusion.scorers import Scorer
+
+T0 = time.perf_counter()
+AUDIO = WORK / "whisper"
+SYSTEMS = ("plain", "kenlm", "nnlm-incremental", "nnlm-reread")
+BEAM, MAX_NEW = 5, 96
+GEN: dict[str, Any] = {"num_beams": BEAM, "max_new_tokens": MAX_NEW, "length_penalty": 0.0, "return_timestamps": False}
+NN_CONFIG = {"arch": "lstm", "emb": 128, "hidden": 256, "layers": 1, "dropout": 0.0}
+
+
+def utterances(n: int) -> list[Path]:
+    """The bundled utterance and ``n - 1`` flite utterances of dev sentences of both domains (made once)."""
+    from recipes.asr.make_audio import synth
+
+    out = [REPO / "tests" / "data" / "speech_kal16.wav"]
+    AUDIO.mkdir(parents=True, exist_ok=True)
+    lines = [ln for d in ("bible", "tech") for ln in (TEXT / f"{d}.dev.txt").read_text().splitlines()[:n]]
+    lines = [lines[i // 2 + (i % 2) * n] for i in range(2 * n)]  # alternate the domains
+    for i, text in enumerate(lines[: n - 1]):
+        wav = AUDIO / f"utt{i}.wav"
+        if not wav.is_file():
+            synth(text, ("slt", "rms", "awb", "kal16")[i % 4], 1.0, wav)
+        out.append(wav)
+    return out
+
+
+class Timed:
+    """A processor wrapper that adds up the time spent in it."""
+
+    def __init__(self, proc: Any) -> None:
+        self.proc, self.seconds = proc, 0.0
+
+    def __call__(self, ids: Any, scores: Any) -> Any:
+        t = time.perf_counter()
+        out = self.proc(ids, scores)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+class WhisperLMStyle(Scorer):
+    """whisper-lm's way (partial): every candidate's whole text re-tokenised and re-scored from ``<s>``.
+
+    The state is the hypothesis's words, the last one open (possibly ``""``). A candidate scores
+    ``lp(text + candidate) - lp(text)``, each ``lp`` one uncached forward pass over the whole text
+    (``WordLevelLM.score_sentence``, its word tokenisation memo emptied first): the same numbers as
+    :class:`~fusion.scorers.OpenWordLMScorer`, computed without keeping anything between steps.
+    """
+
+    is_partial = True
+
+    def __init__(self, wview: Any, token_units: Sequence[str | None], eos_id: int, name: str) -> None:
+        from fusion.scorers import OpenWordLMScorer
+
+        self.units = OpenWordLMScorer(wview, token_units, eos_id, name=name)  # unit parsing and prices only
+        self.wview, self.name, self.eos_id = wview, name, eos_id
+        self.vocab_size = len(token_units)
+
+    def init_state(self) -> Any:
+        return ("",)
+
+    def _lp(self, words: tuple[str, ...], eos: bool) -> float:
+        self.wview._ids.clear()  # re-tokenise, as whisper-lm does
+        self.wview._oov.clear()
+        ws = [w for w in words if w]
+        return float(self.wview.score_sentence(ws, eos=eos).logprobs.sum()) if ws or eos else 0.0
+
+    def _after(self, words: tuple[str, ...], t: int) -> tuple[str, ...]:
+        u = self.units
+        text = u.texts[t]
+        if t == self.eos_id or text is None:
+            return words
+        if u.starts[t]:
+            return (*words[:-1], *((words[-1],) if words[-1] else ()), text)
+        return (*words[:-1], words[-1] + text)
+
+    def score(self, hyps: Any, states: Any, candidates: Any = None) -> tuple[Any, Any]:
+        import numpy as np
+
+        cand = np.asarray(candidates)
+        out = np.where(self.units.unseen[cand], self.units.unscored, 0.0)
+        for b, words in enumerate(states):
+            base = self._lp(words, eos=False)
+            for k, t in enumerate(cand[b].tolist()):
+                if t == self.eos_id:
+                    out[b, k] = self._lp(words, eos=True) - base
+                elif self.units.texts[t] is not None:
+                    out[b, k] = self._lp(self._after(words, t), eos=False) - base
+        return out, list(states)
+
+    def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[Any]:
+        return [self._after(ctx[r], int(t)) for r, t in zip(rows, tokens, strict=True)]
+
+    def final_score(self, state: Any) -> float:
+        return self._lp(state, eos=True) - self._lp(state, eos=False)
+
+
+def nnlm_word_view() -> Any:
+    from fusion.neural import NeuralLM
+    from fusion.units import WordLevelLM
+
+    return WordLevelLM(NeuralLM.from_config(NN_CONFIG, bench_spm(), seed=0, name="nnlm"))
+
+
+def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
+    """One timed run in this (fresh) process."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from decoders.hf import FusionLogitsProcessor
+    from recipes.asr.make_audio import read_wav
+    from recipes.asr.whisper_fusion import WhisperFusion
+
+    torch.set_num_threads(threads)
+    fz = WhisperFusion(beam=BEAM)
+    b = fz.bundle
+    if system == "kenlm":
+        from fusion.interpolate import LinearInterpolation
+        from fusion.ngram import KenLM
+
+        m = kenlm_models()
+        lm = LinearInterpolation([KenLM(m["bible"], name="bible"), KenLM(m["tech"], name="tech")], [0.5, 0.5],
+                                 name="dlm")  # fmt: skip
+        scorers, weights = fz.scorers({"dlm": lm}), {"dlm": 0.5, "words": 1.0}
+    elif system.startswith("nnlm"):
+        wview = nnlm_word_view()
+        scorers, weights = fz.scorers({"nnlm": wview}), {"nnlm": 0.5, "words": 1.0}
+        if system == "nnlm-reread":
+            scorers[0] = WhisperLMStyle(wview, fz.units, fz.eos, "nnlm")
+    audio = [read_wav(p) for p in utterances(n_utts)]
+    kw = {**GEN, "suppress_tokens": fz.suppress}
+    texts, tokens, lm_seconds, first = [], 0, 0.0, None
+    t_dec = time.perf_counter()
+    for x in audio:  # one utterance per call: a streaming service's latency
+        with torch.inference_mode():
+            if system == "plain":
+                out = b.model.generate(b.features([x]), **kw)
+            else:
+                proc = FusionLogitsProcessor(scorers, weights, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
+                timed = Timed(proc)
+                out = b.model.generate(b.features([x]), **kw, logits_processor=LogitsProcessorList([timed]))
+                lm_seconds += timed.seconds
+        seq = out.sequences if hasattr(out, "sequences") else out
+        tokens += int(seq.shape[1])
+        texts.append(b.tokenizer.decode(seq[0], skip_special_tokens=True).strip())
+        if first is None:
+            first = time.perf_counter() - T0
+    return {"system": system, "decode_s": time.perf_counter() - t_dec, "lm_s": lm_seconds, "first_s": first,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens": tokens, "texts": texts}
+
+
+def agreement(threads: int) -> float:
+    """Largest gap between the incremental and the re-read fused scores over one utterance's search."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from decoders.hf import FusionLogitsProcessor
+    from recipes.asr.make_audio import read_wav
+    from recipes.asr.whisper_fusion import WhisperFusion
+
+    torch.set_num_threads(threads)
+    fz = WhisperFusion(beam=BEAM)
+    a, r = nnlm_word_view(), nnlm_word_view()
+    w = {"nnlm": 0.5, "words": 1.0}
+    pa = FusionLogitsProcessor(fz.scorers({"nnlm": a}), w, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
+    slow = [WhisperLMStyle(r, fz.units, fz.eos, "nnlm"), *fz.scorers({}, word_bonus=True)]
+    pr = FusionLogitsProcessor(slow, w, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
+    gap = 0.0
+
+    def both(ids: Any, scores: Any) -> Any:
+        nonlocal gap
+        x, y = pa(ids, scores.clone()), pr(ids, scores.clone())
+        fin = torch.isfinite(x)
+        if not bool((fin == torch.isfinite(y)).all()):
+            raise SystemExit("incremental and re-read scorers scored different candidates")
+        gap = max(gap, float((x[fin] - y[fin]).abs().max()))
+        return x
+
+    with torch.inference_mode():
+        fz.bundle.model.generate(fz.bundle.features([read_wav(utterances(1)[0])]), **GEN,
+                                 suppress_tokens=fz.suppress, logits_processor=LogitsProcessorList([both]))  # fmt: skip
+    return gap
+
+
+def run(system: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--utts", str(args.utts),
+           "--threads", str(args.threads)]  # fmt: skip
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--utts", type=int, default=5)
+    ap.add_argument("--only", nargs="+", choices=("a", "b"), default=["a", "b"], help="which comparisons to run")
+    ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    ap.add_argument("--agree", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.utts, args.threads)))
+        return 0
+    if args.agree:
+        print(json.dumps({"gap": agreement(args.threads)}))
+        return 0
+    utterances(args.utts)  # made once, before any timing
+    agree = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--agree", "--threads", str(args.threads)],
+                           check=True, capture_output=True, text=True)  # fmt: skip
+    gap = json.loads(agree.stdout.strip().splitlines()[-1])["gap"]
+    if gap > 1e-3:
+        raise SystemExit(f"incremental and re-read fused scores disagree by {gap}")
+    systems = [s for s in SYSTEMS if ("a" if s in ("plain", "kenlm") else "b") in args.only]
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    for _ in range(args.repeats):  # interleaved, so drifting machine load hits every system alike
+        for s in systems:
+            runs[s].append(run(s, args))
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("decode_s", "lm_s", "first_s", "rss_mb", "tokens")}
+           for s, rs in runs.items()}  # fmt: skip
+    rows = []
+    for s in systems:
+        m = med[s]
+        rows.append([s, m["decode_s"], m["lm_s"], m["first_s"], m["rss_mb"], int(m["tokens"]),
+                     1000 * m["decode_s"] / m["tokens"]])  # fmt: skip
+    print(f"Whisper tiny.en, beam {BEAM}, {args.utts} utterances one per generate() call, "
+          f"{args.threads} torch thread(s), median of {args.repeats} fresh processes; "
+          f"incremental vs re-read max fused-score gap {gap:.1e}\n")
+    print(table(rows, ["system", "decode s", "LM scoring s", "first result s (incl. load)", "peak RSS MB",
+                       "tokens out", "ms / token"]))  # fmt: skip
+    ratios = []
+    if "a" in args.only:
+        ka, pa = med["kenlm"], med["plain"]
+        ratios += [["(a) fused KenLM mix / plain, decode time", ka["decode_s"] / pa["decode_s"], "<= 1.3"],
+                   ["(a) same, per generated token", (ka["decode_s"] / ka["tokens"]) / (pa["decode_s"] / pa["tokens"]),
+                    "(info)"]]  # fmt: skip
+    if "b" in args.only:
+        ri, rr = med["nnlm-incremental"], med["nnlm-reread"]
+        ratios += [["(b) LM scoring time, re-read prefix / incremental", rr["lm_s"] / ri["lm_s"], ">= 5"],
+                   ["(b) whole decode, re-read / incremental", rr["decode_s"] / ri["decode_s"], "(info)"]]
+    print()
+    print(table(ratios, ["ratio", "measured", "goal"]))
+    if "b" in args.only:
+        same = runs["nnlm-reread"][0]["texts"] == runs["nnlm-incremental"][0]["texts"]
+        print(f"\nre-read and incremental transcripts identical: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
