@@ -28,6 +28,8 @@ PY_ENTRY_BYTES = 400
 
 Step = tuple[float, np.ndarray, int, bool]
 """``(weighted delta incl. word bonus and OOV weight, unweighted per-LM deltas [M], new context, is_oov)``."""
+StepArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""Many steps as arrays: ``(weighted deltas [n], unweighted per-LM deltas [n, M], new contexts [n], is_oov [n])``."""
 
 
 class FusionCache:
@@ -114,6 +116,23 @@ class FusionCache:
             self._score_misses(dec, miss)
             return [self.steps[k] for k in keys]
         return out  # type: ignore[return-value]
+
+    def close_words(self, dec: CTCDecoder, ctxs: np.ndarray, words: Sequence[str]) -> StepArrays:
+        """The steps completing ``words[i]`` (``""``: none) from context ``ctxs[i]``, no token emitted, as arrays
+        (the end of an utterance)."""
+        n = len(words)
+        res = self.extend(dec, [int(c) for c in np.asarray(ctxs).tolist()], list(words), [-1] * n)
+        comps = np.stack([r[1] for r in res]) if n and self.M else np.zeros((n, self.M))
+        return (np.array([r[0] for r in res], np.float64), comps, np.array([r[2] for r in res], np.int64),
+                np.array([r[3] for r in res], bool))
+
+    def end_scores(self, dec: CTCDecoder, ctxs: np.ndarray) -> np.ndarray:
+        """``ln P(</s> | context)`` per context and LM, ``[n, M]`` (through the decoder's per-LM caches)."""
+        out = np.zeros((len(ctxs), self.M))
+        states = [self.ctx_states[c] for c in np.asarray(ctxs).tolist()]
+        for k in range(self.M):
+            out[:, k] = dec._lm_caches[k].end_scores([st[k] for st in states])
+        return out
 
     def _score_misses(self, dec: CTCDecoder, miss: list[tuple[int, str, int]]) -> None:
         new_states = [list(self.ctx_states[c]) for c, _, _ in miss]

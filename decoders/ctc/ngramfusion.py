@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from decoders.ctc.lmstep import INDEX_ENTRY_BYTES, LN10, FusionCache, Step
+from decoders.ctc.lmstep import INDEX_ENTRY_BYTES, LN10, FusionCache, Step, StepArrays
 from decoders.lexicon import Lexicon
 from fusion.abilities import ArpaBacked
 from fusion.array_lm import ArrayNgramLM
@@ -175,18 +175,33 @@ class NgramFusionCache(FusionCache):
     def extend(self, dec: Any, ctxs: list[int], words: list[str], toks: list[int]) -> list[Step]:
         """As :meth:`FusionCache.extend`, computed by the compiled step (:func:`~decoders.ctc.lmkernel.fused_steps`)
         on the shared contexts, without a Python cache."""
+        if not ctxs:
+            return []
+        deltas, comps, new_ctx, oov = self.step_arrays(dec, np.array(ctxs, np.int64), words, toks)
+        return [(d, comps[i], c, o_) for i, (d, c, o_) in
+                enumerate(zip(deltas.tolist(), new_ctx.tolist(), oov.tolist(), strict=True))]
+
+    def close_words(self, dec: Any, ctxs: np.ndarray, words: Sequence[str]) -> StepArrays:
+        """As :meth:`FusionCache.close_words`, in one compiled call."""
+        return self.step_arrays(dec, np.asarray(ctxs, np.int64), words, None)
+
+    def step_arrays(self, dec: Any, ctxs: np.ndarray, words: Sequence[str], toks: Sequence[int] | None) -> StepArrays:
+        """The steps of :meth:`extend` as arrays (``toks=None``: no token emitted)."""
         from decoders.ctc.lmkernel import fused_steps
 
         n = len(ctxs)
-        if n == 0:
-            return []
         self.room(n, 0)
         t = self.tables
         M = self.M
         compl = np.array([bool(w) for w in words], bool)
-        oov = np.array([bool(w) and dec._is_oov(w) for w in words], bool)
-        tok_on = np.array([c >= 0 for c in toks], bool)
-        tk = np.maximum(np.array(toks, np.int64), 0)
+        is_oov = dec._is_oov
+        oov = np.array([bool(w) and is_oov(w) for w in words], bool)
+        if toks is None:
+            tok_on = np.zeros(n, bool)
+            tk = np.zeros(n, np.int64)
+        else:
+            tok_on = np.array([c >= 0 for c in toks], bool)
+            tk = np.maximum(np.array(toks, np.int64), 0)
         wids = np.zeros((n, M), np.int64)
         for m, twin in enumerate(self.twins):
             if t["is_word"][m]:
@@ -198,12 +213,27 @@ class NgramFusionCache(FusionCache):
         comps = np.empty((n, M))
         new_ctx = np.empty(n, np.int64)
         o = dec.options
-        fused_steps(np.array(ctxs, np.int64), wids, oov, compl, tok_on, t["offsets"], t["orders"], t["widths"],
+        fused_steps(ctxs, wids, oov, compl, tok_on, t["offsets"], t["orders"], t["widths"],
                     t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
                     float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
                     self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, new_ctx)
-        return [(d, comps[i], c, o_) for i, (d, c, o_) in
-                enumerate(zip(deltas.tolist(), new_ctx.tolist(), oov.tolist(), strict=True))]
+        return deltas, comps, new_ctx, oov
+
+    def end_scores(self, dec: Any, ctxs: np.ndarray) -> np.ndarray:
+        """As :meth:`FusionCache.end_scores`, read from the context table in one compiled call per LM (the
+        same :func:`~fusion.ngram_arrays.score_many` the LM twins' ``end_batch`` runs), without a Python cache."""
+        from fusion.ngram_arrays import score_many
+
+        ctxs = np.asarray(ctxs, np.int64)
+        out = np.zeros((len(ctxs), self.M))
+        if not len(ctxs):
+            return out
+        rows = self.ctx_tab[ctxs]
+        for m, (twin, w) in enumerate(zip(self.twins, self.widths, strict=True)):
+            st = rows[:, m * self.width : m * self.width + int(w)]
+            eos = np.full(len(ctxs), twin.arrays.word_id("</s>"), np.int64)
+            out[:, m] = score_many(twin.arrays, st, eos)[0]
+        return out
 
     def room(self, contexts: int, entries: int) -> None:
         """Grow the context table and entry arrays to hold ``contexts`` / ``entries`` more."""

@@ -74,27 +74,28 @@ def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
     """Score the beam as final hypotheses, best first, one per distinct text."""
     d = s.d
     ids, am, open_words = _closable(s)
-    res = s.sh.extend(d, [int(s.ctx[i]) for i in ids], open_words, [-1] * len(ids))
     n, M = len(ids), s.M
-    ends = np.zeros((n, M))
-    if d.options.eos and M:
-        for k in range(M):
-            ends[:, k] = d._lm_caches[k].end_scores([s.sh.ctx_states[r[2]][k] for r in res])
+    if n == 0:
+        return []
     ids_arr = np.array(ids, dtype=np.int64)
-    dcomp = np.stack([r[1] for r in res]) if M else np.zeros((n, 0))
+    # every beam entry's open word closed in one batch, its end-of-sentence scores in one more
+    deltas, dcomp, new_ctx, oov = s.sh.close_words(d, s.ctx[ids_arr], open_words)
+    ends = s.sh.end_scores(d, new_ctx) if d.options.eos and M else np.zeros((n, M))
     comp = s.comp[ids_arr] + dcomp + ends
-    nwords = s.nwords[ids_arr] + np.fromiter((bool(w) for w in open_words), np.int64, n)
-    noov = s.noov[ids_arr] + np.fromiter((r[3] for r in res), np.int64, n)
+    nwords = s.nwords[ids_arr] + np.array([bool(w) for w in open_words], np.int64)
+    noov = s.noov[ids_arr] + oov.astype(np.int64)
     end_w = (ends[:, d.w_lm != 0] @ d.w_lm[d.w_lm != 0]) if M else 0.0
-    fixed = s.fixed[ids_arr] + np.fromiter((r[0] for r in res), np.float64, n) + end_w
+    fixed = s.fixed[ids_arr] + deltas + end_w
     hot = np.zeros(n)
     if d.hot is not None:  # unfinished phrases give their bonus back
         hot = s.hsc[ids_arr] - d.hot.at_risk[s.hstate[ids_arr]]
         fixed = fixed - d.w_hot * d.hot.at_risk[s.hstate[ids_arr]]
     merged = _merge_same_text(_text_keys(s, ids), am + fixed, am)
     result = []
+    names = d.lm_names
     for tot_j, j, a_j in merged[:limit] if limit is not None else merged:
-        scores = {"am": a_j / s.w_am, **{nm: float(comp[j, k]) for k, nm in enumerate(d.lm_names)},
+        row = comp[j].tolist()
+        scores = {"am": a_j / s.w_am, **{nm: row[k] for k, nm in enumerate(names)},
                   "words": float(nwords[j]), "oov": float(noov[j]), "hotwords": float(hot[j])}
         result.append((tot_j, int(ids_arr[j]), scores))
     return result
