@@ -41,28 +41,39 @@ def _viterbi(lp: np.ndarray, toks: np.ndarray, blank: int) -> tuple[np.ndarray, 
     S = 2 * L + 1
     neg = -np.inf
     score = np.full(S, neg)
-    new = np.empty(S)
     back = np.zeros((T, S), np.int8)
     owner = np.full(T, -1, np.int64)
     if T == 0:
         return owner, 0.0 if L == 0 else neg
+    # per state: the label it emits, and whether it may be entered from two states back (a token after a
+    # blank, unless it repeats the token before)
+    col = np.empty(S, np.int64)
+    skip = np.zeros(S, np.bool_)
+    for s in range(S):
+        col[s] = blank if s % 2 == 0 else toks[(s - 1) // 2]
+        if s >= 3 and s % 2 == 1 and toks[(s - 1) // 2] != toks[(s - 3) // 2]:
+            skip[s] = True
     score[0] = lp[0, blank]
     if S > 1:
         score[1] = lp[0, toks[0]]
     for t in range(1, T):
+        # updated in place: prev1 / prev2 hold frame t-1's scores of states s-1 / s-2
+        prev1 = neg
+        prev2 = neg
         for s in range(S):
-            best = score[s]
+            cur = score[s]
+            best = cur
             b = 0
-            if s >= 1 and score[s - 1] > best:
-                best = score[s - 1]
+            if s >= 1 and prev1 > best:
+                best = prev1
                 b = 1
-            if s >= 3 and s % 2 == 1 and toks[(s - 1) // 2] != toks[(s - 3) // 2] and score[s - 2] > best:
-                best = score[s - 2]
+            if skip[s] and prev2 > best:
+                best = prev2
                 b = 2
-            e = lp[t, blank] if s % 2 == 0 else lp[t, toks[(s - 1) // 2]]
-            new[s] = best + e
             back[t, s] = b
-        score[:] = new
+            score[s] = best + lp[t, col[s]]
+            prev2 = prev1
+            prev1 = cur
     s = S - 1
     if S > 1 and score[S - 2] > score[S - 1]:
         s = S - 2
@@ -142,26 +153,44 @@ def _summaries(lp: np.ndarray, toks: np.ndarray, owner: np.ndarray, has_text: np
     return start, conf, words[:n]
 
 
+def align_tokens(text: str, token_ids: Sequence[int], words: Sequence[str], logprobs: np.ndarray,
+                 vocab: CTCVocab) -> tuple[tuple[tuple[str, int, int], ...], tuple[int, ...], tuple[float, ...]]:
+    """The best path of a hypothesis' tokens: its ``words`` with their frames, per-token timesteps and per-word
+    confidences. ``logprobs`` are float64 and C-contiguous; ``text`` names the hypothesis in errors.
+
+    Raises:
+        LMFusionError: no alignment has a non-zero probability, or the tokens hold another number of words.
+    """
+    if not len(token_ids):
+        return (), (), ()
+    ids = np.array(token_ids, dtype=np.int64)
+    owner, total = _viterbi(logprobs, ids, int(vocab.blank))
+    if not np.isfinite(total):
+        raise LMFusionError(f"no CTC alignment of {text!r} over {len(logprobs)} frames has probability > 0")
+    _, has_text, completes = vocab_tables(vocab)
+    start, _, w = _summaries(logprobs, ids, owner, has_text, completes)
+    if len(w) != len(words):
+        raise LMFusionError(f"alignment of {text!r}: {len(w)} words in its tokens, {len(words)} given")
+    rows = w.tolist()
+    framed = tuple((name, int(a), int(b)) for name, (a, b, _) in zip(words, rows, strict=True))
+    return framed, tuple(start.tolist()), tuple(r[2] for r in rows)
+
+
 def align_hypothesis(hyp: ScoredHypothesis, logprobs: np.ndarray, vocab: CTCVocab) -> ScoredHypothesis:
     """``hyp`` with per-token ``timesteps``, word frames from the best path and per-word ``confidence``."""
     if not hyp.tokens:
         return replace(hyp, timesteps=(), confidence=())
-    index, has_text, completes = vocab_tables(vocab)
-    ids = np.fromiter((index[t] for t in hyp.tokens), np.int64, len(hyp.tokens))
+    index, _, _ = vocab_tables(vocab)
     lp = np.ascontiguousarray(logprobs, dtype=np.float64)
-    owner, total = _viterbi(lp, ids, int(vocab.blank))
-    if not np.isfinite(total):
-        raise LMFusionError(f"no CTC alignment of {hyp.text!r} over {len(lp)} frames has probability > 0")
-    start, _, w = _summaries(lp, ids, owner, has_text, completes)
-    if len(w) != len(hyp.words):
-        raise LMFusionError(f"alignment of {hyp.text!r}: {len(w)} words in its tokens, {len(hyp.words)} given")
-    words = tuple((name, int(s), int(e)) for (name, _, _), (s, e, _) in zip(hyp.words, w.tolist(), strict=True))
-    return replace(hyp, words=words, timesteps=tuple(start.tolist()), confidence=tuple(w[:, 2].tolist()))
+    words, timesteps, confidence = align_tokens(hyp.text, [index[t] for t in hyp.tokens],
+                                                [name for name, _, _ in hyp.words], lp, vocab)
+    return replace(hyp, words=words, timesteps=timesteps, confidence=confidence)
 
 
 def align_nbest(nb: NBestList, logprobs: np.ndarray, vocab: CTCVocab, enabled: bool = True) -> NBestList:
     """Every hypothesis of ``nb`` aligned (:func:`align_hypothesis`) over the utterance's ``logprobs``
-    (``enabled=False``: ``nb`` as it is, see ``CTCOptions.align``)."""
+    (``enabled=False``: ``nb`` as it is, see ``CTCOptions.align``). A search aligns its own output when its
+    ``finish`` is given the log-probabilities (one pass, no copies of the hypotheses)."""
     if not enabled:
         return nb
     lp = np.ascontiguousarray(logprobs, dtype=np.float64)

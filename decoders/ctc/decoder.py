@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from decoders.ctc.align import align_nbest
 from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_hotwords
 from decoders.ctc.inputs import as_logprobs, split_batch
 from decoders.ctc.lmcache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
@@ -371,8 +370,8 @@ class CTCDecoder:
         dec = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)
         s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
         s.feed_array(arr)
-        return align_nbest(s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags), arr,
-                           self.vocab, self.options.align)
+        return s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags,
+                        logprobs=arr if self.options.align else None)
 
     def ctc_hypotheses(self, nbest: NBestList) -> list[CTCHypothesis]:
         """torchaudio-style views (label ids, words, fused score, per-token timesteps) of an n-best list."""

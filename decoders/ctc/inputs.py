@@ -22,7 +22,10 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
             log-probabilities (when ``check_normalized``).
     """
     # rows of half-precision log-probabilities sum to 1 only within their rounding
-    low = str(getattr(x, "dtype", "")).replace("torch.", "") in ("float16", "bfloat16")
+    if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64):
+        low = False  # the common case, without formatting the dtype
+    else:
+        low = str(getattr(x, "dtype", "")).replace("torch.", "") in ("float16", "bfloat16")
     tol = 5e-2 if low else 1e-3
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
         x = x.detach().cpu().float().numpy()
@@ -46,23 +49,26 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         arr = np.asarray(arr, dtype=np.float64)
         m = arr.max(axis=1, keepdims=True)
         arr = arr - (m + np.log(np.exp(arr - m).sum(axis=1, keepdims=True)))
-    bad = np.isnan(arr) | (arr == np.inf)
-    if bad.any():
-        t, v = np.argwhere(bad)[0]
-        kind = "NaN" if np.isnan(arr[t, v]) else "+inf"
-        raise InputError(
-            f"{what} contain {kind} (first at frame {t}, label {v}); {int(bad.sum())} bad cells", field=what
-        )
+    # a row's maximum is NaN if the row holds a NaN, +inf if it holds +inf, -inf if every cell is -inf
+    m = arr.max(axis=1, keepdims=True)
+    finite_rows = bool(np.isfinite(m).all())
+    if not finite_rows:
+        bad = np.isnan(arr) | (arr == np.inf)
+        if bad.any():
+            t, v = np.argwhere(bad)[0]
+            kind = "NaN" if np.isnan(arr[t, v]) else "+inf"
+            raise InputError(
+                f"{what} contain {kind} (first at frame {t}, label {v}); {int(bad.sum())} bad cells", field=what
+            )
     if check_normalized:
-        m = arr.max(axis=1, keepdims=True)
-        if not np.isfinite(m).all():
+        if not finite_rows:
             t = int(np.flatnonzero(~np.isfinite(m[:, 0]))[0])
             raise InputError(f"{what}: frame {t} has probability zero for every label", field=what)
         with np.errstate(over="ignore"):
             mass = np.exp(arr).sum(axis=1)  # 1 for log-probabilities (inf for large logits: rejected)
         dev = np.abs(mass - 1.0)
-        worst = int(np.argmax(dev))
-        if not dev[worst] <= tol:
+        if not dev.max() <= tol:
+            worst = int(np.argmax(dev))
             lse = float(m[worst, 0] + np.log(np.exp(arr[worst] - m[worst]).sum()))
             raise InputError(
                 f"{what} are not log-probabilities: frame {worst} has logsumexp {lse:.4g} (expected 0); "

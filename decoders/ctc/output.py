@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from decoders.ctc.align import align_tokens
 from decoders.ctc.tree import PrefixTree
 from decoders.hypothesis import NBestList, ScoredHypothesis
 
@@ -27,7 +28,8 @@ def _closable(s: PrefixTree) -> tuple[list[int], np.ndarray, list[str]]:
     d = s.d
     ids = s.ids.tolist()
     am = np.logaddexp(s.pb, s.pnb)
-    open_words = [s._open_word(i) if s.wlen[i] > 0 else "" for i in ids]
+    open_word = s._open_word
+    open_words = [open_word(i) if n > 0 else "" for i, n in zip(ids, s.wlen[s.ids].tolist(), strict=True)]
     if d.options.lexicon_constrained:
         lex = d.lexicon
         ok = [w == "" or w in lex for w in open_words]
@@ -54,13 +56,20 @@ def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray) -> list
     """``(total, index, am)`` per distinct text, best first: the best member, with every member's
     alignments summed into ``am`` (and the total moved by the same amount)."""
     order = np.argsort(-total, kind="stable").tolist()
+    tot_l, am_l = total.tolist(), am.tolist()
+    if len(set(keys)) == len(keys):  # every text once: the order of the totals
+        return [(tot_l[j], j, am_l[j]) for j in order]
     groups: dict[Any, list[int]] = {}
     for j in order:
-        groups.setdefault(keys[j], []).append(j)
+        g = groups.get(keys[j])
+        if g is None:
+            groups[keys[j]] = [j]
+        else:
+            g.append(j)
     out = []
     for members in groups.values():
         j = members[0]
-        tot_j, a_j = float(total[j]), float(am[j])
+        tot_j, a_j = tot_l[j], am_l[j]
         if len(members) > 1:
             merged = float(np.logaddexp.reduce(am[members]))
             tot_j += merged - a_j
@@ -101,28 +110,37 @@ def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
     return result
 
 
-def to_hypothesis(s: PrefixTree, node: int, scores: Mapping[str, float]) -> ScoredHypothesis:
-    """The hypothesis of a node: text, labels, and words with ``(start frame, end frame)``."""
+def to_hypothesis(s: PrefixTree, node: int, scores: Mapping[str, float],
+                  logprobs: np.ndarray | None = None) -> ScoredHypothesis:
+    """The hypothesis of a node: text, labels, and words with ``(start frame, end frame)``. With the
+    utterance's ``logprobs`` (float64, C-contiguous) the frames come from the best alignment
+    (:func:`~decoders.ctc.align.align_tokens`: words, timesteps and confidences) instead of the search."""
     toks, frames = s._tokens(node)
     vocab = s.d.vocab
-    words = []
     pieces = vocab.words_of(toks)
+    text = " ".join(w for w, _ in pieces)
+    labels = tuple(vocab.labels[t] for t in toks)
+    if logprobs is not None:
+        words, timesteps, confidence = align_tokens(text, toks, [w for w, _ in pieces], logprobs, vocab)
+        return ScoredHypothesis(text, dict(scores), labels, words, timesteps, confidence)
+    words = []
     # end frame: first frame of the word's last token, plus one
     for wi, (w, start) in enumerate(pieces):
         stop = pieces[wi + 1][1] if wi + 1 < len(pieces) else len(toks)
         last_tok_idx = max(i for i in range(start, stop) if vocab.text[toks[i]])
         words.append((w, frames[start], frames[last_tok_idx] + 1))
-    return ScoredHypothesis(
-        " ".join(w for w, _ in pieces), dict(scores), tuple(vocab.labels[t] for t in toks), tuple(words)
-    )
+    return ScoredHypothesis(text, dict(scores), labels, tuple(words))
 
 
 def to_nbest(
-    s: PrefixTree, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None
+    s: PrefixTree, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None,
+    logprobs: np.ndarray | None = None,
 ) -> NBestList:
-    """The search's n-best list (``options.nbest`` hypotheses)."""
+    """The search's n-best list (``options.nbest`` hypotheses); aligned over ``logprobs`` when given
+    (see :func:`to_hypothesis`)."""
     fin = final_hypotheses(s, s.d.options.nbest)
-    hyps = tuple(to_hypothesis(s, node, scores) for _, node, scores in fin)
+    lp = None if logprobs is None else np.ascontiguousarray(logprobs, dtype=np.float64)
+    hyps = tuple(to_hypothesis(s, node, scores, lp) for _, node, scores in fin)
     return NBestList(utt_id, hyps, ref, dict(tags or {}))
 
 

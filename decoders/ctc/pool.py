@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from decoders.ctc.align import align_nbest
 from decoders.hypothesis import NBestList
 from fusion.executor import Executor, LocalProcesses, map_sharded, open_executor
 from fusion.weights import UtteranceContext
@@ -53,7 +52,7 @@ def decode_one(over: SearchOverrides, decoder: Any, item: Utterance) -> NBestLis
     dec = decoder.for_utterance(UtteranceContext(utt_id=utt_id, tags=dict(tags or {}))).biased(hot, over.hotword_weight)
     s = dec.with_search(over.beam_width, over.beam_prune_logp, over.token_min_logp)._search()
     s.feed_array(arr)
-    result: NBestList = align_nbest(s.finish(utt_id=utt_id, ref=ref, tags=tags), arr, dec.vocab, dec.options.align)
+    result: NBestList = s.finish(utt_id=utt_id, ref=ref, tags=tags, logprobs=arr if dec.options.align else None)
     return result
 
 

@@ -374,6 +374,9 @@ class NumpySearch(PrefixTree):
         return to_hypothesis(self, node, scores)
 
     def finish(
-        self, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None
+        self, *, utt_id: str = "utt", ref: str | None = None, tags: Mapping[str, Any] | None = None,
+        logprobs: np.ndarray | None = None,
     ) -> NBestList:
-        return to_nbest(self, utt_id=utt_id, ref=ref, tags=tags)
+        """The n-best list; with the utterance's ``logprobs`` its hypotheses are force-aligned
+        (:mod:`decoders.ctc.align`)."""
+        return to_nbest(self, utt_id=utt_id, ref=ref, tags=tags, logprobs=logprobs)

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from decoders.ctc.align import align_nbest
 from decoders.ctc.inputs import as_logprobs
 from decoders.hypothesis import NBestList, ScoredHypothesis
 from fusion.errors import InputError, LMFusionError
@@ -60,6 +59,5 @@ class CTCStream:
         self._done = True
         arr = np.concatenate(self._chunks) if self._chunks else np.zeros((0, len(self.decoder.vocab)))
         self._chunks = []
-        return align_nbest(self._search.finish(utt_id=utt_id, ref=ref), arr, self.decoder.vocab,
-                           self.decoder.options.align)
+        return self._search.finish(utt_id=utt_id, ref=ref, logprobs=arr if self.decoder.options.align else None)
 
