@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from decoders.ctc import CTCDecoder, CTCOptions
-from decoders.ctc.align import best_path, token_confidences
+from decoders.ctc.align import align_nbest, best_path, token_confidences
 from decoders.emissions import CHAR_LABELS, make_emission_set
 from decoders.hypothesis import parse_nbest_line
 from fusion.errors import LMFusionError
@@ -148,3 +148,20 @@ def test_align_off_same_hypotheses_without_timesteps(noisy: list[np.ndarray]) ->
     off = CTCDecoder(CHAR_LABELS, options=CTCOptions(beam_width=16, nbest=3, align=False)).decode(noisy[0])
     assert [(h.text, h.scores, h.tokens) for h in on.hyps] == [(h.text, h.scores, h.tokens) for h in off.hyps]
     assert all(h.timesteps == () and h.confidence == () and len(h.words) == len(h.text.split()) for h in off.hyps)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_aligned_in_finish_equals_aligning_the_finished_list(noisy: list[np.ndarray], backend: str) -> None:
+    """``finish(logprobs=...)`` builds each hypothesis aligned in one pass: the same list as
+    :func:`~decoders.ctc.align.align_nbest` over the unaligned one (words, timesteps, confidences, scores)."""
+    dec = CTCDecoder(CHAR_LABELS, options=CTCOptions(beam_width=16, nbest=4, backend=backend))
+    for em in noisy[:3]:
+        s = dec._search()
+        s.feed_array(em)
+        plain = s.finish(utt_id="u")
+        at_once = s.finish(utt_id="u", logprobs=em)
+        afterwards = align_nbest(plain, em, dec.vocab)
+        assert at_once.to_json() == afterwards.to_json()
+        assert any(h.timesteps for h in at_once.hyps) and not any(h.timesteps for h in plain.hyps)
+        assert dec.decode(em, utt_id="u").to_json() == at_once.to_json()
+        assert dec.decode_text(em) == at_once.hyps[0].text  # built alone, unaligned: the same text

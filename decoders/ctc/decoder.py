@@ -378,9 +378,13 @@ class CTCDecoder:
         return [ctc_hypothesis(h, self.vocab.labels, self.vocab.blank, self.weights) for h in nbest.hyps]
 
     def decode_text(self, logprobs: Any) -> str:
-        """The best hypothesis' text."""
-        nb = self.decode(logprobs)
-        return nb.hyps[0].text if nb.hyps else ""
+        """The best hypothesis' text: :meth:`decode`'s first hypothesis, built alone and without the forced
+        alignment (which changes no text)."""
+        arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized)
+        s = self.for_utterance(as_context(None, "utt")).biased(None)._search()
+        s.feed_array(arr)
+        fin = s.finals(1)
+        return s.hypothesis(fin[0][1], fin[0][2]).text if fin else ""
 
     def stream(self, tags: Context = None) -> CTCStream:
         """A streaming search: feed frames chunk by chunk, read the current best any time."""

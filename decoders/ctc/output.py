@@ -121,8 +121,8 @@ def to_hypothesis(s: PrefixTree, node: int, scores: Mapping[str, float],
     text = " ".join(w for w, _ in pieces)
     labels = tuple(vocab.labels[t] for t in toks)
     if logprobs is not None:
-        words, timesteps, confidence = align_tokens(text, toks, [w for w, _ in pieces], logprobs, vocab)
-        return ScoredHypothesis(text, dict(scores), labels, words, timesteps, confidence)
+        framed, timesteps, confidence = align_tokens(text, toks, [w for w, _ in pieces], logprobs, vocab)
+        return ScoredHypothesis(text, dict(scores), labels, framed, timesteps, confidence)
     words = []
     # end frame: first frame of the word's last token, plus one
     for wi, (w, start) in enumerate(pieces):
