@@ -157,7 +157,8 @@ class ContextGraph:
         self.at_risk = self.node_score - lock
         for a in (self.node_score, self.is_end, self.parent, self.at_risk):
             a.setflags(write=False)
-        self._moves = self._goto(children)
+        self._moves, fail = self._goto(children)
+        self._csr = self._flat(children, fail)
         steps = self.node_score[1:] - self.node_score[parent[1:]]
         self._max_gain = max(0.0, float(np.max(steps, initial=0.0)), float(self.node_score.max()))
         self._dense: np.ndarray | None = None
@@ -165,9 +166,9 @@ class ContextGraph:
             self._dense = self._dense_table()
 
     @staticmethod
-    def _goto(children: list[dict[int, int]]) -> list[dict[int, int]]:
+    def _goto(children: list[dict[int, int]]) -> tuple[list[dict[int, int]], list[int]]:
         """Full goto function (children merged with the failure state's moves), BFS order; moves to the root
-        are left out."""
+        are left out. Also the failure links."""
         fail = [0] * len(children)
         moves: list[dict[int, int]] = [dict() for _ in children]
         moves[0] = dict(children[0])
@@ -179,7 +180,36 @@ class ContextGraph:
                 fail[c] = moves[f].get(t, 0) if s != 0 else 0
                 queue.append(c)
             moves[s] = {**moves[fail[s]], **children[s]}
-        return moves
+        return moves, fail
+
+    def _flat(self, children: list[dict[int, int]], fail: list[int]) -> tuple[np.ndarray, ...]:
+        """The graph as flat arrays (see :meth:`arrays`)."""
+        counts = np.fromiter((len(c) for c in children), np.int64, len(children))
+        ptr = np.zeros(len(children) + 1, np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        lab = np.empty(int(ptr[-1]), np.int64)
+        nxt = np.empty(int(ptr[-1]), np.int64)
+        for s, c in enumerate(children):
+            if c:
+                keys = sorted(c)
+                lab[ptr[s] : ptr[s + 1]] = keys
+                nxt[ptr[s] : ptr[s + 1]] = [c[k] for k in keys]
+        out = (ptr, lab, nxt, np.asarray(fail, np.int64), self.parent, self.node_score, self.at_risk)
+        for a in out:
+            a.setflags(write=False)
+        return out
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The automaton as flat read-only arrays, for compiled searches:
+        ``(ptr, labels, targets, fail, parent, node_score, at_risk)``.
+
+        The children of state ``s`` are ``labels[ptr[s]:ptr[s + 1]]`` (sorted unit ids) leading to
+        ``targets[...]``; a unit that is not a child moves as from ``fail[s]`` (the longest proper suffix that
+        is a phrase prefix), and from the root to the root. The bonus delta of a move follows
+        :meth:`step`: ``node_score[n] - node_score[s]`` when ``parent[n] == s``, else
+        ``node_score[n] - at_risk[s]``; ``-at_risk[s]`` is :meth:`final`.
+        """
+        return self._csr
 
     def _dense_table(self) -> np.ndarray:
         tab = np.zeros((self.size, self.num_units), dtype=np.int32)

@@ -20,6 +20,10 @@ from fusion.errors import LMFusionError
 
 _PLACEHOLDER: list[Any] = []
 _NO_TRIE = (np.zeros(2, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, bool))
+_NO_HOT = (np.zeros(2, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64),
+           np.full(1, -1, np.int64), np.zeros(1), np.zeros(1))
+for _a in _NO_HOT:  # read-only like a graph's arrays: one compiled specialization of the kernel for both
+    _a.setflags(write=False)
 
 
 def _placeholder() -> Any:
@@ -65,6 +69,7 @@ class NumbaSearch(NumpySearch):
         self.ins_keys = np.empty((256, 3), np.int64)  # new LM-cache entries for the kernel to index
         self.ins_vals = np.empty(256, np.int64)
         self.n_ins = 0
+        self.hot = dec.hot.arrays() if dec.hot is not None else _NO_HOT
         self._sync()
 
     def _tokens(self, node: int) -> tuple[list[int], list[int]]:
@@ -154,6 +159,7 @@ class NumbaSearch(NumpySearch):
                 d.look, d._oov_uniform,
                 self.req[0], self.req[1], self.req[2], self.ins_keys, self.ins_vals, n_ins,
                 ng_on, ng, ng_sh.ctx_tab, ng_sh.ctx_next, ng_sh.ctx_hash, ng_sh.lmst, d.w_lm, unk_offset,
+                d.hot is not None, self.hot, float(d.w_hot), self.hstate, self.hsc,
             )
             t = int(self.state[3])
             if status == K.STATUS_DONE:

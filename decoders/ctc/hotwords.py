@@ -4,7 +4,8 @@ A call's hotwords are compiled (once per distinct list, cached) to a :class:`~fu
 over the decoder's label ids. The search keeps a graph state per prefix node; a new node adds
 ``w_hotwords x delta`` to its fixed score (the bonus of a matched label, or the take-back of an abandoned
 phrase prefix), and a final hypothesis takes back an unfinished phrase's bonus. The unweighted sum is the
-hypothesis' ``"hotwords"`` component. Biasing runs in the numpy search (the compiled kernel knows no graph).
+hypothesis' ``"hotwords"`` component. Both back ends carry it (numpy: :mod:`decoders.ctc.search`; numba:
+:mod:`decoders.ctc.kernel`, over the graph's flat arrays).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class HotwordGraphs:
 def with_hotwords(dec: CTCDecoder, graph: ContextGraph | None, weight: float | None) -> CTCDecoder:
     """The decoder biased by ``graph`` with weight ``weight`` (``None``: the decoder's ``"hotwords"`` weight).
 
-    Shares everything with ``dec`` (LMs, caches, fused steps); runs the numpy search.
+    Shares everything with ``dec`` (LMs, caches, fused steps) and its back end (the compiled kernel steps the
+    graph's flat arrays, :meth:`~fusion.biasing.ContextGraph.arrays`).
     """
     w = float(dec.weights[HOTWORDS] if weight is None else weight)
     if graph is None:
@@ -65,7 +67,6 @@ def with_hotwords(dec: CTCDecoder, graph: ContextGraph | None, weight: float | N
     new.weights = {**dec.weights, HOTWORDS: w}
     new.hot = graph
     new.w_hot = w
-    new.backend = "numpy"
     new._gain_bound = dec._gain_bound + abs(w) * graph.max_gain
     return new
 

@@ -76,6 +76,33 @@ def _lae(a: float, b: float) -> float:
     return b + np.log1p(np.exp(a - b))
 
 
+@njit(cache=True, inline="always")
+def _hot_step(h_ptr, h_lab, h_nxt, h_fail, h_parent, h_score, h_risk, s, c):
+    """``(next state, bonus delta)`` of unit ``c`` in hotword state ``s``: as
+    :meth:`fusion.biasing.ContextGraph.step`, over :meth:`~fusion.biasing.ContextGraph.arrays`."""
+    u = s
+    nx = 0
+    while True:
+        a = h_ptr[u]
+        b = h_ptr[u + 1]
+        hi = b
+        while a < b:
+            mid = (a + b) >> 1
+            if h_lab[mid] < c:
+                a = mid + 1
+            else:
+                b = mid
+        if a < hi and h_lab[a] == c:
+            nx = h_nxt[a]
+            break
+        if u == 0:
+            break
+        u = h_fail[u]
+    if h_parent[nx] == s:
+        return nx, h_score[nx] - h_score[s]
+    return nx, h_score[nx] - h_risk[s]
+
+
 @njit(cache=True)
 def run_frames(
     arr, t0, t_off, cand_ptr, cand_tok,
@@ -86,15 +113,19 @@ def run_frames(
     blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look, oov_uniform,
     req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
     ng_on, ng, ctx_tab, ctx_next, ctx_hash, lmst, w_lm, unk_offset,
+    hot_on, hot, w_hot, hstate, hsc,
 ):
     """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``.
 
     With ``ng_on`` the LMs are n-gram arrays (``ng``, :mod:`decoders.ctc.lmkernel`) and a missing LM step is
-    computed here; otherwise it is requested from Python. Returns a status: done, need LM (requests in
+    computed here; otherwise it is requested from Python. With ``hot_on`` a new node also steps the hotword
+    graph ``hot`` (:meth:`fusion.biasing.ContextGraph.arrays`; per-node ``hstate``, unweighted ``hsc``) and
+    adds ``w_hot`` x the bonus delta to its fixed score, as the numpy search does. Returns a status: done, need LM (requests in
     ``req_*``), grow the node arrays, grow the LM context/entry arrays, or every hypothesis dead.
     """
     offsets, orders, widths, keys, ids_ng, logp, backoff, extends, is_word, node_wid, tok_wid = ng
     tr_ptr, tr_tok, tr_nxt, tr_empty = trie_csr
+    h_ptr, h_lab, h_nxt, h_fail, h_parent, h_score, h_risk = hot
     for i in range(n_ins):
         lm_index[(ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])] = ins_vals[i]
     T = arr.shape[0]
@@ -174,6 +205,8 @@ def run_frames(
         k_wlen = np.empty(nk, np.int64)
         k_entry = np.empty(nk, np.int64)
         k_compl = np.empty(nk, np.int64)
+        k_hs = np.zeros(nk, np.int64)
+        k_hd = np.zeros(nk)
         nreq = 0
         for k in range(nk):
             e = k_ext[k]
@@ -213,9 +246,15 @@ def run_frames(
                     partial = unk_score * scale
                 else:
                     partial = look[nt]
+            hs = 0
+            hd = 0.0
+            if hot_on:
+                hs, hd = _hot_step(h_ptr, h_lab, h_nxt, h_fail, h_parent, h_score, h_risk, hstate[p], c)
             if lm_nonneg:
                 # LM log-probs are <= 0: a completion adds at most the word bonus (and OOV weight)
                 ub = e + fixed[p] + partial
+                if hot_on and w_hot * hd > 0.0:  # a take-back only lowers the score: left out of the bound
+                    ub += w_hot * hd
                 if compl:
                     ub += w_words
                     if has_trie and not known:
@@ -253,6 +292,8 @@ def run_frames(
                     nreq += 1
                     continue
                 f += e_delta[entry]
+            if hot_on:
+                f = f + w_hot * hd
             r = f + partial
             sc = e + r
             if sc >= thr:
@@ -263,6 +304,8 @@ def run_frames(
                 k_wlen[k] = nwl
                 k_entry[k] = entry
                 k_compl[k] = 1 if compl else 0
+                k_hs[k] = hs
+                k_hd[k] = hd
         if nreq > 0:
             state[0] = n
             state[1] = B
@@ -332,6 +375,9 @@ def run_frames(
             trie[n] = k_trie[k]
             wlen[n] = k_wlen[k]
             nwords[n] = nwords[p] + k_compl[k]
+            if hot_on:
+                hstate[n] = k_hs[k]
+                hsc[n] = hsc[p] + k_hd[k]
             en = k_entry[k]
             if en >= 0:
                 ctx[n] = e_ctx[en]
