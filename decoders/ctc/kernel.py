@@ -120,8 +120,8 @@ def run_frames(
     With ``ng_on`` the LMs are n-gram arrays (``ng``, :mod:`decoders.ctc.lmkernel`) and a missing LM step is
     computed here; otherwise it is requested from Python. With ``hot_on`` a new node also steps the hotword
     graph ``hot`` (:meth:`fusion.biasing.ContextGraph.arrays`; per-node ``hstate``, unweighted ``hsc``) and
-    adds ``w_hot`` x the bonus delta to its fixed score, as the numpy search does. Returns a status: done, need LM (requests in
-    ``req_*``), grow the node arrays, grow the LM context/entry arrays, or every hypothesis dead.
+    adds ``w_hot`` x the bonus delta to its fixed score, as the numpy search does. Returns a status: done,
+    need LM (requests in ``req_*``), grow the node arrays, grow the LM context/entry arrays, or every hypothesis dead.
     """
     offsets, orders, widths, keys, ids_ng, logp, backoff, extends, is_word, node_wid, tok_wid = ng
     tr_ptr, tr_tok, tr_nxt, tr_empty = trie_csr
