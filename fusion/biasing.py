@@ -20,6 +20,7 @@ and HF ``generate()``.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -59,7 +60,7 @@ def normalize_hotwords(hotwords: Hotwords | None, boost: float = DEFAULT_BOOST) 
     for phrase, b in items:
         if not isinstance(phrase, str):
             raise HotwordError(f"hotword {phrase!r} is not a string")
-        if not np.isfinite(float(b)):
+        if not math.isfinite(float(b)):
             raise HotwordError(f"hotword {phrase!r}: boost must be finite, got {b!r}")
         p = " ".join(phrase.split())
         if p:

@@ -91,3 +91,18 @@ def test_compiled_equals_numpy_per_utterance_batch(decoders: dict[str, CTCDecode
     alone = decoders["numba"].decode(xs[2], hotwords=lists[2], hotword_weight=2.0)
     assert_same(got[2], alone)
     assert decoders["numba"].biased(["kafka"], 1.0).backend == "numba"
+
+
+def test_graph_cache_follows_the_list_contents() -> None:
+    """A list given again is found as it was; changed in place, it gets its own graph; the same phrases
+    written differently share one graph."""
+    d = CTCDecoder(CHAR_LABELS)
+    hw = ["kafka", "afk"]
+    g1 = d._hot_graphs.graph(hw, 1.0)
+    assert g1 is not None and d._hot_graphs.graph(list(hw), 1.0) is g1
+    assert d._hot_graphs.graph(hw, 2.0) is not g1  # another boost
+    hw.append("here")
+    g2 = d._hot_graphs.graph(hw, 1.0)
+    assert g2 is not None and g2 is not g1 and len(g2) > len(g1)
+    assert d._hot_graphs.graph({" kafka ": 1.0, "afk": 1.0}, 1.0) is g1
+    assert d._hot_graphs.graph(["  "], 1.0) is None and d._hot_graphs.graph(["  "], 1.0) is None

@@ -33,20 +33,50 @@ class HotwordGraphs:
         self.num_units = len(labels)
         self.tokenize = label_tokenizer(labels, word_delimiter)
         self._cache: OrderedDict[tuple[tuple[str, float], ...], ContextGraph | None] = OrderedDict()
+        self._raw: OrderedDict[Any, ContextGraph | None] = OrderedDict()  # the lists as given, unnormalized
 
     def graph(self, hotwords: Hotwords | None, boost: float) -> ContextGraph | None:
+        """The graph of a hotword list (``None`` when it has no phrase). A list given again as it was is found
+        without normalizing it again (that alone costs milliseconds for 1,000 hotwords)."""
+        raw = _raw_key(hotwords, boost)
+        if raw is not None and raw in self._raw:
+            self._raw.move_to_end(raw)
+            return self._raw[raw]
         phrases = normalize_hotwords(hotwords, boost)
-        if not phrases:
-            return None
-        key = tuple(sorted(phrases.items()))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        g = build_context_graph(phrases, self.tokenize, self.num_units)
-        self._cache[key] = g
-        if len(self._cache) > GRAPH_CACHE:
-            self._cache.popitem(last=False)
+        g = None
+        if phrases:
+            key = tuple(sorted(phrases.items()))
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                g = self._cache[key]
+            else:
+                g = build_context_graph(phrases, self.tokenize, self.num_units)
+                _put(self._cache, key, g)
+        if raw is not None:
+            _put(self._raw, raw, g)
         return g
+
+
+def _put(cache: OrderedDict[Any, ContextGraph | None], key: Any, g: ContextGraph | None) -> None:
+    cache[key] = g
+    if len(cache) > GRAPH_CACHE:
+        cache.popitem(last=False)
+
+
+def _raw_key(hotwords: Hotwords | None, boost: float) -> Any:
+    """A hashable key of a hotword list exactly as given, or ``None`` (not hashable, or not a list/mapping of
+    strings)."""
+    if hotwords is None:
+        return None
+    try:
+        if isinstance(hotwords, Mapping):
+            key: Any = ("m", tuple(hotwords.items()))
+        else:
+            key = ("l", tuple(hotwords), float(boost))
+        hash(key)
+    except (TypeError, ValueError):
+        return None
+    return key
 
 
 def with_hotwords(dec: CTCDecoder, graph: ContextGraph | None, weight: float | None) -> CTCDecoder:

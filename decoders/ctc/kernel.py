@@ -253,8 +253,8 @@ def run_frames(
             if lm_nonneg:
                 # LM log-probs are <= 0: a completion adds at most the word bonus (and OOV weight)
                 ub = e + fixed[p] + partial
-                if hot_on and w_hot * hd > 0.0:  # a take-back only lowers the score: left out of the bound
-                    ub += w_hot * hd
+                if hot_on:  # exact, with a margin for the rounding of the sum in another order
+                    ub += w_hot * hd + 1e-9
                 if compl:
                     ub += w_words
                     if has_trie and not known:
