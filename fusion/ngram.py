@@ -443,6 +443,8 @@ def build_ngram(
 
     output = check_output_path(output, inputs=files, what="model output")
     want_binary = (output.suffix != ".arpa") if binary is None else binary
+    if want_binary and keep_arpa:
+        check_output_path(arpa_beside(output), inputs=files, what="ARPA kept beside the binary")
     output.parent.mkdir(parents=True, exist_ok=True)
     lmplz = find_kenlm_binary("lmplz")
 

@@ -9,7 +9,7 @@ import kenlm
 import numpy as np
 import pytest
 
-from fusion.errors import InputError
+from fusion.errors import InputError, OutputError
 from fusion.ngram import build_ngram
 from fusion.ngram_arrays import NgramArrays, load_ngram_arrays, read_arpa, score_many
 
@@ -126,6 +126,15 @@ def test_binary_needs_its_arpa(tmp_path: Path) -> None:
     kept = build_ngram([TEXT / "bible.train.txt"], tmp_path / "lm2.bin", order=2, progress=False)  # kept by default
     arr = load_ngram_arrays(kept)
     assert arr.order == 2 and arr.word_id("lord") > 0
+
+
+def test_kept_arpa_never_overwrites_the_training_text(tmp_path: Path) -> None:
+    text = tmp_path / "lm.bin.arpa"  # the name the kept ARPA of lm.bin would take
+    text.write_text((TEXT / "bible.train.txt").read_text())
+    before = text.read_bytes()
+    with pytest.raises(OutputError, match="ARPA kept beside the binary"):
+        build_ngram([text], tmp_path / "lm.bin", order=2, progress=False)
+    assert text.read_bytes() == before and not (tmp_path / "lm.bin").exists()
 
 
 def test_bad_arpa_is_a_located_error(tmp_path: Path) -> None:
