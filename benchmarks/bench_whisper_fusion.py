@@ -5,14 +5,24 @@
     :class:`decoders.hf.FusionLogitsProcessor` (:class:`~fusion.scorers.OpenWordLMScorer`, pre-beam
     candidates). Both runs use the same ``generate()`` settings (length penalty 0, Whisper's suppressed
     tokens); the table also gives the tokens each generated. Goal: fused <= 1.3x plain.
-(b) A neural LM (an LSTM over a 1000-piece sentencepiece model, seen per word) fused the same way:
-    lmfusion's incremental scoring (:class:`~fusion.scorers.OpenWordLMScorer` over
-    :class:`~fusion.units.WordLevelLM`: the LM state of each prefix is kept, each step runs only the new
-    pieces) vs :class:`WhisperLMStyle`, which does what whisper-lm does: for every hypothesis and every
-    candidate token it re-tokenises the whole text so far and scores it from ``<s>`` with one forward pass
-    of the same LM (``WordLevelLM.score_sentence``), and adds the difference to the score of the text
-    without the candidate (also re-read). The two give the same fused scores (checked on every step of
-    one utterance). Goal: >= 5x less LM scoring time.
+(b) A neural LM (an LSTM over a 1000-piece sentencepiece model, seen per word) fused the same way, two
+    scorers that give the same fused scores (checked on every step of one utterance before timing):
+
+    * incremental — :class:`~fusion.scorers.OpenWordLMScorer` over :class:`~fusion.units.WordLevelLM`: the
+      LM state of every prefix is kept; each step walks all candidates' pieces of all beams as one trie,
+      one batched LSTM step per piece depth over the distinct prefixes not cached yet;
+    * re-read — :class:`fusion.reference.RereadWordLMScorer`, the amount of work whisper-lm's scorer does
+      (its ``BeamSearchDecoderWithLLM``): for every beam and every candidate token it turns the whole
+      hypothesis plus the candidate into text, tokenises that text afresh and runs one forward pass of
+      the LM over it from the sentence start (batch of one), keeping nothing between steps. Like
+      whisper-lm it reads every candidate, punctuation and end-of-text included, and never reads the
+      prefix alone (the prefix's score comes from the step that chose it); unlike whisper-lm, which
+      takes the last position's top probability, it turns the read into the word-level log-probability
+      of the text (the same forward, a log-softmax and a sum over positions), so both scorers fuse the
+      same numbers. Both get the same candidates (the processor's pre-beam top-k plus end-of-text, 11
+      per beam), where whisper-lm takes beam + 1.
+
+    Goal: >= 5x less LM scoring time (the time spent in the logits processor, which both share).
 
 Every timed run is a fresh process (caches empty; peak RSS is that process's), repeated ``--repeats``
 times; the table gives medians. Time to first result counts from the process start (loading Whisper
@@ -30,14 +40,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import REPO, TEXT, WORK, bench_spm, kenlm_models, table
-from fusion.scorers import Scorer
 
 T0 = time.perf_counter()
 AUDIO = WORK / "whisper"
@@ -76,68 +84,19 @@ class Timed:
         return out
 
 
-class WhisperLMStyle(Scorer):
-    """whisper-lm's way (partial): every candidate's whole text re-tokenised and re-scored from ``<s>``.
-
-    The state is the hypothesis's words, the last one open (possibly ``""``). A candidate scores
-    ``lp(text + candidate) - lp(text)``, each ``lp`` one uncached forward pass over the whole text
-    (``WordLevelLM.score_sentence``, its word tokenisation memo emptied first): the same numbers as
-    :class:`~fusion.scorers.OpenWordLMScorer`, computed without keeping anything between steps.
-    """
-
-    is_partial = True
-
-    def __init__(self, wview: Any, token_units: Sequence[str | None], eos_id: int, name: str) -> None:
-        from fusion.scorers import OpenWordLMScorer
-
-        self.units = OpenWordLMScorer(wview, token_units, eos_id, name=name)  # unit parsing and prices only
-        self.wview, self.name, self.eos_id = wview, name, eos_id
-        self.vocab_size = len(token_units)
-
-    def init_state(self) -> Any:
-        return ("",)
-
-    def _lp(self, words: tuple[str, ...], eos: bool) -> float:
-        self.wview._ids.clear()  # re-tokenise, as whisper-lm does
-        self.wview._oov.clear()
-        ws = [w for w in words if w]
-        return float(self.wview.score_sentence(ws, eos=eos).logprobs.sum()) if ws or eos else 0.0
-
-    def _after(self, words: tuple[str, ...], t: int) -> tuple[str, ...]:
-        u = self.units
-        text = u.texts[t]
-        if t == self.eos_id or text is None:
-            return words
-        if u.starts[t]:
-            return (*words[:-1], *((words[-1],) if words[-1] else ()), text)
-        return (*words[:-1], words[-1] + text)
-
-    def score(self, hyps: Any, states: Any, candidates: Any = None) -> tuple[Any, Any]:
-        import numpy as np
-
-        cand = np.asarray(candidates)
-        out = np.where(self.units.unseen[cand], self.units.unscored, 0.0)
-        for b, words in enumerate(states):
-            base = self._lp(words, eos=False)
-            for k, t in enumerate(cand[b].tolist()):
-                if t == self.eos_id:
-                    out[b, k] = self._lp(words, eos=True) - base
-                elif self.units.texts[t] is not None:
-                    out[b, k] = self._lp(self._after(words, t), eos=False) - base
-        return out, list(states)
-
-    def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[Any]:
-        return [self._after(ctx[r], int(t)) for r, t in zip(rows, tokens, strict=True)]
-
-    def final_score(self, state: Any) -> float:
-        return self._lp(state, eos=True) - self._lp(state, eos=False)
-
-
-def nnlm_word_view() -> Any:
+def nnlm_word_view(*, retokenize: bool = False) -> Any:
+    """The neural LM's word view (``retokenize``: each whole-text read tokenises afresh, as whisper-lm does)."""
     from fusion.neural import NeuralLM
     from fusion.units import WordLevelLM
 
-    return WordLevelLM(NeuralLM.from_config(NN_CONFIG, bench_spm(), seed=0, name="nnlm"))
+    return WordLevelLM(NeuralLM.from_config(NN_CONFIG, bench_spm(), seed=0, name="nnlm"), retokenize=retokenize)
+
+
+def reread_scorer(fz: Any) -> Any:
+    """The whisper-lm-style scorer of (b): every candidate's whole text re-read, over its own LM copy."""
+    from fusion.reference import RereadWordLMScorer
+
+    return RereadWordLMScorer(nnlm_word_view(retokenize=True), fz.units, fz.eos, name="nnlm")
 
 
 def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
@@ -161,10 +120,9 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
                                  name="dlm")  # fmt: skip
         scorers, weights = fz.scorers({"dlm": lm}), {"dlm": 0.5, "words": 1.0}
     elif system.startswith("nnlm"):
-        wview = nnlm_word_view()
-        scorers, weights = fz.scorers({"nnlm": wview}), {"nnlm": 0.5, "words": 1.0}
+        scorers, weights = fz.scorers({"nnlm": nnlm_word_view()}), {"nnlm": 0.5, "words": 1.0}
         if system == "nnlm-reread":
-            scorers[0] = WhisperLMStyle(wview, fz.units, fz.eos, "nnlm")
+            scorers[0] = reread_scorer(fz)
     audio = [read_wav(p) for p in utterances(n_utts)]
     kw = {**GEN, "suppress_tokens": fz.suppress}
     texts, tokens, lm_seconds, first = [], 0, 0.0, None
@@ -198,10 +156,10 @@ def agreement(threads: int) -> float:
 
     torch.set_num_threads(threads)
     fz = WhisperFusion(beam=BEAM)
-    a, r = nnlm_word_view(), nnlm_word_view()
     w = {"nnlm": 0.5, "words": 1.0}
-    pa = FusionLogitsProcessor(fz.scorers({"nnlm": a}), w, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
-    slow = [WhisperLMStyle(r, fz.units, fz.eos, "nnlm"), *fz.scorers({}, word_bonus=True)]
+    pa = FusionLogitsProcessor(fz.scorers({"nnlm": nnlm_word_view()}), w, pre_beam=fz.pre_beam,
+                               max_new_tokens=MAX_NEW)  # fmt: skip
+    slow = [reread_scorer(fz), *fz.scorers({}, word_bonus=True)]
     pr = FusionLogitsProcessor(slow, w, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
     gap = 0.0
 

@@ -12,7 +12,10 @@ fast path to its reference; a library path may fall back to one where nothing fa
 * :class:`FullPrefixLMScorer` — re-reads every hypothesis's whole prefix from ``lm.begin()`` each step
   (what fairseq's ``--lm-weight`` and whisper-lm do), beside the cached
   :class:`~fusion.scorers.TokenLMScorer` / :class:`~fusion.scorers.WordLMScorer`; the anchor of the
-  fusion-overhead benchmark.
+  fusion-overhead benchmark;
+* :class:`RereadWordLMScorer` — the open-word fused score with every candidate's whole text re-read from
+  ``<s>`` (whisper-lm's way), beside :class:`~fusion.scorers.OpenWordLMScorer`; the anchor of
+  ``benchmarks/bench_whisper_fusion.py`` (b).
 
 References that live with their engineers' modules: ``fusion.tuning`` (``error_rate_reference``,
 ``line_search_reference``, ``dominated_reference``), ``fusion.metrics.edit_distance_reference`` and
@@ -33,10 +36,12 @@ from fusion.neural import NeuralLM
 from fusion.scorers.base import FullScorer, ScorerState, check_token_units
 from fusion.scorers.lm import TokenLMScorer, UnscoredPrice, WordLMScorer
 from fusion.snr import _EPS, SNR_MAX_DB, SNR_MIN_DB, _clamp, _invert
+from fusion.token_units import word_text
 from fusion.tokenizers import WORD_START
 
 __all__ = [
     "FullPrefixLMScorer",
+    "RereadWordLMScorer",
     "SlowWordLevelLM",
     "noise_floor_snr_reference",
     "score_unit_by_unit",
@@ -228,3 +233,80 @@ class FullPrefixLMScorer(FullScorer):
 
     def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[ScorerState]:
         return [None] * len(rows)
+
+
+class RereadWordLMScorer(WordLMScorer):
+    """The open-word fused score computed the way whisper-lm computes its LM score: the whole text re-read.
+
+    Beside :class:`~fusion.scorers.OpenWordLMScorer` (which keeps each prefix's LM state and runs only the
+    new pieces), this scorer keeps only each hypothesis's words and the log-probability of its text. For
+    every hypothesis and every candidate token it builds the text after the candidate and scores it from
+    ``<s>`` with **one** ``lm.score_sentence`` call (one forward pass over the whole text for a neural
+    word view), then returns the difference to the hypothesis's text score (already known from the step
+    that chose it, so the prefix alone is never re-read). A candidate that leaves the text unchanged
+    (punctuation) is re-read too, as whisper-lm re-reads every candidate; ``</s>`` re-reads the text with
+    end-of-sentence. The scores telescope to the same totals as :class:`~fusion.scorers.OpenWordLMScorer`'s
+    (tests hold the two together). The state is ``(words, ln P(text))``, the last word open (maybe ``""``).
+    """
+
+    def __init__(self, lm: LanguageModel, token_units: Sequence[str | None], eos_id: int, *,
+                 name: str | None = None, unscored: UnscoredPrice = "uniform") -> None:  # fmt: skip
+        super().__init__(lm, token_units, eos_id, name=name, partial=True, unscored=unscored)
+        self.reads = 0
+        """Number of whole-text reads (one ``score_sentence`` call each)."""
+
+    def init_state(self) -> ScorerState:
+        return (("",), 0.0)
+
+    def text_logprob(self, words: Sequence[str], eos: bool) -> float:
+        """``ln P(words [+ </s>])`` read from ``<s>`` in one ``score_sentence`` call (0 for no text)."""
+        ws = [word_text(w) if self._bytes else w for w in words if w]
+        if not ws and not eos:
+            return 0.0
+        self.reads += 1
+        return float(self.lm.score_sentence(ws, eos=eos).logprobs.sum())
+
+    def _after(self, words: tuple[str, ...], t: int) -> tuple[str, ...]:
+        text = self.texts[t]
+        if t == self.eos_id or text is None:
+            return words
+        if self.starts[t]:
+            return (*words[:-1], *((words[-1],) if words[-1] else ()), text)
+        return (*words[:-1], words[-1] + text)
+
+    def score(self, hyps: Sequence[Sequence[int]], states: Sequence[ScorerState],
+              candidates: np.ndarray | None = None) -> tuple[np.ndarray, Any]:  # fmt: skip
+        if candidates is None:
+            raise LMFusionError(f"partial scorer {self.name!r} needs candidates")
+        cand = np.asarray(candidates)
+        out = np.where(self.unseen[cand], self.unscored, 0.0)
+        nxt: dict[tuple[int, int], ScorerState] = {}
+        for b, k in np.ndindex(*cand.shape):
+            t = int(cand[b, k])
+            if self.unseen[t]:
+                continue
+            st: Any = states[b]
+            words, lp = st
+            new = self._after(words, t)
+            lp_new = self.text_logprob(new, eos=t == self.eos_id)
+            out[b, k] = lp_new - lp
+            nxt[(b, t)] = (new, lp_new)
+        return out, {"states": list(states), "next": nxt}
+
+    def select_state(self, ctx: Any, rows: Sequence[int], tokens: Sequence[int]) -> list[ScorerState]:
+        out: list[ScorerState] = []
+        for r, t in zip(rows, (int(x) for x in tokens), strict=True):
+            words, lp = ctx["states"][r]
+            if t == self.eos_id or self.unseen[t]:
+                out.append((words, lp))
+            elif (r, t) in ctx["next"]:
+                out.append(ctx["next"][(r, t)])
+            else:  # not a scored candidate: read it now
+                new = self._after(words, t)
+                out.append((new, self.text_logprob(new, eos=False)))
+        return out
+
+    def final_score(self, state: ScorerState) -> float:
+        st: Any = state
+        words, lp = st
+        return self.text_logprob(words, eos=True) - lp

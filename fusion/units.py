@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fusion.errors import LMFusionError, UnitMismatchError
-from fusion.incremental import CachedIncrementalLM
+from fusion.incremental import CachedIncrementalLM, NeuralState
 from fusion.lm import BatchFirstLM, LanguageModel, SentenceScore, State, Units, check_word_unit, require_token_lm
 
 
@@ -44,9 +44,12 @@ class WordLevelLM(BatchFirstLM):
         lm: a :class:`~fusion.incremental.CachedIncrementalLM` (a :class:`~fusion.neural.NeuralLM`, or the HF
             adapter) over sentencepiece-style pieces.
         name: default ``lm.name`` (so EM weights keep the model's name).
+        retokenize: forget the word -> pieces memo at every whole-sentence read (:meth:`score_sentences`),
+            so each read tokenises its text afresh (a re-reading baseline's cost; default ``False``).
     """
 
-    def __init__(self, lm: CachedIncrementalLM, *, name: str | None = None, max_tokens: int = 4096) -> None:
+    def __init__(self, lm: CachedIncrementalLM, *, name: str | None = None, max_tokens: int = 4096,
+                 retokenize: bool = False) -> None:  # fmt: skip
         require_token_lm(lm)
         if not isinstance(lm, CachedIncrementalLM):
             raise LMFusionError(f"WordLevelLM needs a neural LM with cached incremental scoring; for "
@@ -54,6 +57,7 @@ class WordLevelLM(BatchFirstLM):
         super().__init__(name or lm.name, Units.word())
         self.lm = lm
         self.max_tokens = max_tokens
+        self.retokenize = retokenize
         self._ids: dict[str, tuple[int, ...]] = {}
         self._oov: dict[str, bool] = {}
 
@@ -100,6 +104,70 @@ class WordLevelLM(BatchFirstLM):
         self, states: Sequence[State], candidates: Sequence[str]
     ) -> tuple[np.ndarray, list[list[State]]]:
         b_n, k_n = len(states), len(candidates)
+        if b_n == 0 or k_n == 0:
+            for w in candidates:
+                self.word_ids(w)
+            return np.zeros((b_n, k_n)), [[] for _ in range(b_n)]
+        lp, ns = self.score_pairs([s for s in states for _ in range(k_n)], list(candidates) * b_n)
+        return lp.reshape(b_n, k_n), [ns[b * k_n : (b + 1) * k_n] for b in range(b_n)]
+
+    def score_pairs(self, states: Sequence[State], units: Sequence[str]) -> tuple[np.ndarray, list[State]]:
+        """``ln P(units[i] | states[i])`` for every pair: all pairs' pieces walked together as one trie.
+
+        Depth ``d`` of every word is one batched LM step over the *distinct* prefixes ``state + pieces[:d]``
+        (words that share a start, the same word after several states, and prefixes the LM already cached
+        cost nothing extra), so ``N`` pairs cost ``1 + max pieces`` batched forwards. The end-of-word mass
+        ``B`` is computed only where it is used: at each pair's start and end state. The numbers are those
+        of :meth:`score_pairs_reference` (the per-word path, kept for the tests).
+        """
+        n = len(states)
+        if n != len(units):
+            raise ValueError(f"score_pairs: {len(states)} states but {len(units)} units")
+        if n == 0:
+            return np.zeros(0), []
+        toks = [self.word_ids(w) for w in units]
+        bases: list[tuple[int, ...]] = []
+        for s in states:
+            if not isinstance(s, NeuralState):
+                raise LMFusionError(f"{self.name}: not a state of this LM: {s!r}")
+            bases.append(s.ids)
+        total = np.zeros(n, dtype=np.float64)
+        nxt: list[State] = [None] * n
+        active = list(range(n))
+        d = 0
+        while active:
+            uniq: dict[tuple[int, ...], int] = {}
+            rows = [uniq.setdefault(bases[i] + toks[i][:d] if d else bases[i], len(uniq)) for i in active]
+            keyed = [NeuralState(k) for k in uniq]
+            logp = self.lm.logprobs_tensor(keyed)  # one batched step for the prefixes not cached yet
+            # the end-of-word mass: subtracted at depth 0, added where a word ends
+            ends = [j for j, i in enumerate(active) if d == 0 or len(toks[i]) == d]
+            if ends:
+                zrows = sorted({rows[j] for j in ends})
+                z = dict(zip(zrows, self._boundary_logmass(logp[zrows].double()).cpu().numpy().tolist(), strict=True))
+                if d == 0:
+                    total -= np.array([z[r] for r in rows])
+            more = [j for j, i in enumerate(active) if len(toks[i]) > d]
+            if more:
+                r_t = torch.as_tensor([rows[j] for j in more])
+                c_t = torch.as_tensor([toks[active[j]][d] for j in more])
+                vals = logp[r_t, c_t].double().cpu().numpy()
+                for j, v in zip(more, vals.tolist(), strict=True):
+                    total[active[j]] += v
+            for j in ends:
+                i = active[j]
+                if len(toks[i]) == d:
+                    total[i] += z[rows[j]]
+                    nxt[i] = keyed[rows[j]]
+            active = [active[j] for j in more]
+            d += 1
+        return total, nxt
+
+    def score_batch_reference(
+        self, states: Sequence[State], candidates: Sequence[str]
+    ) -> tuple[np.ndarray, list[list[State]]]:
+        """The ``B`` x ``K`` grid the depth-by-depth way (the reference of :meth:`score_batch`)."""
+        b_n, k_n = len(states), len(candidates)
         toks = [self.word_ids(w) for w in candidates]
         if b_n == 0 or k_n == 0:
             return np.zeros((b_n, k_n)), [[] for _ in range(b_n)]
@@ -135,17 +203,18 @@ class WordLevelLM(BatchFirstLM):
         nxt = [[self.lm.extend_ids(states[b], toks[k]) for k in range(k_n)] for b in range(b_n)]
         return total, nxt  # type: ignore[return-value]
 
-    def score_pairs(self, states: Sequence[State], units: Sequence[str]) -> tuple[np.ndarray, list[State]]:
+    def score_pairs_reference(self, states: Sequence[State], units: Sequence[str]) -> tuple[np.ndarray, list[State]]:
+        """The per-word path, kept beside :meth:`score_pairs` as its reference: the pairs grouped by word,
+        each word's states stepped through its pieces on their own (same math, nothing shared across words)."""
         if len(states) != len(units):
             raise ValueError(f"score_pairs: {len(states)} states but {len(units)} units")
-        # group by word so each group is one score_batch column
         out = np.empty(len(states))
         nxt: list[State] = [None] * len(states)
         by_word: dict[str, list[int]] = {}
         for i, u in enumerate(units):
             by_word.setdefault(u, []).append(i)
         for w, idx in by_word.items():
-            lp, ns = self.score_batch([states[i] for i in idx], [w])
+            lp, ns = self.score_batch_reference([states[i] for i in idx], [w])
             for j, i in enumerate(idx):
                 out[i] = lp[j, 0]
                 nxt[i] = ns[j][0]
@@ -155,6 +224,9 @@ class WordLevelLM(BatchFirstLM):
     def score_sentences(self, sentences: Iterable[Sequence[str]], *, eos: bool = True) -> list[SentenceScore]:
         """Word scores of whole sentences from the subword LM's full-sequence distributions."""
         sents = [list(s) for s in sentences]
+        if self.retokenize:
+            self._ids.clear()
+            self._oov.clear()
         out: list[SentenceScore | None] = [None] * len(sents)
         order = sorted(range(len(sents)), key=lambda i: sum(len(self.word_ids(w)) for w in sents[i]))
         batch: list[int] = []
