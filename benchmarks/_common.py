@@ -30,7 +30,7 @@ def table(rows: list[list[object]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def bench_spm(vocab: int = 1000):  # type: ignore[no-untyped-def]
+def bench_spm(vocab: int = 1000):
     """A sentencepiece model on both domains' training text (trained once, cached)."""
     from fusion.tokenizers import SentencePieceTokenizer, train_sentencepiece
 

@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def nnlm(tiny_spm) -> NeuralLM:  # type: ignore[no-untyped-def]
+def nnlm(tiny_spm) -> NeuralLM:
     return NeuralLM.from_config({"arch": "lstm", "emb": 16, "hidden": 24, "layers": 1, "dropout": 0.0}, tiny_spm,
                                 seed=7, name="nnlm")  # fmt: skip
 
@@ -66,9 +66,9 @@ def test_trie_pairs_equal_per_word_reference_with_fewer_forwards(nnlm: NeuralLM)
     for i, (b, x) in enumerate(pairs):
         assert lp[i] == pytest.approx(slow.score(states[b], x)[0], abs=1e-5)
     grid, grid_next = w.score_batch(states, words)  # score_batch is score_pairs over the B x K grid
-    ref, ref_next = w.score_batch_reference(states, words)
-    np.testing.assert_allclose(grid, ref, rtol=0, atol=1e-5)
-    assert grid_next == ref_next
+    ref_grid, ref_grid_next = w.score_batch_reference(states, words)
+    np.testing.assert_allclose(grid, ref_grid, rtol=0, atol=1e-5)
+    assert grid_next == ref_grid_next
 
 
 def _search(units: list[str | None], procs: list[FusionLogitsProcessor], steps: int, beam: int) -> list[float]:
@@ -95,7 +95,7 @@ def _search(units: list[str | None], procs: list[FusionLogitsProcessor], steps: 
     return gaps
 
 
-def test_incremental_open_word_equals_slow_view_and_reread(nnlm: NeuralLM, tiny_spm) -> None:  # type: ignore[no-untyped-def]
+def test_incremental_open_word_equals_slow_view_and_reread(nnlm: NeuralLM, tiny_spm) -> None:
     units: list[str | None] = [*units_from_pieces(tiny_spm.pieces, specials=[tiny_spm.sp.unk_id()]), None, None]
     eos = len(units) - 2
     steps, beam, pre_beam = 9, 4, 6
