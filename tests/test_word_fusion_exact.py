@@ -1,7 +1,7 @@
 """The fast word view of a neural LM gives the numbers of its references.
 
 * :meth:`fusion.units.WordLevelLM.score_pairs` (all pairs' pieces walked as one trie, one batched step per
-  depth) equals the per-word path :meth:`~fusion.units.WordLevelLM.score_batch_reference` and the
+  depth) equals the per-word path :meth:`~fusion.units.WordLevelLM.score_pairs_reference` and the
   protocol-only :class:`fusion.reference.SlowWordLevelLM`, with fewer forward passes;
 * in a beam search driven through :class:`decoders.hf.FusionLogitsProcessor`, the incremental
   :class:`~fusion.scorers.OpenWordLMScorer` over the fast view gives, at every step, the same fused scores
