@@ -25,8 +25,9 @@
     Goal: >= 5x less LM scoring time (the time spent in the logits processor, which both share).
 
 Every timed run is a fresh process (caches empty; peak RSS is that process's), repeated ``--repeats``
-times; the table gives medians. Time to first result counts from the process start (loading Whisper
-and the LMs included) to the first utterance's transcript. torch uses ``--threads`` threads.
+times; the table gives medians. "LM forwards" counts the neural LM's forward passes: batched one-step
+forwards (incremental) or whole-text reads (re-read). Time to first result counts from the process start
+(loading Whisper and the LMs included) to the first utterance's transcript. torch uses ``--threads`` threads.
 
     .venv/bin/python benchmarks/bench_whisper_fusion.py [--repeats 3] [--threads 1] [--utts 5]
 """
@@ -99,6 +100,11 @@ def reread_scorer(fz: Any) -> Any:
     return RereadWordLMScorer(nnlm_word_view(retokenize=True), fz.units, fz.eos, name="nnlm")
 
 
+def lm_forwards(system: str, scorer: Any) -> int:
+    """LM forward passes a neural system ran: batched one-step forwards, or whole-text reads."""
+    return int(scorer.reads if system == "nnlm-reread" else scorer.lm.lm.forward_calls)
+
+
 def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
     """One timed run in this (fresh) process."""
     import torch
@@ -142,6 +148,7 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
         if first is None:
             first = time.perf_counter() - T0
     return {"system": system, "decode_s": time.perf_counter() - t_dec, "lm_s": lm_seconds, "first_s": first,
+            "lm_forwards": lm_forwards(system, scorers[0]) if system.startswith("nnlm") else 0,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens": tokens, "texts": texts}
 
 
@@ -211,18 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits every system alike
         for s in systems:
             runs[s].append(run(s, args))
-    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("decode_s", "lm_s", "first_s", "rss_mb", "tokens")}
+    med = {s: {k: statistics.median(r[k] for r in rs) for k in ("decode_s", "lm_s", "first_s", "rss_mb", "tokens",
+                                                                   "lm_forwards")}
            for s, rs in runs.items()}  # fmt: skip
     rows = []
     for s in systems:
         m = med[s]
-        rows.append([s, m["decode_s"], m["lm_s"], m["first_s"], m["rss_mb"], int(m["tokens"]),
+        rows.append([s, m["decode_s"], m["lm_s"], int(m["lm_forwards"]), m["first_s"], m["rss_mb"], int(m["tokens"]),
                      1000 * m["decode_s"] / m["tokens"]])  # fmt: skip
     print(f"Whisper tiny.en, beam {BEAM}, {args.utts} utterances one per generate() call, "
           f"{args.threads} torch thread(s), median of {args.repeats} fresh processes; "
           f"incremental vs re-read max fused-score gap {gap:.1e}\n")
-    print(table(rows, ["system", "decode s", "LM scoring s", "first result s (incl. load)", "peak RSS MB",
-                       "tokens out", "ms / token"]))  # fmt: skip
+    print(table(rows, ["system", "decode s", "LM scoring s", "LM forwards", "first result s (incl. load)",
+                       "peak RSS MB", "tokens out", "ms / token"]))  # fmt: skip
     ratios = []
     if "a" in args.only:
         ka, pa = med["kenlm"], med["plain"]
