@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(info)"]]  # fmt: skip
     if "b" in args.only:
         ri, rr = med["nnlm-incremental"], med["nnlm-reread"]
-        ratios += [["(b) LM scoring time, re-read prefix / incremental", rr["lm_s"] / ri["lm_s"], ">= 5"],
+        ratios += [["(b) LM scoring time, re-read / incremental", rr["lm_s"] / ri["lm_s"], ">= 5"],
                    ["(b) whole decode, re-read / incremental", rr["decode_s"] / ri["decode_s"], "(info)"]]
     print()
     print(table(ratios, ["ratio", "measured", "goal"]))
