@@ -14,7 +14,8 @@ import numpy as np
 
 from decoders.ctc.lmstep import LN10, CTCDecoder, FusionCache
 from decoders.ctc.ngramfusion import NgramFusionCache, empty_tables
-from decoders.ctc.search import NumpySearch, token_candidates
+from decoders.ctc.scan import candidates
+from decoders.ctc.search import NumpySearch
 from decoders.ctc.tree import NEG_INF
 from fusion.errors import LMFusionError
 
@@ -123,13 +124,11 @@ class NumbaSearch(NumpySearch):
         o = d.options
         blank = d.vocab.blank
         T = len(arr)
-        mask, _ = token_candidates(arr, blank, o.token_min_logp)
-        tt, vv = np.nonzero(mask)
-        cand_ptr = np.searchsorted(tt, np.arange(T + 1)).astype(np.int64)
-        cand_tok = vv.astype(np.int64)
         if arr.dtype != np.float32:
             arr = np.asarray(arr, dtype=np.float64)
         arr = np.ascontiguousarray(arr)  # float32 emissions go in as they are (each cell summed in float64)
+        # the threshold in the emissions' dtype, as numpy compares an array with a Python float
+        cand_ptr, cand_tok = candidates(arr, blank, arr.dtype.type(o.token_min_logp))
         t = 0
         K = self.K
         W = o.beam_width

@@ -64,8 +64,7 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         if not finite_rows:
             t = int(np.flatnonzero(~np.isfinite(m[:, 0]))[0])
             raise InputError(f"{what}: frame {t} has probability zero for every label", field=what)
-        with np.errstate(over="ignore"):
-            mass = np.exp(arr).sum(axis=1)  # 1 for log-probabilities (inf for large logits: rejected)
+        mass = _row_mass(arr)  # 1 for log-probabilities (huge or inf for large logits: rejected)
         dev = np.abs(mass - 1.0)
         if not dev.max() <= tol:
             worst = int(np.argmax(dev))
@@ -76,6 +75,16 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
                 field=what,
             )
     return arr
+
+
+def _row_mass(arr: np.ndarray) -> np.ndarray:
+    """``sum(exp(row))`` per row: compiled (:func:`decoders.ctc.scan.row_mass`) when numba is there."""
+    try:
+        from decoders.ctc.scan import row_mass
+    except ImportError:
+        with np.errstate(over="ignore"):
+            return np.asarray(np.exp(arr).sum(axis=1, dtype=np.float64))
+    return np.asarray(row_mass(np.ascontiguousarray(arr)))
 
 
 def split_batch(x: Any, lengths: Any = None, *, what: str = "emissions") -> list[Any]:

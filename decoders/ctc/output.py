@@ -44,12 +44,29 @@ def _text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
     """One key per distinct text among the nodes."""
     d = s.d
     if d.vocab.kind != "char":
-        return [s._text(i) for i in ids]
+        return _piece_text_keys(s, ids)
     # distinct prefixes share a text only as X and X + delimiter (delimiters never repeat)
     ids_arr = np.array(ids, dtype=np.int64)
     toks = s.tok[ids_arr]
     pure = d._pure_delim[np.minimum(toks, s.V - 1)] & (toks < s.V)
     return list(np.where(pure, s.parent[ids_arr], ids_arr).tolist())
+
+
+def _piece_text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
+    """Text keys of a piece vocabulary (where different label sequences can spell one text): a compiled hash of each
+    text; nodes sharing a hash are told apart by their strings (so a hash collision merges nothing)."""
+    try:
+        from decoders.ctc.scan import text_hashes
+    except ImportError:
+        return [s._text(i) for i in ids]
+    tok_h, tok_pow = s.d.tables.text_hash_tables(s.d.vocab.text)
+    hs = text_hashes(np.asarray(ids, np.int64), s.parent, s.tok, tok_h, tok_pow, s.d._toklen, s.d._completes).tolist()
+    if len(set(hs)) == len(hs):
+        return list(hs)
+    count: dict[int, int] = {}
+    for h in hs:
+        count[h] = count.get(h, 0) + 1
+    return [s._text(i) if count[h] > 1 else h for i, h in zip(ids, hs, strict=True)]
 
 
 def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray) -> list[tuple[float, int, float]]:

@@ -148,6 +148,15 @@ class WordTables:
         self.has_pure_delim = bool(self.pure_delim.any())
         self.has_completing_text = any(c and t for c, t in zip(vocab.completes, vocab.text, strict=True))
         self._csr: TrieCSR | None = None
+        self._text_hash: tuple[np.ndarray, np.ndarray] | None = None
+
+    def text_hash_tables(self, texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per label, its text's polynomial hash and power (:func:`decoders.ctc.scan.text_hash_tables`), built once."""
+        if self._text_hash is None:
+            from decoders.ctc.scan import text_hash_tables
+
+            self._text_hash = text_hash_tables(texts)
+        return self._text_hash
 
     @property
     def dense(self) -> bool:

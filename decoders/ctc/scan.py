@@ -1,0 +1,149 @@
+"""One compiled pass over an utterance's emissions ``[T, V]``: the per-frame token candidates and the row masses.
+
+The compiled search (:mod:`decoders.ctc.compiled`) needs, per frame, the labels that pass ``token_min_logp``
+(:func:`decoders.ctc.search.token_candidates`, the numpy version, builds a ``[T, V]`` mask and ``np.nonzero`` of
+it: about a millisecond per utterance at 4,000 labels); :func:`candidates` writes the same lists straight into
+CSR arrays in one pass. :func:`row_mass` is the normalization check's ``sum(exp(row))``
+(:func:`decoders.ctc.inputs.as_logprobs`) with an exponential that the compiler can vectorize (range reduction,
+a degree-7 polynomial and the power of two built from its bits: relative error below 1e-8, far inside the
+check's tolerance of 1e-3). :func:`text_hashes` keys the final beam by text without building strings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+
+@intrinsic
+def _bits_to_float(typingctx, x):  # type: ignore[no-untyped-def]
+    """The float64 whose bits are the int64 ``x`` (the power of two of the exponential)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+_CHUNK = 32
+
+
+@njit(cache=True, fastmath={"nnan", "nsz", "arcp", "contract", "afn", "reassoc"})  # validated rows: no NaN
+def candidates(arr, blank, min_logp):
+    """Per frame, the non-blank labels with log-probability ``>= min_logp``, ascending; a frame with none keeps its
+    best label (the first of the maxima) unless that is the blank. Returns ``(ptr [T + 1], tok)``: frame ``t``'s
+    labels are ``tok[ptr[t]:ptr[t + 1]]``. The same lists as :func:`decoders.ctc.search.token_candidates`.
+
+    Each row is read in chunks: a chunk is scanned cell by cell only when its maximum passes ``min_logp`` or beats
+    the row's best so far (the argmax of a frame without candidates comes from the same pass)."""
+    T, V = arr.shape
+    ptr = np.empty(T + 1, np.int64)
+    cap = 4 * T + 16
+    tok = np.empty(cap, np.int64)
+    n = 0
+    ptr[0] = 0
+    for t in range(T):
+        row = arr[t]
+        if n + V > cap:  # the worst case of this frame cannot fit: grow (rare, most frames keep a few labels)
+            cap = max(2 * cap, n + V)
+            new = np.empty(cap, np.int64)
+            new[:n] = tok[:n]
+            tok = new
+        start = n
+        bv = row[0]
+        best = 0
+        for v0 in range(0, V, _CHUNK):
+            v1 = min(v0 + _CHUNK, V)
+            m = row[v0]
+            for v in range(v0 + 1, v1):
+                m = max(m, row[v])
+            if m > bv or m >= min_logp:
+                for v in range(v0, v1):
+                    x = row[v]
+                    if x > bv:
+                        bv = x
+                        best = v
+                    if x >= min_logp and v != blank:
+                        tok[n] = v
+                        n += 1
+        if n == start and best != blank:
+            tok[n] = best
+            n += 1
+        ptr[t + 1] = n
+    return ptr, tok[:n].copy()
+
+
+@njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # infinities kept
+def row_mass(arr):
+    """``sum(exp(row))`` per row, in float64 (cells clamped to [-700, 700]: -inf counts as 0, overflow as huge)."""
+    T, V = arr.shape
+    out = np.empty(T)
+    for t in range(T):
+        row = arr[t]
+        s = 0.0
+        for v in range(V):
+            x = np.float64(row[v])
+            x = max(x, -700.0)
+            x = min(x, 700.0)
+            k = np.floor(x * _LOG2E + 0.5)
+            r = x - k * _LN2
+            p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720
+                                                                                             + r * (1.0 / 5040)))))))
+            s += p * _bits_to_float((np.int64(k) + 1023) << 52)
+        out[t] = s
+    return out
+
+
+_TEXT_P = np.uint64(0x100000001B3)
+
+
+@njit(cache=True)
+def text_hashes(ids, parent, tok, tok_h, tok_pow, toklen, completes):
+    """A 64-bit hash of each node's text (its words joined by one space: :meth:`~decoders.ctc.tree.PrefixTree._text`),
+    walking up the tree: ``tok_h[c]`` is label ``c``'s text as a polynomial in ``P`` and ``tok_pow[c] = P ** len``
+    (:func:`text_hash_tables`). Equal texts give equal hashes; the caller checks equal hashes on the strings."""
+    out = np.empty(ids.shape[0], np.uint64)
+    nt = tok_h.shape[0]
+    for i in range(ids.shape[0]):
+        h = np.uint64(0)
+        mult = np.uint64(1)
+        open_chars = False  # the word being read (right to left) has characters
+        sep = False  # a word boundary lies between what was read and the next characters
+        nd = ids[i]
+        while nd > 0:
+            c = tok[nd]
+            if c < nt and toklen[c] > 0:  # the label adds characters
+                if sep:
+                    h += np.uint64(1) * mult  # the space (characters are coded from 2)
+                    mult *= _TEXT_P
+                    sep = False
+                h += tok_h[c] * mult
+                mult *= tok_pow[c]
+                open_chars = True
+            if c < nt and completes[c] and open_chars:
+                sep = True
+                open_chars = False
+            nd = parent[nd]
+        out[i] = h
+    return out
+
+
+def text_hash_tables(texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, its text as a polynomial hash and ``P ** len(text)`` (uint64, wrapping): for :func:`text_hashes`."""
+    p = int(_TEXT_P)
+    mask = (1 << 64) - 1
+    h = np.zeros(len(texts), np.uint64)
+    pw = np.ones(len(texts), np.uint64)
+    for i, s in enumerate(texts):
+        a, b = 0, 1
+        for ch in reversed(s):
+            a = (a + (ord(ch) + 2) * b) & mask
+            b = (b * p) & mask
+        h[i], pw[i] = a, b
+    return h, pw
