@@ -51,9 +51,10 @@ class NumbaSearch(NumpySearch):
         from decoders.ctc import kernel as K
 
         self.K = K
-        self.child_nb = K.new_child_index()
         self.sh.numba_index()
         self.whash = np.zeros(self.cap, np.int64)
+        self.fchild = np.full(self.cap, -1, np.int32)  # first child of each node (-1: none)
+        self.nsib = np.full(self.cap, -1, np.int32)  # next sibling
         W = dec.options.beam_width
         self.b_ids = np.zeros(W + 1, np.int64)
         self.b_pb = np.zeros(W + 1)
@@ -61,16 +62,37 @@ class NumbaSearch(NumpySearch):
         self.b_last = np.full(W + 1, self.V, np.int64)
         self.b_rank = np.zeros(W + 1)
         self.state = np.array([1, 1, capacity, 0, 0], np.int64)
-        csr = dec.tables.csr()
-        self.trie_csr = (csr.ptr, csr.tok, csr.nxt, csr.empty) if csr is not None else _NO_TRIE
-        self.terminal = dec.lexicon.terminal if dec.lexicon is not None else np.zeros(1, bool)
-        self.toklen64 = dec._toklen.astype(np.int64)
-        self.start64 = dec._start_trie.astype(np.int64)
+        kt = dec.tables.kernel_tables()
+        self.trie_csr = kt.trie_csr if kt.trie_csr is not None else _NO_TRIE
+        self.terminal = kt.terminal
+        self.toklen64 = kt.toklen64
+        self.start64 = kt.start64
         self.req = [np.empty(0, np.int64)] * 3
         self.ins_keys = np.empty((256, 3), np.int64)  # new LM-cache entries for the kernel to index
         self.ins_vals = np.empty(256, np.int64)
         self.n_ins = 0
         self.hot = dec.hot.arrays() if dec.hot is not None else _NO_HOT
+        self._sync()
+
+    def reset(self, shared: FusionCache) -> None:
+        """Start a new utterance in this search's arrays (same decoder; ``shared``: its fused-step cache now)."""
+        self.sh = shared
+        shared.numba_index()
+        B = int(self.state[1])
+        self.pos[self.b_ids[:B]] = -1  # only the beam's nodes have a position
+        self.pos[0] = 0
+        self.fchild[0] = -1
+        self.whash[0] = 0
+        self.hstate[0] = 0
+        self.hsc[0] = 0.0
+        self.word_memo.clear()
+        self.b_ids[0] = 0
+        self.b_pb[0] = 0.0
+        self.b_pnb[0] = NEG_INF
+        self.b_last[0] = self.V
+        self.b_rank[0] = 0.0
+        self.state[:] = (1, 1, self.cap, 0, 0)
+        self.t = 0
         self._sync()
 
     def _tokens(self, node: int) -> tuple[list[int], list[int]]:
@@ -148,7 +170,7 @@ class NumbaSearch(NumpySearch):
             status = K.run_frames(
                 arr, t, self.t, cand_ptr, cand_tok,
                 self.parent, self.tok, self.frame, self.fixed, self.rank, self.trie, self.wlen, self.ctx,
-                self.nwords, self.noov, self.comp, self.pos, self.child_nb, self.whash,
+                self.nwords, self.noov, self.comp, self.pos, self.fchild, self.nsib, self.whash,
                 self.b_ids, self.b_pb, self.b_pnb, self.b_last, self.b_rank, self.state,
                 self.trie_csr, self.terminal, d._completes, d._pure_delim, self.toklen64, self.start64,
                 sh.lm_index, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
@@ -166,9 +188,11 @@ class NumbaSearch(NumpySearch):
             if status == K.STATUS_GROW:
                 self.n = int(self.state[0])
                 self._grow(self.n + W * (1 + cmax) + 1)
-                wh = np.zeros(self.cap, np.int64)
-                wh[: self.n] = self.whash[: self.n]
-                self.whash = wh
+                for name in ("whash", "fchild", "nsib"):
+                    old = getattr(self, name)
+                    new = np.full(self.cap, -1 if name != "whash" else 0, old.dtype)
+                    new[: self.n] = old[: self.n]
+                    setattr(self, name, new)
                 self.state[2] = self.cap
             elif status == K.STATUS_NEED_LM:
                 self._answer(int(self.state[4]))

@@ -167,6 +167,7 @@ class CTCDecoder:
         self._mixture_caches: dict[int, CachedLM] = {}
         self._variants: dict[Any, CTCDecoder] = {}
         self._shared: FusionCache | None = None
+        self._spares: list[NumpySearch] = []  # one finished search to reuse (shared by this decoder's variants)
         self.hot: ContextGraph | None = None
         self.w_hot = 0.0
         self._hot_graphs = HotwordGraphs(self.vocab.labels, self.vocab.word_delimiter)
@@ -246,8 +247,16 @@ class CTCDecoder:
         if self.backend == "numba":
             from decoders.ctc.compiled import NumbaSearch
 
+            spare = self._spares.pop() if self._spares and shared is not None else None
+            if isinstance(spare, NumbaSearch) and spare.d is self:  # the arrays of an earlier utterance, reset
+                spare.reset(shared)
+                return spare
             return NumbaSearch(self, shared=shared)
         return NumpySearch(self, shared=shared)
+
+    def _recycle(self, search: NumpySearch) -> None:
+        """Keep a finished search's arrays for the next utterance of this decoder (:meth:`_search`)."""
+        self._spares[:] = [search]
 
     def _is_oov(self, word: str) -> bool:
         if self.lexicon is not None:
@@ -370,8 +379,10 @@ class CTCDecoder:
         dec = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)
         s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
         s.feed_array(arr)
-        return s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags,
-                        logprobs=arr if self.options.align else None)
+        out = s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags,
+                       logprobs=arr if self.options.align else None)
+        self._recycle(s)
+        return out
 
     def ctc_hypotheses(self, nbest: NBestList) -> list[CTCHypothesis]:
         """torchaudio-style views (label ids, words, fused score, per-token timesteps) of an n-best list."""
@@ -384,7 +395,9 @@ class CTCDecoder:
         s = self.for_utterance(as_context(None, "utt")).biased(None)._search()
         s.feed_array(arr)
         fin = s.finals(1)
-        return s.hypothesis(fin[0][1], fin[0][2]).text if fin else ""
+        text = s.hypothesis(fin[0][1], fin[0][2]).text if fin else ""
+        self._recycle(s)
+        return text
 
     def stream(self, tags: Context = None) -> CTCStream:
         """A streaming search: feed frames chunk by chunk, read the current best any time."""

@@ -36,12 +36,6 @@ _KEY3 = types.UniTuple(types.int64, 3)
 
 
 @njit(cache=True)
-def new_child_index():
-    """An empty ``parent * V + token -> node`` map (made in compiled code: fast)."""
-    return Dict.empty(types.int64, types.int64)
-
-
-@njit(cache=True)
 def new_lm_index():
     """An empty ``(context, word code, token) -> entry`` map."""
     return Dict.empty(_KEY3, types.int64)
@@ -106,7 +100,7 @@ def _hot_step(h_ptr, h_lab, h_nxt, h_fail, h_parent, h_score, h_risk, s, c):
 @njit(cache=True)
 def run_frames(
     arr, t0, t_off, cand_ptr, cand_tok,
-    parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, child, whash,
+    parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, fchild, nsib, whash,
     ids, pb, pnb, blast, brank, state,
     trie_csr, terminal, completes, pure_delim, toklen, start_trie,
     lm_index, e_delta, e_ctx, e_oov, e_comp,
@@ -115,7 +109,8 @@ def run_frames(
     ng_on, ng, ctx_tab, ctx_next, ctx_hash, lmst, w_lm, unk_offset,
     hot_on, hot, w_hot, hstate, hsc,
 ):
-    """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``.
+    """Advance frames from ``t0``. ``state = [n_nodes, n_beam, cap, t_reached, n_req]``. A node's children are a
+    list: ``fchild[node]`` the newest, ``nsib[child]`` the next (``-1`` ends it).
 
     With ``ng_on`` the LMs are n-gram arrays (``ng``, :mod:`decoders.ctc.lmkernel`) and a missing LM step is
     computed here; otherwise it is requested from Python. With ``hot_on`` a new node also steps the hotword
@@ -174,8 +169,9 @@ def run_frames(
                 if pure_delim[c] and wlen[p] == 0:
                     s_pnb[i] = _lae(s_pnb[i], e)
                     continue
-                ck = p * V + c
-                ch = child[ck] if ck in child else -1
+                ch = fchild[p]  # the children of p: a list through nsib (a few per node)
+                while ch >= 0 and tok[ch] != c:
+                    ch = nsib[ch]
                 if ch >= 0 and pos[ch] >= 0:
                     q = pos[ch]
                     s_pnb[q] = _lae(s_pnb[q], e)
@@ -394,7 +390,9 @@ def run_frames(
                 whash[n] = c + 1 if toklen[c] > 0 else 0
             else:
                 whash[n] = whash[p] * 1000003 + c + 1
-            child[p * V + c] = n
+            fchild[n] = -1
+            nsib[n] = fchild[p]
+            fchild[p] = n
             n_ids[q] = n
             n_last[q] = c
             n_rank[q] = k_rank[k]

@@ -126,6 +126,11 @@ class FusionCache:
         return (np.array([r[0] for r in res], np.float64), comps, np.array([r[2] for r in res], np.int64),
                 np.array([r[3] for r in res], bool))
 
+    def close_nodes(self, dec: CTCDecoder, s: Any, ids: np.ndarray) -> StepArrays:
+        """:meth:`close_words` for the open words of search ``s``'s nodes ``ids``."""
+        words = [s._open_word(i) if n > 0 else "" for i, n in zip(ids.tolist(), s.wlen[ids].tolist(), strict=True)]
+        return self.close_words(dec, s.ctx[ids], words)
+
     def end_scores(self, dec: CTCDecoder, ctxs: np.ndarray) -> np.ndarray:
         """``ln P(</s> | context)`` per context and LM, ``[n, M]`` (through the decoder's per-LM caches)."""
         out = np.zeros((len(ctxs), self.M))

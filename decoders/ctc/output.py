@@ -22,22 +22,20 @@ Final = tuple[float, int, dict[str, float]]
 """``(fused total, node, unweighted components)``."""
 
 
-def _closable(s: PrefixTree) -> tuple[list[int], np.ndarray, list[str]]:
-    """Beam node ids, their CTC scores and open words; in lexicon-constrained mode only those whose open
-    word is known (unless none is)."""
+def _closable(s: PrefixTree) -> tuple[np.ndarray, np.ndarray]:
+    """Beam node ids and their CTC scores; in lexicon-constrained mode only those whose open word is known
+    (unless none is)."""
     d = s.d
-    ids = s.ids.tolist()
+    ids = np.asarray(s.ids, dtype=np.int64)
     am = np.logaddexp(s.pb, s.pnb)
-    open_word = s._open_word
-    open_words = [open_word(i) if n > 0 else "" for i, n in zip(ids, s.wlen[s.ids].tolist(), strict=True)]
     if d.options.lexicon_constrained:
         lex = d.lexicon
-        ok = [w == "" or w in lex for w in open_words]
-        if any(ok):
-            ids = [i for i, k in zip(ids, ok, strict=True) if k]
-            am = am[np.array(ok)]
-            open_words = [w for w, k in zip(open_words, ok, strict=True) if k]
-    return ids, np.asarray(am, dtype=np.float64), open_words
+        open_word = s._open_word
+        ok = np.array([n == 0 or open_word(i) in lex for i, n in zip(ids.tolist(), s.wlen[ids].tolist(), strict=True)],
+                      bool)
+        if ok.any():
+            ids, am = ids[ok], am[ok]
+    return ids, np.asarray(am, dtype=np.float64)
 
 
 def _text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
@@ -99,16 +97,16 @@ def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray) -> list
 def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
     """Score the beam as final hypotheses, best first, one per distinct text."""
     d = s.d
-    ids, am, open_words = _closable(s)
-    n, M = len(ids), s.M
+    ids_arr, am = _closable(s)
+    n, M = len(ids_arr), s.M
     if n == 0:
         return []
-    ids_arr = np.array(ids, dtype=np.int64)
+    ids = ids_arr.tolist()
     # every beam entry's open word closed in one batch, its end-of-sentence scores in one more
-    deltas, dcomp, new_ctx, oov = s.sh.close_words(d, s.ctx[ids_arr], open_words)
+    deltas, dcomp, new_ctx, oov = s.sh.close_nodes(d, s, ids_arr)
     ends = s.sh.end_scores(d, new_ctx) if d.options.eos and M else np.zeros((n, M))
     comp = s.comp[ids_arr] + dcomp + ends
-    nwords = s.nwords[ids_arr] + np.array([bool(w) for w in open_words], np.int64)
+    nwords = s.nwords[ids_arr] + (s.wlen[ids_arr] > 0)
     noov = s.noov[ids_arr] + oov.astype(np.int64)
     end_w = (ends[:, d.w_lm != 0] @ d.w_lm[d.w_lm != 0]) if M else 0.0
     fixed = s.fixed[ids_arr] + deltas + end_w

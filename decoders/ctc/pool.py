@@ -27,7 +27,8 @@ class DecoderFactory(Protocol):
     """A picklable recipe for a decoder (:class:`decoders.ctc.decoder.CTCDecoderSpec`)."""
 
     def build(self) -> Any:
-        """The decoder (it has ``for_utterance(context)``, ``biased()``, ``with_search()`` and ``_search()``)."""
+        """The decoder (it has ``for_utterance(context)``, ``biased()``, ``with_search()``, ``_search()`` and
+        ``_recycle(search)``)."""
         ...
 
 
@@ -53,6 +54,7 @@ def decode_one(over: SearchOverrides, decoder: Any, item: Utterance) -> NBestLis
     s = dec.with_search(over.beam_width, over.beam_prune_logp, over.token_min_logp)._search()
     s.feed_array(arr)
     result: NBestList = s.finish(utt_id=utt_id, ref=ref, tags=tags, logprobs=arr if dec.options.align else None)
+    dec._recycle(s)
     return result
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -149,6 +150,18 @@ class WordTables:
         self.has_completing_text = any(c and t for c, t in zip(vocab.completes, vocab.text, strict=True))
         self._csr: TrieCSR | None = None
         self._text_hash: tuple[np.ndarray, np.ndarray] | None = None
+        self._kernel: SimpleNamespace | None = None
+
+    def kernel_tables(self) -> SimpleNamespace:
+        """What every compiled search reads, built once: ``trie_csr`` (the CSR trie's arrays or ``None``),
+        ``terminal``, and ``toklen64`` / ``start64`` (int64 copies of :attr:`toklen` / :attr:`start_trie`)."""
+        if self._kernel is None:
+            csr = self.csr()
+            self._kernel = SimpleNamespace(
+                trie_csr=(csr.ptr, csr.tok, csr.nxt, csr.empty) if csr is not None else None,
+                terminal=self.lexicon.terminal if self.lexicon is not None else np.zeros(1, bool),
+                toklen64=self.toklen.astype(np.int64), start64=self.start_trie.astype(np.int64))
+        return self._kernel
 
     def text_hash_tables(self, texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Per label, its text's polynomial hash and power (:func:`decoders.ctc.scan.text_hash_tables`), built once."""
