@@ -129,6 +129,37 @@ def run_frames(
     n = state[0]
     B = state[1]
     cap = state[2]
+    # scratch arrays for every frame of this call, sized for the widest frame (no allocation per frame)
+    cmax = 1
+    for t in range(t0, T):
+        cmax = max(cmax, cand_ptr[t + 1] - cand_ptr[t])
+    Bc = max(B, W) + 1
+    Kc = Bc * cmax
+    s_pb = np.empty(Bc)
+    s_pnb = np.empty(Bc)
+    tot = np.empty(Bc)
+    s_stay = np.empty(Bc)
+    k_pid = np.empty(Kc, np.int64)
+    k_tok = np.empty(Kc, np.int64)
+    k_ext = np.empty(Kc)
+    k_child = np.empty(Kc, np.int64)
+    k_score = np.empty(Kc)
+    k_fixed = np.empty(Kc)
+    k_rank = np.empty(Kc)
+    k_trie = np.empty(Kc, np.int64)
+    k_wlen = np.empty(Kc, np.int64)
+    k_entry = np.empty(Kc, np.int64)
+    k_compl = np.empty(Kc, np.int64)
+    k_hs = np.zeros(Kc, np.int64)
+    k_hd = np.zeros(Kc)
+    score = np.empty(Bc + Kc)
+    srt = np.empty(Bc + Kc)
+    sel = np.empty(Bc + Kc, np.int64)
+    n_ids = np.empty(Bc, np.int64)
+    n_pb = np.empty(Bc)
+    n_pnb = np.empty(Bc)
+    n_last = np.empty(Bc, np.int64)
+    n_rank = np.empty(Bc)
     for t in range(t0, T):
         state[3] = t
         c0 = cand_ptr[t]
@@ -143,9 +174,6 @@ def run_frames(
             state[1] = B
             return STATUS_GROW_LM
         lpb = arr[t, blank]
-        s_pb = np.empty(B)
-        s_pnb = np.empty(B)
-        tot = np.empty(B)
         for i in range(B):
             tt = _lae(pb[i], pnb[i])
             tot[i] = tt
@@ -153,11 +181,6 @@ def run_frames(
             lt = blast[i]
             s_pnb[i] = pnb[i] + arr[t, lt] if lt < V else NEG
         # extensions
-        K = B * C
-        k_pid = np.empty(K, np.int64)
-        k_tok = np.empty(K, np.int64)
-        k_ext = np.empty(K)
-        k_child = np.empty(K, np.int64)
         nk = 0
         for i in range(B):
             p = ids[i]
@@ -181,7 +204,6 @@ def run_frames(
                 k_ext[nk] = e
                 k_child[nk] = ch
                 nk += 1
-        s_stay = np.empty(B)
         best = NEG
         for i in range(B):
             s_stay[i] = _lae(s_pb[i], s_pnb[i]) + brank[i]
@@ -189,20 +211,13 @@ def run_frames(
                 best = s_stay[i]
         thr = best + prune
         if B >= W and nk > 0:
-            srt = np.sort(s_stay)
-            kth = srt[B - W]
+            st = srt[:B]
+            st[:] = s_stay[:B]
+            st.sort()
+            kth = st[B - W]
             if kth > thr:
                 thr = kth
         # exact scores of candidates (or LM requests)
-        k_score = np.empty(nk)
-        k_fixed = np.empty(nk)
-        k_rank = np.empty(nk)
-        k_trie = np.empty(nk, np.int64)
-        k_wlen = np.empty(nk, np.int64)
-        k_entry = np.empty(nk, np.int64)
-        k_compl = np.empty(nk, np.int64)
-        k_hs = np.zeros(nk, np.int64)
-        k_hd = np.zeros(nk)
         nreq = 0
         for k in range(nk):
             e = k_ext[k]
@@ -309,7 +324,6 @@ def run_frames(
             return STATUS_NEED_LM
         # pool: stays then candidates
         P = B + nk
-        score = np.empty(P)
         best = NEG
         for i in range(B):
             score[i] = s_stay[i]
@@ -328,21 +342,31 @@ def run_frames(
             if score[i] >= cut:
                 nsel += 1
         if nsel > W:
-            order = np.argsort(-score, kind="mergesort")[:W]
-            sel = np.sort(order)
+            # the W best, ties to the earlier entry (a stable sort's first W), in pool order
+            sp = srt[:P]
+            sp[:] = score[:P]
+            sp.sort()
+            vw = sp[P - W]
+            n_eq = W
+            for i in range(P):
+                if score[i] > vw:
+                    n_eq -= 1
+            q = 0
+            for i in range(P):
+                x = score[i]
+                if x > vw or (x == vw and n_eq > 0):
+                    if x == vw:
+                        n_eq -= 1
+                    sel[q] = i
+                    q += 1
+            nb = W
         else:
-            sel = np.empty(nsel, np.int64)
             q = 0
             for i in range(P):
                 if score[i] >= cut:
                     sel[q] = i
                     q += 1
-        nb = sel.shape[0]
-        n_ids = np.empty(nb, np.int64)
-        n_pb = np.empty(nb)
-        n_pnb = np.empty(nb)
-        n_last = np.empty(nb, np.int64)
-        n_rank = np.empty(nb)
+            nb = nsel
         for q in range(nb):
             i = sel[q]
             if i < B:

@@ -193,3 +193,42 @@ def pack_models(models: list[Any]) -> dict[str, np.ndarray]:
         "backoff": np.concatenate([a.backoff for a in models]),
         "extends": np.concatenate([a.extends for a in models]),
     }
+
+
+@njit(cache=True)
+def close_beam(
+    nodes, ctx, wlen, trie, terminal, has_lex, node_wid, eos_on, eos_wid,
+    offsets, orders, widths, keys, ids, logp, backoff, extends, is_word, w_lm, w_words, w_oov, unk_offset,
+    ctx_tab, ctx_next, ctx_hash, lmst, deltas, comps, ends, oov_out,
+):
+    """The end of an utterance for the beam's ``nodes``: each open word completed (named by its lexicon-trie node
+    as the search names the words it completes; ``<unk>`` outside the lexicon) by :func:`fused_step`, then each
+    LM's ``ln P(</s> | context)`` when ``eos_on``. Results in ``deltas``, ``comps`` (unweighted per-LM deltas),
+    ``ends [n, M]`` and ``oov_out``. The context table must have room for ``len(nodes)`` more."""
+    M = orders.shape[0]
+    W = ctx_tab.shape[1]
+    wids = np.zeros(M, np.int64)
+    scratch = np.empty(W, np.int32)
+    for i in range(nodes.shape[0]):
+        p = nodes[i]
+        compl = wlen[p] > 0
+        tn = trie[p]
+        known = has_lex and compl and tn >= 0 and terminal[tn]
+        oov = has_lex and compl and not known
+        for m in range(M):
+            wids[m] = node_wid[m, tn] if known and is_word[m] else 0
+        acc, nc = fused_step(ctx[p], wids, oov, compl, False, offsets, orders, widths, keys, ids, logp, backoff,
+                             extends, is_word, w_lm, w_words, w_oov, unk_offset, ctx_tab, ctx_next, ctx_hash, lmst,
+                             comps[i])
+        deltas[i] = acc
+        oov_out[i] = oov
+        for m in range(M):
+            if eos_on:
+                a = m * (W // M)
+                wm = widths[m]
+                st = ctx_tab[nc, a : a + wm]
+                lp10 = score_one(offsets[m, : orders[m] + 1], keys, ids, logp, backoff, extends, st, eos_wid[m],
+                                 scratch[:wm])
+                ends[i, m] = np.float64(lp10) * LN10
+            else:
+                ends[i, m] = 0.0

@@ -126,10 +126,15 @@ class FusionCache:
         return (np.array([r[0] for r in res], np.float64), comps, np.array([r[2] for r in res], np.int64),
                 np.array([r[3] for r in res], bool))
 
-    def close_nodes(self, dec: CTCDecoder, s: Any, ids: np.ndarray) -> StepArrays:
-        """:meth:`close_words` for the open words of search ``s``'s nodes ``ids``."""
+    def close_and_end(self, dec: CTCDecoder, s: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                np.ndarray]:
+        """The end of search ``s``'s nodes ``ids``: their open words closed (:meth:`close_words`) and, with
+        ``options.eos``, each LM's end-of-sentence score from the new contexts (:meth:`end_scores`). Returns
+        ``(weighted deltas [n], unweighted per-LM deltas [n, M], end scores [n, M], is_oov [n])``."""
         words = [s._open_word(i) if n > 0 else "" for i, n in zip(ids.tolist(), s.wlen[ids].tolist(), strict=True)]
-        return self.close_words(dec, s.ctx[ids], words)
+        deltas, dcomp, new_ctx, oov = self.close_words(dec, s.ctx[ids], words)
+        ends = self.end_scores(dec, new_ctx) if dec.options.eos and self.M else np.zeros((len(ids), self.M))
+        return deltas, dcomp, ends, oov
 
     def end_scores(self, dec: CTCDecoder, ctxs: np.ndarray) -> np.ndarray:
         """``ln P(</s> | context)`` per context and LM, ``[n, M]`` (through the decoder's per-LM caches)."""

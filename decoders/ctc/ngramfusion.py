@@ -134,6 +134,8 @@ class NgramFusionCache(FusionCache):
         self.ctx_states = _ContextRows(self)  # type: ignore[assignment]
         self.ctx_index = {}
         self.lm_index = new_lm_index()
+        self.eos_wid = np.array([t.arrays.word_id("</s>") for t in plan.twins], np.int64)
+        self._no_terminal = np.zeros(1, bool)
         self.alloc_entries(capacity)
         self.intern(begin)
 
@@ -185,34 +187,27 @@ class NgramFusionCache(FusionCache):
         """As :meth:`FusionCache.close_words`, in one compiled call."""
         return self.step_arrays(dec, np.asarray(ctxs, np.int64), words, None)
 
-    def close_nodes(self, dec: Any, s: Any, ids: np.ndarray) -> StepArrays:
-        """As :meth:`FusionCache.close_nodes`, without building the words: a word is named by its lexicon-trie node
-        (as the compiled search names the words it completes), any other word is ``<unk>``."""
-        from decoders.ctc.lmkernel import fused_steps
+    def close_and_end(self, dec: Any, s: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`FusionCache.close_and_end`, in one compiled call (:func:`~decoders.ctc.lmkernel.close_beam`),
+        without building the words: a word is named by its lexicon-trie node (as the compiled search names the words
+        it completes), any other word is ``<unk>``."""
+        from decoders.ctc.lmkernel import close_beam
 
         n = len(ids)
         self.room(n, 0)
         t = self.tables
-        compl = s.wlen[ids] > 0
-        if dec.lexicon is not None:
-            tn = s.trie[ids].astype(np.int64)
-            known = compl & (tn >= 0) & dec.lexicon.terminal[np.maximum(tn, 0)]
-            oov = compl & ~known
-        else:
-            tn = np.zeros(n, np.int64)
-            known = oov = np.zeros(n, bool)
-        wids = np.zeros((n, self.M), np.int64)
-        for m in np.flatnonzero(t["is_word"]).tolist():
-            wids[:, m] = np.where(known, t["node_wid"][m, np.maximum(tn, 0)], 0)
         deltas = np.empty(n)
         comps = np.empty((n, self.M))
-        new_ctx = np.empty(n, np.int64)
+        ends = np.empty((n, self.M))
+        oov = np.empty(n, bool)
         o = dec.options
-        fused_steps(s.ctx[ids].astype(np.int64), wids, oov, compl, np.zeros(n, bool), t["offsets"], t["orders"],
-                    t["widths"], t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
-                    float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
-                    self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, new_ctx)
-        return deltas, comps, new_ctx, oov
+        lex = dec.lexicon
+        close_beam(ids, s.ctx, s.wlen, s.trie, lex.terminal if lex is not None else self._no_terminal, lex is not None,
+                   t["node_wid"], bool(o.eos), self.eos_wid, t["offsets"], t["orders"], t["widths"], t["keys"],
+                   t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
+                   float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
+                   self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, ends, oov)
+        return deltas, comps, ends, oov
 
     def step_arrays(self, dec: Any, ctxs: np.ndarray, words: Sequence[str], toks: Sequence[int] | None) -> StepArrays:
         """The steps of :meth:`extend` as arrays (``toks=None``: no token emitted)."""

@@ -103,8 +103,7 @@ def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
         return []
     ids = ids_arr.tolist()
     # every beam entry's open word closed in one batch, its end-of-sentence scores in one more
-    deltas, dcomp, new_ctx, oov = s.sh.close_nodes(d, s, ids_arr)
-    ends = s.sh.end_scores(d, new_ctx) if d.options.eos and M else np.zeros((n, M))
+    deltas, dcomp, ends, oov = s.sh.close_and_end(d, s, ids_arr)
     comp = s.comp[ids_arr] + dcomp + ends
     nwords = s.nwords[ids_arr] + (s.wlen[ids_arr] > 0)
     noov = s.noov[ids_arr] + oov.astype(np.int64)
