@@ -248,7 +248,8 @@ class CTCDecoder:
             from decoders.ctc.compiled import NumbaSearch
 
             spare = self._spares.pop() if self._spares and shared is not None else None
-            if isinstance(spare, NumbaSearch) and spare.d is self:  # the arrays of an earlier utterance, reset
+            # the arrays of an earlier utterance of this decoder, reset
+            if isinstance(spare, NumbaSearch) and spare.d is self and shared is not None:
                 spare.reset(shared)
                 return spare
             return NumbaSearch(self, shared=shared)

@@ -21,11 +21,11 @@ _LN2 = 0.6931471805599453
 
 
 @intrinsic
-def _bits_to_float(typingctx, x):  # type: ignore[no-untyped-def]
+def _bits_to_float(typingctx, x):
     """The float64 whose bits are the int64 ``x`` (the power of two of the exponential)."""
     sig = types.float64(types.int64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
@@ -88,14 +88,12 @@ def row_mass(arr):
         row = arr[t]
         s = 0.0
         for v in range(V):
-            x = np.float64(row[v])
-            x = max(x, -700.0)
-            x = min(x, 700.0)
+            x = min(max(float(row[v]), -700.0), 700.0)
             k = np.floor(x * _LOG2E + 0.5)
             r = x - k * _LN2
             p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720
                                                                                              + r * (1.0 / 5040)))))))
-            s += p * _bits_to_float((np.int64(k) + 1023) << 52)
+            s += p * _bits_to_float((np.int64(k) + 1023) << 52)  # type: ignore[call-arg]
         out[t] = s
     return out
 
