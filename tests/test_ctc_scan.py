@@ -44,17 +44,21 @@ def test_compiled_candidates_equal_the_numpy_token_pruning(V: int, dtype: type) 
 
 
 def test_compiled_row_mass_is_the_sum_of_exponentials() -> None:
-    from decoders.ctc.scan import row_mass
+    from decoders.ctc.scan import row_mass, row_mass32
 
     rng = np.random.default_rng(0)
-    a = rng.normal(-8.0, 4.0, (30, 500))
+    a = rng.normal(-8.0, 4.0, (30, 5000))
     a[0, :10] = -np.inf
     a[1, 3] = 5.0
+    a[2, :] = -200.0
+    a[2, 7] = 0.0
     want = np.exp(a).sum(axis=1)
     assert row_mass(a) == pytest.approx(want, rel=1e-8)
-    assert row_mass(a.astype(np.float32)) == pytest.approx(np.exp(a.astype(np.float32).astype(np.float64)).sum(1),
-                                                            rel=1e-8)
+    a32 = a.astype(np.float32)
+    assert row_mass(a32) == pytest.approx(np.exp(a32.astype(np.float64)).sum(1), rel=1e-8)
+    assert row_mass32(a32) == pytest.approx(np.exp(a32.astype(np.float64)).sum(1), rel=1e-6)
     assert row_mass(np.full((1, 3), 800.0))[0] > 1e300  # overflow stays huge (rejected), never NaN
+    assert row_mass32(np.full((1, 3), 800.0, np.float32))[0] > 1e38
 
 
 def test_normalization_check_rejects_what_it_did() -> None:

@@ -396,7 +396,7 @@ class CTCDecoder:
         s = self.for_utterance(as_context(None, "utt")).biased(None)._search()
         s.feed_array(arr)
         fin = s.finals(1)
-        text = s.hypothesis(fin[0][1], fin[0][2]).text if fin else ""
+        text = s._text(fin[0][1]) if fin else ""  # the text alone: no labels, no word frames
         self._recycle(s)
         return text
 

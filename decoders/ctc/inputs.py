@@ -80,11 +80,12 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
 def _row_mass(arr: np.ndarray) -> np.ndarray:
     """``sum(exp(row))`` per row: compiled (:func:`decoders.ctc.scan.row_mass`) when numba is there."""
     try:
-        from decoders.ctc.scan import row_mass
+        from decoders.ctc.scan import row_mass, row_mass32
     except ImportError:
         with np.errstate(over="ignore"):
             return np.asarray(np.exp(arr).sum(axis=1, dtype=np.float64))
-    return np.asarray(row_mass(np.ascontiguousarray(arr)))
+    arr = np.ascontiguousarray(arr)
+    return np.asarray(row_mass32(arr) if arr.dtype == np.float32 else row_mass(arr))
 
 
 def split_batch(x: Any, lengths: Any = None, *, what: str = "emissions") -> list[Any]:

@@ -5,8 +5,9 @@ The compiled search (:mod:`decoders.ctc.compiled`) needs, per frame, the labels 
 it: about a millisecond per utterance at 4,000 labels); :func:`candidates` writes the same lists straight into
 CSR arrays in one pass. :func:`row_mass` is the normalization check's ``sum(exp(row))``
 (:func:`decoders.ctc.inputs.as_logprobs`) with an exponential that the compiler can vectorize (range reduction,
-a degree-7 polynomial and the power of two built from its bits: relative error below 1e-8, far inside the
-check's tolerance of 1e-3). :func:`text_hashes` keys the final beam by text without building strings.
+a polynomial and the power of two built from its bits: relative error below 1e-8 in float64, about 1e-7 for
+float32 rows in :func:`row_mass32`, far inside the check's tolerance of 1e-3). :func:`text_hashes` keys the final
+beam by text without building strings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def _bits_to_float(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _bits_to_float32(typingctx, x):
+    """The float32 whose bits are the int32 ``x``."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
 
     return sig, codegen
 
@@ -145,3 +157,33 @@ def text_hash_tables(texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
             b = (b * p) & mask
         h[i], pw[i] = a, b
     return h, pw
+
+
+_L2E32 = np.float32(_LOG2E)
+_LN2_32 = np.float32(_LN2)
+
+
+@njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # infinities kept
+def row_mass32(arr):
+    """:func:`row_mass` of float32 rows in float32 arithmetic (eight lanes at once; degree-6 polynomial, relative
+    error about 1e-7), summed in float32 over blocks of 256 cells and in float64 across blocks. Cells are clamped to
+    [-87, 88]: -inf counts as about 1e-38, overflow gives inf (rejected)."""
+    T, V = arr.shape
+    out = np.empty(T)
+    one = np.float32(1.0)
+    c2, c3, c4, c5, c6 = np.float32(0.5), np.float32(1.0 / 6), np.float32(1.0 / 24), np.float32(1.0 / 120), \
+        np.float32(1.0 / 720)
+    for t in range(T):
+        row = arr[t]
+        tot = 0.0
+        for b0 in range(0, V, 256):
+            s = np.float32(0.0)
+            for v in range(b0, min(b0 + 256, V)):
+                x = min(max(row[v], np.float32(-87.0)), np.float32(88.0))
+                k = np.floor(x * _L2E32 + np.float32(0.5))
+                r = x - k * _LN2_32
+                p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))
+                s += p * _bits_to_float32((np.int32(k) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
+            tot += float(s)
+        out[t] = tot
+    return out
