@@ -44,17 +44,37 @@ def _bits_to_float32(typingctx, x):
 
 
 _CHUNK = 32
+_NO_NAN = {"nnan", "nsz", "arcp", "contract", "afn", "reassoc"}  # validated rows: no NaN (infinities may be there)
 
 
-@njit(cache=True, fastmath={"nnan", "nsz", "arcp", "contract", "afn", "reassoc"})  # validated rows: no NaN
+@njit(cache=True, fastmath=_NO_NAN)
+def _chunk_max(arr, out):
+    """``out[t, b]``: the maximum of row ``t``'s cells ``32 b .. 32 b + 31`` (whole chunks only; vectorized)."""
+    T, V = arr.shape
+    nb = V // _CHUNK
+    for t in range(T):
+        row = arr[t]
+        for b in range(nb):
+            m = row[b * _CHUNK]
+            for j in range(1, _CHUNK):
+                x = row[b * _CHUNK + j]
+                m = x if x > m else m
+            out[t, b] = m
+
+
+@njit(cache=True, fastmath=_NO_NAN)
 def candidates(arr, blank, min_logp):
     """Per frame, the non-blank labels with log-probability ``>= min_logp``, ascending; a frame with none keeps its
     best label (the first of the maxima) unless that is the blank. Returns ``(ptr [T + 1], tok)``: frame ``t``'s
     labels are ``tok[ptr[t]:ptr[t + 1]]``. The same lists as :func:`decoders.ctc.search.token_candidates`.
 
-    Each row is read in chunks: a chunk is scanned cell by cell only when its maximum passes ``min_logp`` or beats
-    the row's best so far (the argmax of a frame without candidates comes from the same pass)."""
+    Each row is read in chunks of 32 cells: a chunk is scanned cell by cell only when its maximum (from one
+    vectorized pass, :func:`_chunk_max`) passes ``min_logp`` or beats the row's best so far (the argmax of a frame
+    without candidates comes from the same pass)."""
     T, V = arr.shape
+    nb = V // _CHUNK
+    cmax = np.empty((T, nb + 1), arr.dtype)
+    _chunk_max(arr, cmax)
     ptr = np.empty(T + 1, np.int64)
     cap = 4 * T + 16
     tok = np.empty(cap, np.int64)
@@ -70,20 +90,19 @@ def candidates(arr, blank, min_logp):
         start = n
         bv = row[0]
         best = 0
-        for v0 in range(0, V, _CHUNK):
-            v1 = min(v0 + _CHUNK, V)
-            m = row[v0]
-            for v in range(v0 + 1, v1):
-                m = max(m, row[v])
-            if m > bv or m >= min_logp:
-                for v in range(v0, v1):
-                    x = row[v]
-                    if x > bv:
-                        bv = x
-                        best = v
-                    if x >= min_logp and v != blank:
-                        tok[n] = v
-                        n += 1
+        for b in range(nb + 1):  # the last, partial chunk is always scanned
+            if b < nb:
+                m = cmax[t, b]
+                if not (m > bv or m >= min_logp):
+                    continue
+            for v in range(b * _CHUNK, min(b * _CHUNK + _CHUNK, V)):
+                x = row[v]
+                if x > bv:
+                    bv = x
+                    best = v
+                if x >= min_logp and v != blank:
+                    tok[n] = v
+                    n += 1
         if n == start and best != blank:
             tok[n] = best
             n += 1
