@@ -58,6 +58,13 @@ def warm_up(verbose: bool = False) -> float:
             if verbose:
                 print(f"ctc ({'lexicon' if lexicon else 'open vocabulary'}, {dec.backend}+{dec.lm_backend}) ready",
                       file=sys.stderr)
+        # a piece vocabulary: its final beam is keyed by a compiled text hash (decoders.ctc.scan.text_hashes)
+        pieces = ("<blank>", "\u2581ab", "\u2581ba", "\u2581a", "b", "a")
+        em_p = make_emission_set(["ab ba ab"], labels=labels, seed=1)[0][:, [0, 2, 3, 2, 3, 2]]
+        em_p = em_p - np.logaddexp.reduce(em_p, axis=1, keepdims=True)
+        for lexicon in (False, True):
+            opts = CTCOptions(beam_width=4, nbest=2, lexicon_constrained=lexicon, lookahead=lexicon)
+            CTCDecoder(pieces, [lm], {"lm": 0.5, "words": 1.0}, options=opts).decode(em_p)
         plain = CTCDecoder(labels, options=CTCOptions(beam_width=4, nbest=2))  # no LM: the kernel's other path
         plain.decode(em)
         plain.decode(em.astype(np.float64))
