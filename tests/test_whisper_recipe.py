@@ -147,3 +147,29 @@ def test_whisper_specials_and_timestamps_are_never_free(bundle: object, bible_ar
     for sc in fz.scorers({"dlm": KenLM(bible_arpa, name="dlm")}, word_bonus=False):
         row, _ = sc.score([()], [sc.init_state()], np.array([specials]))
         assert (row < -5).all() and np.allclose(row, sc.unscored)
+
+
+@pytest.mark.slow
+def test_encoder_output_reused_and_zero_weights_fused_equal_plain(bundle: object) -> None:
+    """Decoding from the cached encoder output gives the plain transcript, and so does the fused search
+    (processor and scorers in the loop) when every LM and bonus weight is 0 (same length penalty)."""
+    from decoders.hf import FusionLogitsProcessor, fusion_generate
+    from recipes.asr.whisper_fusion import WhisperFusion
+
+    fz = WhisperFusion(bundle, beam=2, max_new_tokens=40)
+    x = read_wav(WAV)
+    plain = fz.transcribe([x])
+    enc = fz.encode([x])
+    assert fz.transcribe(None, encoded=enc) == plain
+    scorers = fz.scorers({"dlm": Uniform("dlm", Units.word())})
+    proc = FusionLogitsProcessor(scorers, {"dlm": 0.0, "words": 0.0}, pre_beam=fz.pre_beam, record=True)
+    from transformers.modeling_outputs import BaseModelOutput
+
+    model, tok = bundle.model, bundle.tokenizer  # type: ignore[attr-defined]
+    with torch.inference_mode():
+        out = fusion_generate(model, proc, encoder_outputs=BaseModelOutput(last_hidden_state=enc), num_beams=2,
+                              return_timestamps=False, max_new_tokens=40, suppress_tokens=fz.suppress)  # fmt: skip
+    seqs = out.sequences if hasattr(out, "sequences") else out
+    fused0 = [normalise_transcript(t) for t in tok.batch_decode(seqs, skip_special_tokens=True)]
+    assert proc.history and all(not a.any() for _, a in proc.history)  # in the loop, adding nothing
+    assert fused0 == plain

@@ -1,64 +1,87 @@
 """The ASR recipe's ``in_search`` stage: Whisper decodes the test audio with the LMs inside ``generate()``.
 
-Three systems on the same test utterances: Whisper's beam search alone, fused with the globally tuned
-weights, and fused with the fusion profile's weights per utterance (domain and SNR tags). The LMs are
-the utterance's domain mix (``dlm``) and, when the recipe has one, the neural LM (``nnlm``); see
-:mod:`recipes.asr.whisper_fusion`. Writes ``in_search.json`` and a Markdown table ``in_search.md``.
+Systems on the same test utterances: Whisper's beam search alone; fused with the weights tuned on the
+dev n-best lists (global, ``in_search.nbest_global``); and, when ``in_search.tune`` is on, fused with
+the weights tuned *in the search* on the dev audio (:mod:`recipes.asr.in_search_tune`): global, per
+domain, per SNR bucket, and per (domain, bucket) through its fusion profile (utterance tags). Without
+in-search tuning the n-best profile's per-condition weights are decoded instead. The LMs are the
+utterance's domain mix (``dlm``) and, when the recipe has one, the neural LM (``nnlm``); decodes go
+through the resumable cache of :mod:`recipes.asr.decode_cache`. Writes ``in_search.json`` (WER per
+(domain, SNR) and overall, paired-bootstrap CIs of each fused system vs no LM and of each per-condition
+system vs the in-search global one) and a Markdown table ``in_search.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from decoders.hypothesis import NBestList, read_nbest_jsonl
 from fusion.io import atomic_write_json, atomic_write_text, read_json
 from fusion.profile import FusionProfile
-from recipes.asr.lm_stages import domain_mixes
-from recipes.asr.make_audio import read_manifest
-from recipes.asr.settings import bucket_of, domain_of, recipe_paths
-from recipes.asr.whisper_fusion import WhisperFusion, condition_rows, decode_groups, in_search_markdown
+from recipes.asr.make_audio import Utterance, read_manifest
+from recipes.asr.settings import bucket_of, condition_tags, recipe_paths
+from recipes.asr.whisper_fusion import condition_rows, in_search_markdown
 from recipes.pipeline import StageContext
+
+PLAIN = "Whisper beam (no LM)"
+WeightsOf = Callable[[Utterance], Mapping[str, float]]
+
+
+def _condition_weights(tuned: Mapping[str, Any], cfg: Mapping[str, Any], by: str) -> WeightsOf:
+    """Weights per utterance from a tuning result's ``by`` = "domain" or "bucket" conditions (else global)."""
+    table = {(c["domain"], c["bucket"]): c["weights"] for c in tuned["conditions"]}
+
+    def weights_of(u: Utterance) -> Mapping[str, float]:
+        key = (u.domain, None) if by == "domain" else (None, bucket_of(condition_tags(u, cfg), cfg))
+        return table.get(key, tuned["global"]["weights"])
+
+    return weights_of
+
+
+def test_system_weights(cfg: Mapping[str, Any]) -> tuple[dict[str, WeightsOf], list[tuple[str, str]]]:
+    """The systems decoded on test (name -> weights per utterance) and the (a, b) pairs compared."""
+    p = recipe_paths(cfg)
+    opts = cfg["in_search"]
+    nb_tuned = read_json(p["tune"])
+    systems: dict[str, WeightsOf] = {PLAIN: lambda u: {}}
+    if opts["nbest_global"]:
+        systems["fusion, n-best-tuned global"] = lambda u: nb_tuned["global"]["weights"]
+    pairs: list[tuple[str, str]] = []
+    if opts["tune"]:
+        ist = read_json(p["in_search_tune"])
+        prof = FusionProfile.load(p["in_search_profile"])
+        glob = "fusion, in-search-tuned global"
+        systems[glob] = lambda u: ist["global"]["weights"]
+        systems["in-search-tuned per domain"] = _condition_weights(ist, cfg, "domain")
+        systems["in-search-tuned per SNR bucket"] = _condition_weights(ist, cfg, "bucket")
+        systems["in-search-tuned per (domain, SNR)"] = lambda u: prof.select(condition_tags(u, cfg)).fusion
+        pairs = [(glob, s) for s in list(systems)[-3:]]
+    else:
+        nb_prof = FusionProfile.load(p["profile"])
+        systems["fusion, n-best profile per condition"] = lambda u: nb_prof.select(condition_tags(u, cfg)).fusion
+    return systems, [*((PLAIN, s) for s in list(systems)[1:]), *pairs]
 
 
 def stage_in_search(cfg: Mapping[str, Any], ctx: StageContext) -> None:
-    """Decode the test audio with Whisper + fusion inside the search (plain, global weights, profile)."""
-    import torch
+    """Decode the test audio with Whisper + fusion inside the search for every system; WER tables with CIs."""
+    from recipes.asr.decode_cache import recipe_decoder, timing, weights_key
 
     p = recipe_paths(cfg)
-    test = read_nbest_jsonl(p["test_rescored"])
-    wav_of = {u.utt_id: u.wav for u in read_manifest(p["audio"] / "manifest.jsonl")}
-    mixes = domain_mixes(cfg)
-    nnlm = None
-    if cfg["lms"]["neural"]["enabled"]:
-        from fusion.loading import load_lm
-
-        nnlm = load_lm(p["lms"] / "nnlm", name="nnlm")
-    tuned = read_json(p["tune"])
-    prof = FusionProfile.load(p["profile"])
-
-    def lms_of(nb: NBestList) -> tuple[Any, dict[str, Any]]:
-        dom = domain_of(nb.tags, cfg)
-        dom = dom if dom in mixes else None
-        return dom, {"dlm": mixes[dom], **({"nnlm": nnlm} if nnlm is not None else {})}
-
     opts = cfg["in_search"]
-    torch.set_num_threads(cfg["audio"]["threads"])
-    fz = WhisperFusion(beam=opts["beam"])
-    runs = (("Whisper beam (no LM)", lambda nb: None),
-            ("in-search fusion, global weights", lambda nb: tuned["global"]["weights"]),
-            ("in-search fusion, per-condition (tags)", lambda nb: prof.select(nb.tags).fusion))  # fmt: skip
-    systems: dict[str, list[str]] = {}
-    seconds: dict[str, float] = {}
-    for name, weights_of in runs:
-        systems[name], seconds[name] = decode_groups(fz, test, wav_of, lms_of, weights_of, batch=opts["batch"],
-                                                     progress=ctx.progress)  # fmt: skip
-    refs = [nb.ref or "" for nb in test]
-    conds = [(domain_of(nb.tags, cfg) or "?", bucket_of(nb.tags, cfg) or "?") for nb in test]
+    test = [u for u in read_manifest(p["audio"] / "manifest.jsonl") if u.split == "test"]
+    systems, pairs = test_system_weights(cfg)
+    run, cache = recipe_decoder(cfg, "test")
+    # system by system: plain first, then the global weights, then the per-condition ones
+    texts = run([(u, w(u)) for w in systems.values() for u in test], progress=ctx.progress,
+                desc="in-search decode (test)")  # fmt: skip
+    hyps = {name: [texts[(u.utt_id, weights_key(w(u)))] for u in test] for name, w in systems.items()}
+    refs = [u.text for u in test]
+    conds = [(u.domain, bucket_of(condition_tags(u, cfg), cfg) or "?") for u in test]
     order = sorted(set(conds), key=lambda c: (c[0], -cfg["conditions"]["buckets"].get(c[1], -1e9)))
-    plain, glob, per = systems
-    table = condition_rows(refs, conds, systems, [(plain, glob), (plain, per), (glob, per)],
-                           n_boot=cfg["evaluate"]["bootstrap"], seed=cfg["seed"], order=order)  # fmt: skip
-    result = {"systems": list(systems), "table": table, "seconds": seconds, "beam": opts["beam"], "n_utts": len(test)}
+    table = condition_rows(refs, conds, hyps, pairs, n_boot=cfg["evaluate"]["bootstrap"], seed=cfg["seed"],
+                           order=order)  # fmt: skip
+    keys = {name: sorted({weights_key(w(u)) for u in test}) for name, w in systems.items()}
+    result = {"systems": list(systems), "pairs": [list(pr) for pr in pairs], "table": table, "beam": opts["beam"],
+              "n_utts": len(test), "weights": keys, "timing": timing(cache), "hyps": hyps}  # fmt: skip
     atomic_write_json(p["in_search"], result)
     atomic_write_text(p["in_search"].with_suffix(".md"), in_search_markdown(result))

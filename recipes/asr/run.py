@@ -16,7 +16,9 @@ skipped when its inputs and parameters are unchanged (:mod:`recipes.pipeline`):
    per-condition weights (chosen by tags, and by the blind SNR estimate), and the n-best oracle,
    with paired bootstrap CIs; an overlap check of test sentences against the LM training text;
 7. ``report``: Markdown + PNG plots;
-8. ``in_search`` (optional, Whisper only): test decoded with the LMs inside ``generate()``
+8. ``in_search_tune`` (optional, Whisper only, ``in_search.tune``): weights tuned in the search on the dev
+   audio over a grid of cached decodes (:mod:`recipes.asr.in_search_tune`);
+9. ``in_search`` (optional, Whisper only): test decoded with the LMs inside ``generate()``
    (:mod:`recipes.asr.in_search`).
 
 ``audio.recogniser`` picks who makes the n-best lists: pocketsphinx, or Whisper tiny.en
@@ -40,6 +42,7 @@ from fusion.errors import LMFusionError
 from fusion.executor import Executor
 from recipes.asr.evaluate import stage_evaluate
 from recipes.asr.in_search import stage_in_search
+from recipes.asr.in_search_tune import stage_in_search_tune
 from recipes.asr.lm_stages import stage_audio, stage_build_lms, stage_interpolate, stage_rescore
 from recipes.asr.report import stage_report
 from recipes.asr.settings import (
@@ -91,10 +94,20 @@ def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
     if cfg["in_search"]["enabled"]:
         if not cfg["audio"]["enabled"] or cfg["audio"]["recogniser"] != "whisper":
             raise LMFusionError("in_search.enabled needs audio.enabled and audio.recogniser: whisper")
+        manifest = p["audio"] / "manifest.jsonl"
+        tuned: list[Path] = []
+        if cfg["in_search"]["tune"]:
+            tuned = [p["in_search_tune"], p["in_search_profile"]]
+            stages.append(Stage("in_search_tune", lambda c: stage_in_search_tune(cfg, c),
+                                [manifest, p["em"], *lm_files], tuned,
+                                {"in_search": cfg["in_search"], "tune": cfg["tune"], "conditions": cfg["conditions"],
+                                 "seed": cfg["seed"]},
+                                "weights tuned in the search: dev audio decoded on a grid (cached), per condition"))
         stages.append(Stage("in_search", lambda c: stage_in_search(cfg, c),
-                            [p["test_rescored"], p["profile"], p["tune"], *lm_files], [p["in_search"]],
-                            {"in_search": cfg["in_search"], "seed": cfg["seed"]},
-                            "Whisper generate() with the LMs in the search: plain, global, per-condition"))
+                            [manifest, p["profile"], p["tune"], p["em"], *lm_files, *tuned], [p["in_search"]],
+                            {"in_search": cfg["in_search"], "seed": cfg["seed"],
+                             "bootstrap": cfg["evaluate"]["bootstrap"]},
+                            "Whisper generate() with the LMs in the search on test: plain and fused systems"))
     return stages
 
 def run_recipe(config: str | Path, *, overrides: Mapping[str, Any] | None = None, force: Sequence[str] = (),

@@ -105,7 +105,14 @@ SCHEMA: dict[str, Field] = {
     "in_search": Field(schema={
         "enabled": Field(bool, False, doc="Whisper only: decode test with the LMs inside generate()"),
         "beam": Field(int, 5, check=positive),
-        "batch": Field(int, 4, check=positive),
+        "batch": Field(int, 4, check=positive, doc="utterances per generate() call"),
+        "workers": Field(int, 1, check=positive,
+                         doc="decoding processes (each with audio.threads torch threads, Whisper + LMs loaded once)"),
+        "tune": Field(bool, True, doc="tune weights in the search on the dev audio (in_search_tune stage)"),
+        "grid": Field(dict, {"dlm": [0.1, 0.25, 0.5], "words": [-0.5, 0.0, 1.0, 2.0]},
+                      values=Field(list, items=Field(float)),
+                      doc="in-search tuning grid: values per free weight (am fixed at 1); plain Whisper is one too"),
+        "nbest_global": Field(bool, True, doc="also decode test with the weights tuned on the n-best lists"),
     }),
     "nbest": Field(schema={
         "dev": Field(str, doc="dev n-best JSONL (ignored when audio.enabled)"),
@@ -165,6 +172,9 @@ def recipe_paths(cfg: Mapping[str, Any]) -> dict[str, Path]:
         "audio": w / "audio",
         "nbest_dir": w / "nbest",
         "in_search": w / "in_search.json",
+        "in_search_tune": w / "in_search_tuning.json",
+        "in_search_profile": w / "in_search_profile.json",
+        "decode_cache": w / "in_search_cache",
     }
     if cfg["audio"]["enabled"]:
         p["dev_nbest"] = p["nbest_dir"] / "dev.jsonl"
@@ -197,6 +207,10 @@ def bucket_of(tags: Mapping[str, Any], cfg: Mapping[str, Any]) -> str | None:
         if b.contains(x):
             return b.name
     return None
+
+def condition_tags(u: Any, cfg: Mapping[str, Any]) -> dict[str, str]:
+    """The condition tags (domain, SNR) of a manifest utterance, under the config's tag names."""
+    return {cfg["conditions"]["domain_tag"]: u.domain, cfg["conditions"]["snr_tag"]: u.snr}
 
 def domain_of(tags: Mapping[str, Any], cfg: Mapping[str, Any]) -> str | None:
     v = tags.get(cfg["conditions"]["domain_tag"])

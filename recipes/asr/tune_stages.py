@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,6 +151,17 @@ def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
 def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     p = recipe_paths(cfg)
     tuned = read_json(p["tune"])
+    prof = profile_from_tuning(cfg, tuned, metric="WER (word edit distance / reference words) on the dev n-best lists",
+                               method=f"{tuned['method']} over cached n-best scores, am fixed at 1",
+                               source=p["dev_nbest"])  # fmt: skip
+    prof.save(p["profile"])
+
+
+def profile_from_tuning(cfg: Mapping[str, Any], tuned: Mapping[str, Any], *, metric: str, method: str,
+                        source: Path) -> FusionProfile:  # fmt: skip
+    """The fusion profile of a tuning result (``global`` + ``conditions``, as :func:`stage_tune` writes
+    them; the in-search tuner writes the same form), with the EM interpolation weights of each domain."""
+    p = recipe_paths(cfg)
     em = read_json(p["em"])
     interp = {dom: v["weights"] for dom, v in em.items()}
 
@@ -167,7 +179,7 @@ def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
         )
         for c in tuned["conditions"]
     )
-    prof = FusionProfile(
+    return FusionProfile(
         default=ConditionWeights(tuned["global"]["weights"], measured=measured(tuned["global"])),
         buckets=default_buckets(cfg["conditions"]["buckets"]),
         conditions=conds,
@@ -176,11 +188,10 @@ def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
         snr_tag=cfg["conditions"]["snr_tag"],
         provenance={
             "created": now_iso(),
-            "metric": "WER (word edit distance / reference words) on the dev n-best lists",
-            "method": f"{tuned['method']} over cached n-best scores, am fixed at 1",
+            "metric": metric,
+            "method": method,
             "components": tuned["components"],
-            "dev_nbest": {"path": str(p["dev_nbest"]),
-                          "sha1": hash_path(p["dev_nbest"]) if p["dev_nbest"].exists() else None},
+            "dev_data": {"path": str(source), "sha1": hash_path(source) if source.exists() else None},
             "interpolation": "EM on each domain's held-out text: " + ", ".join(
                 f"{d}: {v['heldout']}" for d, v in em.items()),
             "lms": {d: str(p["lms"] / f"{d}.bin") for d in [*cfg["text"]["domains"], "general"]},
@@ -188,4 +199,3 @@ def stage_profile(cfg: Mapping[str, Any], ctx: StageContext) -> None:
             "tool": "lmfusion recipes.asr.run",
         },
     )  # fmt: skip
-    prof.save(p["profile"])

@@ -16,16 +16,13 @@ suppressed in the search (``suppress_tokens``), so they can never be chosen for 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from decoders.hypothesis import NBestList
 from fusion.token_units import WORD_START, token_units_from_tokenizer
 from recipes.asr.decode_whisper import normalise_transcript
-from recipes.asr.make_audio import read_wav
 
 _KEEP = re.compile(r"[a-z0-9']+")
 
@@ -86,8 +83,16 @@ class WhisperFusion:
             out.append(WordBonus(self.units, self.eos))
         return out
 
-    def transcribe(self, audio: Sequence[np.ndarray], scorers: Sequence[Any] | None = None,
-                   weights: Mapping[str, float] | None = None) -> list[str]:  # fmt: skip
+    def encode(self, audio: Sequence[np.ndarray]) -> Any:
+        """Whisper's encoder output ``[B, frames, d_model]`` of 16 kHz waveforms, computed once per utterance
+        and handed to :meth:`transcribe` (``encoded=``) for every weight setting."""
+        import torch
+
+        with torch.inference_mode():
+            return self.bundle.model.get_encoder()(self.bundle.features(audio)).last_hidden_state
+
+    def transcribe(self, audio: Sequence[np.ndarray] | None, scorers: Sequence[Any] | None = None,
+                   weights: Mapping[str, float] | None = None, *, encoded: Any = None) -> list[str]:  # fmt: skip
         """1-best transcripts (normalised), fused when ``scorers`` are given with a weight that is not 0.
 
         A fused search ranks finished hypotheses by their fused log-probability sum divided by
@@ -95,6 +100,9 @@ class WhisperFusion:
         over n-best lists; Whisper's own length normalisation would turn a per-word LM cost into a
         per-token average). The processor is told ``max_new_tokens``, so a hypothesis cut at the length
         limit pays for its open word and ``</s>``. Plain decoding keeps Whisper's settings.
+
+        ``encoded``: the :meth:`encode` output of the batch (then ``audio`` may be ``None``): the encoder
+        is not run again, and the transcripts are those of decoding from the audio.
         """
         import torch
 
@@ -104,50 +112,22 @@ class WhisperFusion:
         kw: dict[str, Any] = {"num_beams": self.beam, "return_timestamps": False,
                               "max_new_tokens": self.max_new_tokens, "suppress_tokens": self.suppress}  # fmt: skip
         w = dict(weights or {})
+        if encoded is not None:
+            from transformers.modeling_outputs import BaseModelOutput
+
+            kw["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
+        elif audio is not None:
+            kw["input_features"] = b.features(audio)
+        else:
+            raise ValueError("transcribe needs audio or encoded")
         with torch.inference_mode():
             if any(w.get(s.name, 0.0) != 0.0 for s in scorers or ()):
                 proc = FusionLogitsProcessor(list(scorers or ()), w, pre_beam=self.pre_beam)
-                out = fusion_generate(b.model, proc, input_features=b.features(audio),
-                                      length_penalty=self.fused_length_penalty, **kw)  # fmt: skip
+                out = fusion_generate(b.model, proc, length_penalty=self.fused_length_penalty, **kw)
             else:
-                out = b.model.generate(b.features(audio), **kw)
+                out = b.model.generate(**kw)
         seqs = out.sequences if hasattr(out, "sequences") else out
         return [normalise_transcript(t) for t in b.tokenizer.batch_decode(seqs, skip_special_tokens=True)]
-
-
-def decode_groups(fz: WhisperFusion, nbs: Sequence[NBestList], wav_of: Mapping[str, str], lms_of: Any,
-                  weights_of: Any, *, batch: int = 4, progress: bool = False) -> tuple[list[str], float]:  # fmt: skip
-    """Fused 1-best of every utterance; utterances with equal LMs and weights are batched together.
-
-    Args:
-        wav_of: utterance id -> its wav file.
-        lms_of: ``nb -> (key, {name: LM})`` — the LMs of an utterance (``key`` identifies them).
-        weights_of: ``nb -> {component: weight}``; an empty mapping or ``None`` decodes without fusion.
-
-    Returns:
-        The transcripts in input order and the decoding wall time in seconds.
-    """
-    from fusion.progress import progress_bar
-
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, nb in enumerate(nbs):
-        key, _ = lms_of(nb)
-        w = weights_of(nb) or {}
-        groups.setdefault((key, tuple(sorted(w.items()))), []).append(i)
-    out: list[str] = [""] * len(nbs)
-    t0 = time.perf_counter()
-    with progress_bar(total=len(nbs), desc="whisper fusion", unit="utt", progress=progress) as bar:
-        for (_, wkey), idx in groups.items():
-            w = dict(wkey)
-            _, lms = lms_of(nbs[idx[0]])
-            scorers = fz.scorers({k: v for k, v in lms.items() if w.get(k, 0.0) != 0.0}) if w else None
-            for lo in range(0, len(idx), batch):
-                part = idx[lo : lo + batch]
-                audio = [read_wav(wav_of[nbs[i].utt_id]) for i in part]
-                for i, text in zip(part, fz.transcribe(audio, scorers, w), strict=True):
-                    out[i] = text
-                bar.update(len(part))
-    return out, time.perf_counter() - t0
 
 
 def condition_rows(refs: Sequence[str], conds: Sequence[tuple[str, str]], systems: Mapping[str, Sequence[str]],
@@ -176,19 +156,31 @@ def condition_rows(refs: Sequence[str], conds: Sequence[tuple[str, str]], system
 
 
 def in_search_markdown(result: Mapping[str, Any]) -> str:
-    """The in-search table: WER per condition for each system, and the fused systems' gains with 95% CIs."""
+    """The in-search table: WER per condition for each system, then each compared pair's change in WER
+    points with its 95% paired-bootstrap CI and the relative reduction (positive = fewer errors)."""
     systems = list(result["systems"])
-    plain = systems[0]
-    head = ["condition", "utts", *systems, *[f"{s} vs no LM [95% CI], relative" for s in systems[1:]]]
-    lines = [f"Whisper tiny.en, beam {result['beam']}, {result['n_utts']} test utterances; WER %.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    pairs = [tuple(pr) for pr in result.get("pairs") or [(systems[0], s) for s in systems[1:]]]
+    short = {s: f"S{i}" for i, s in enumerate(systems)}
+    lines = [f"Whisper tiny.en, beam {result['beam']}, {result['n_utts']} test utterances; WER %. Systems: "
+             + "; ".join(f"{short[s]} = {s}" for s in systems) + ".", "",
+             "| condition | utts | " + " | ".join(short[s] for s in systems) + " |",
+             "|" + "---|" * (2 + len(systems))]  # fmt: skip
     for cond, row in result["table"].items():
-        cells = [cond, str(row["n_utts"]), *[f"{100 * row[s]:.1f}" for s in systems]]
-        for s in systems[1:]:
-            d = row[f"{s} minus {plain}"]
+        lines.append("| " + " | ".join([cond, str(row["n_utts"]), *[f"{100 * row[s]:.1f}" for s in systems]]) + " |")
+    lines += ["", "Change in WER points, b - a [95% CI], relative reduction:", "",
+              "| condition | " + " | ".join(f"{short[b]} - {short[a]}" for a, b in pairs) + " |",
+              "|" + "---|" * (1 + len(pairs))]  # fmt: skip
+    for cond, row in result["table"].items():
+        cells = [cond]
+        for a, b in pairs:
+            d = row[f"{b} minus {a}"]
             cells.append(f"{100 * d['delta']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], "
                          f"{100 * d['relative_reduction']:.0f}%")  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    secs = result["seconds"]
-    lines += ["", "Decoding time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + "."]
+    t = result.get("timing") or {}
+    if t.get("decodes"):
+        fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+        lines += ["", f"Seconds per decode (cached decodes of this split, {t['decodes']}): plain "
+                  f"{fmt(t['plain_s_per_decode'])}, fused {fmt(t['fused_s_per_decode'])}; encoder "
+                  f"{fmt(t['encode_s_per_utt'])} s per utterance, run once and reused."]  # fmt: skip
     return "\n".join(lines) + "\n"
