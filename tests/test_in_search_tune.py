@@ -119,3 +119,15 @@ def test_plan_tasks_batches_by_weights_and_domain_in_request_order(tmp_path: Pat
     assert [(weights_key(t.weights), t.domain, len(t.utts)) for t in tasks] == [
         ("{}", "bible", 2), ("{}", "bible", 1), ("{}", "tech", 2),
         (weights_key(w), "bible", 2), (weights_key(w), "bible", 1), (weights_key(w), "tech", 2)]  # fmt: skip
+
+
+def test_whisper_config_runs_in_search_tuning_before_the_test_decode() -> None:
+    from recipes.asr.run import build_stages
+    from recipes.asr.settings import load_recipe
+
+    cfg = load_recipe(Path(__file__).parents[1] / "recipes" / "configs" / "whisper.yaml")
+    stages = build_stages(cfg)
+    assert [s.name for s in stages][-2:] == ["in_search_tune", "in_search"]
+    tune, search = stages[-2:]
+    assert set(tune.outputs) <= set(search.inputs)  # a re-tune re-runs the test decode
+    assert grid_points(cfg["in_search"]["grid"], ["am", "dlm", "words"])[0] == {"am": 1.0}
