@@ -24,6 +24,7 @@ non-zero one is refused. ``decoder/projection/weight`` is an alias of the token 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import struct
 from collections.abc import Mapping, Sequence
@@ -362,6 +363,30 @@ def _generation_config(config: Any, tok: Any, config_json: Mapping[str, Any]) ->
     )
 
 
+class _BothLengthLimits(logging.Filter):
+    """Drops transformers' per-call notice that ``max_new_tokens`` wins over the config's ``max_length``.
+
+    Whisper's generation config states ``max_length`` (448 positions, the text context); every
+    ``generate(max_new_tokens=...)`` then logs that both limits are set and the new-token one wins, which is
+    what the caller asked for. A recipe decoding thousands of batches filled its log with it. Only that
+    message is dropped; every other transformers warning passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("max_new_tokens" in msg and "seem to have been set" in msg)
+
+
+_LENGTH_FILTER = _BothLengthLimits()
+
+
+def quiet_length_notice() -> None:
+    """Install :class:`_BothLengthLimits` on transformers' generation logger (once; idempotent)."""
+    log = logging.getLogger("transformers.generation.utils")
+    if _LENGTH_FILTER not in log.filters:
+        log.addFilter(_LENGTH_FILTER)
+
+
 def load_whisper_ct2(directory: str | Path | None = None) -> WhisperBundle:
     """Load a CTranslate2 Whisper folder as a Hugging Face Whisper (float32 on CPU, eval mode).
 
@@ -394,6 +419,7 @@ def load_whisper_ct2(directory: str | Path | None = None) -> WhisperBundle:
     if missing or unexpected:
         raise LMFusionError(f"{m.path}: state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.generation_config = _generation_config(config, tok, config_json)
+    quiet_length_notice()
     model = model.float().eval()
     fx = WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=SAMPLE_RATE, hop_length=160,
                                  chunk_length=30, n_fft=400)

@@ -181,3 +181,20 @@ def test_unknown_binary_version_and_missing_files(tmp_path: Path) -> None:
     (d / "model.bin").unlink()
     with pytest.raises(InputError, match=r"model\.bin.*not found"):
         load_whisper_ct2(d)
+
+
+def test_length_notice_dropped_other_warnings_kept(caplog: pytest.LogCaptureFixture) -> None:
+    """transformers' per-call 'both max_new_tokens and max_length' notice is dropped, nothing else."""
+    import logging
+
+    from decoders.whisper_ct2 import quiet_length_notice
+
+    quiet_length_notice()
+    quiet_length_notice()  # idempotent: one filter
+    log = logging.getLogger("transformers.generation.utils")
+    assert sum(type(f).__name__ == "_BothLengthLimits" for f in log.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="transformers.generation.utils"):
+        log.warning("Both `max_new_tokens` (=96) and `max_length`(=448) seem to have been set.")
+        log.warning("Setting `pad_token_id` to `eos_token_id`")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs == ["Setting `pad_token_id` to `eos_token_id`"]
