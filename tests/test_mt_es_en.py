@@ -59,3 +59,16 @@ def test_implausible_pairs_are_dropped() -> None:
     assert plausible_pair("la gracia sea con todos", "the grace be with all")
     assert not plausible_pair("amén", "amen " + "glossary " * 200)
     assert not plausible_pair("", "x")
+
+
+def test_kjv_lm_text_and_references_share_units() -> None:
+    """The KJV LM text, the KJV references and the model's WEB-trained output meet in one unit space: lower
+    case, ``LORD`` = ``lord``, curly apostrophes folded, hyphenated WEB compounds split like KJV's spaced
+    ones, pilcrows and markup dropped (a mismatch would mute the LM: its words would never match the output)."""
+    kjv = parse_osis(["Ruth 1:8: ¶ the <w>LORD</w> deal kindly with you, as ye have with the <w>mother’s</w> "
+                      "daughters in <w>law</w>."])
+    web = parse_osis(["Ruth 1:8: “May <w>Yahweh</w> deal kindly with you... your mother's daughters-in-law."])
+    k, w = normalise_en(kjv[("Ruth", 1, 8)]), normalise_en(web[("Ruth", 1, 8)])
+    assert k == "the lord deal kindly with you as ye have with the mother's daughters in law"
+    assert w.endswith("your mother's daughters in law")
+    assert set("".join(k.split())) | set("".join(w.split())) <= set("abcdefghijklmnopqrstuvwxyz'")

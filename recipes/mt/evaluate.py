@@ -50,20 +50,26 @@ class Task:
     test_ref: str
     target_lm_text: str
     source_lm_text: str
+    test_other_ref: str | None = None
+    """References of the test sources in the training register (for scale: how far the register moves BLEU)."""
+    source_dev: str | None = None
+    """Held-out text of the source domain (the source-domain neural LM's dev text; default: ``dev_ref``)."""
 
 
 TASKS: dict[str, Task] = {
     "p2t": Task("Phoneme-to-text, trained on tech (Python docs), tested on bible", "bible.dev.ph", "bible.dev.txt",
                 "bible.test.ph", "bible.test.txt", "bible.lm.txt", "tech.lm.txt"),
     "es-en": Task("Spanish -> English, trained on RV1909 -> WEB (modern English), tested on KJV-register references "
-                  "of held-out books", "dev.es", "dev.kjv", "test.es", "test.kjv", "kjv.lm.txt", "web.lm.txt"),
+                  "of held-out books", "dev.es", "dev.kjv", "test.es", "test.kjv", "kjv.lm.txt", "web.lm.txt",
+                  "test.web", "dev.web"),
 }
 """``p2t``: :mod:`recipes.mt.make_data`; ``es-en``: :mod:`recipes.mt.make_es_en`."""
 
-START = {"ngram": 0.3, "nnlm": 0.3, "mix": 0.3, "source_lm": -0.1, "words": 0.5}
+START = {"ngram": 0.3, "nnlm": 0.3, "mix": 0.3, "source_lm": -0.1, "nnlm_source": -0.1, "words": 0.5}
 GRID: dict[str, tuple[float, ...]] = {"ngram": (0.05, 0.1, 0.2, 0.3), "nnlm": (0.05, 0.1, 0.2, 0.3),
                                      "mix": (0.05, 0.1, 0.2, 0.3),
-                                     "source_lm": (-0.05, -0.1, -0.2), "words": (0.0, 1.0, 2.0)}
+                                     "source_lm": (-0.05, -0.1, -0.2), "nnlm_source": (-0.05, -0.1, -0.2),
+                                     "words": (0.0, 1.0, 2.0)}
 """Grid of the in-search sweep; combinations of two LMs use the first three values of each."""
 CONFIGS: dict[str, tuple[str, ...]] = {
     "no fusion": (),
@@ -73,13 +79,16 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     "density ratio (n-gram)": ("ngram", "source_lm", "words"),
     "n-gram + neural (linear, EM)": ("mix", "words"),
     "density ratio (n-gram + neural)": ("ngram", "nnlm", "source_lm", "words"),
+    "density ratio (neural)": ("nnlm", "nnlm_source", "words"),
 }
 
 
 def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: int, task: Task,
               need: set[str] | None = None) -> dict[str, Any]:
     """The LMs the configurations use (``need``: their component names; ``None``: all): target and source
-    word 4-grams, the neural LM over the model's target pieces and the EM mix of the n-gram and the neural LM."""
+    word 4-grams, target and source neural LMs over the model's target pieces (token-level fusion: a piece
+    is scored when it is chosen, so register words the model ranks low can still enter the beam), and the
+    EM mix of the n-gram and the neural LM."""
     from fusion.loading import load_lm
     from fusion.ngram import KenLM, build_ngram
     from fusion.nnlm_train import TrainConfig, train_nnlm
@@ -96,23 +105,30 @@ def build_lms(data: Path, model_dir: Path, out: Path, threads: int, nnlm_steps: 
     if not src.is_file():
         build_ngram([data / task.source_lm_text], src, order=4, progress=False)
     ngram, source = KenLM(tgt, name="ngram"), KenLM(src, name="source_lm")
+    spm = model_dir / str(read_json(model_dir / "vocabs.json")["spm"])  # the decoder's pieces
+
+    def neural(name: str, text: str, dev: str) -> Any:
+        nn_dir = out / name
+        if not (nn_dir / "lmfusion-lm.json").is_file():
+            train_nnlm(TrainConfig(
+                text=[str(data / text)], dev=[str(data / dev)], spm=str(spm), output=str(nn_dir),
+                model={"arch": "lstm", "emb": 64, "hidden": 128, "layers": 1, "dropout": 0.0},
+                epochs=1, max_steps=nnlm_steps, batch_tokens=2048, lr=5e-3, threads=threads, name=name,
+            ))
+        return load_lm(nn_dir, name=name)
+
+    lms: dict[str, Any] = {"ngram": ngram, "source_lm": source}
+    if need is None or "nnlm_source" in need:  # the density ratio's source LM over the same pieces
+        lms["nnlm_source"] = neural("nnlm_source", task.source_lm_text, task.source_dev or task.dev_ref)
     if need is not None and not need & {"nnlm", "mix"}:
-        return {"ngram": ngram, "source_lm": source}
-    nn_dir = out / "nnlm"
-    if not (nn_dir / "lmfusion-lm.json").is_file():
-        spm = model_dir / str(read_json(model_dir / "vocabs.json")["spm"])  # the decoder's pieces
-        train_nnlm(TrainConfig(
-            text=[str(data / task.target_lm_text)], dev=[str(data / task.dev_ref)], spm=str(spm),
-            output=str(nn_dir), model={"arch": "lstm", "emb": 64, "hidden": 128, "layers": 1, "dropout": 0.0},
-            epochs=1, max_steps=nnlm_steps, batch_tokens=2048, lr=5e-3, threads=threads, name="nnlm",
-        ))
-    nnlm = load_lm(nn_dir, name="nnlm")
+        return lms
+    nnlm = neural("nnlm", task.target_lm_text, task.dev_ref)
     # linear interpolation of the word n-gram and the neural LM seen per word, EM weights on dev references
     words_nn = word_view(nnlm)
     est = estimate_weights([ngram, words_nn], data / task.dev_ref)
     print(f"EM mix of n-gram and neural LM on {task.dev_ref}: {est.weights}", flush=True)
     mix = LinearInterpolation([ngram, words_nn], est.weights, name="mix")
-    return {"ngram": ngram, "source_lm": source, "nnlm": nnlm, "mix": mix}
+    return {**lms, "nnlm": nnlm, "mix": mix}
 
 
 def model_units(model: Any, vocabs: Any) -> list[str | None]:
@@ -146,7 +162,7 @@ def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str |
     for n in names:
         if n in ("ngram", "source_lm", "mix"):
             out.append(WordLMScorer(lms[n], units, eos, name=n, partial=True))
-        elif n == "nnlm":
+        elif n in ("nnlm", "nnlm_source"):
             out.append(TokenLMScorer(lms[n], units, eos, name=n))
         elif n == "words":
             out.append(WordBonus(units, eos))
@@ -154,7 +170,8 @@ def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str |
 
 
 def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: list[Scorer],
-           weights: Mapping[str, float], beam: int, batch: int, prefix: str, lp: float) -> list[NBestList]:
+           weights: Mapping[str, float], beam: int, batch: int, prefix: str, lp: float,
+           pre_beam: float = 1.5) -> list[NBestList]:
     import torch
 
     from decoders.hf import hf_beam_search
@@ -171,7 +188,7 @@ def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: li
             x[i, : len(s)] = torch.tensor(s)
         out.extend(hf_beam_search(
             model, {"input_ids": x, "attention_mask": (x != vocabs.pad_id).long()}, scorers=scorers,
-            weights=weights, config=BeamConfig(beam=beam, max_len=80, length_penalty=lp),
+            weights=weights, config=BeamConfig(beam=beam, max_len=80, length_penalty=lp, pre_beam=pre_beam),
             token_units=units, detokenize=vocabs.decode_tgt,
             utt_ids=[f"{prefix}{lo + i}" for i in range(len(ids))], refs=refs[lo : lo + batch],
         ))
@@ -248,6 +265,33 @@ def bootstrap_gain(refs: list[str], base: list[str], new: list[str], metric: str
     return float(gain), float(lo), float(hi)
 
 
+def speed_checks(results: dict[str, Any], args: argparse.Namespace, model: Any, vocabs: Any, lms: Mapping[str, Any],
+                 test_src: list[str], test_ref: list[str]) -> None:
+    """The density-ratio weights through ``generate()`` + ``FusionLogitsProcessor`` against plain ``generate()``
+    (``--generate-n``), and the neural LM's incremental scoring against prefix re-reading (``--nnlm-speed-n``);
+    medians of ``--repeats`` runs, into ``results``."""
+    from recipes.mt.speed import generate_overhead, nnlm_incremental_vs_reread
+
+    units, eos = model_units(model, vocabs), vocabs.eos_id
+    dr = "density ratio (n-gram)"
+    if dr in results and args.generate_n > 0:
+        src_g, ref_g = test_src[: args.generate_n], test_ref[: args.generate_n]
+        g = generate_overhead(model, vocabs, src_g, lambda: make_scorers(CONFIGS[dr], lms, units, eos),
+                              results[dr]["weights"], args.beam, args.batch, args.repeats)
+        plain, fused = g.pop("texts_plain"), g.pop("texts_fused")
+        results["generate()"] = {**g, "plain": corpus_scores(ref_g, plain), "fused": corpus_scores(ref_g, fused)}
+        print("generate()", json.dumps(results["generate()"]), flush=True)
+    if args.nnlm_speed_n > 0 and "nnlm" in lms:
+        from fusion.loading import load_lm
+
+        weight = results.get("neural LM", {}).get("weights", {}).get("nnlm", START["nnlm"])
+        s = nnlm_incremental_vs_reread(model, vocabs, test_src[: args.nnlm_speed_n],
+                                       lambda: load_lm(args.out / "nnlm", name="nnlm"), units, eos, weight,
+                                       args.beam, args.batch, args.repeats)
+        results["nnlm speed"] = s
+        print("nnlm speed", json.dumps(s), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
@@ -268,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select", choices=("chrf", "bleu"), default="chrf", help="dev metric the grid sweep maximises")
     ap.add_argument("--grid", nargs="*", default=[], metavar="NAME=V1,V2",
                     help="replace a weight's grid values (all of them are then swept), e.g. ngram=0.2,0.4 words=0,1")
+    ap.add_argument("--pre-beam", type=float, default=1.5,
+                    help="candidates per hypothesis the word-boundary LMs score, times the beam (lmfusion's search)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each speed check (median reported)")
+    ap.add_argument("--nnlm-speed-n", type=int, default=0,
+                    help="test sentences of the neural-LM incremental vs prefix re-read check in generate() (0: skip)")
     args = ap.parse_args(argv)
     grid = {**GRID, **parse_grid(args.grid)}
 
@@ -305,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             # one MERT round on the n-best lists of a dev search at the starting weights (linear model:
             # no length normalisation, the word bonus is tuned instead)
             lp = 0.0
-            dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, weights, args.beam, args.batch, "dev", lp)
+            dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, weights, args.beam, args.batch, "dev", lp,
+                                args.pre_beam)
             write_nbest_jsonl(out / f"dev.{'_'.join(names)}.jsonl", dev_nb)
             problem = to_tuning_problem(dev_nb, ["am", *names], unit="word")
             res = tune(problem, "mert", fixed={"am": 1.0}, init={n: START[n] for n in names}, seed=0)
@@ -321,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                 w = {"am": 1.0, **dict(zip([*free, "words"], combo, strict=True))}
                 if "words" not in names:
                     w.pop("words")
-                dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, w, args.beam, args.batch, "dev", lp)
+                dev_nb = decode(model, vocabs, dev_src, dev_ref, scorers, w, args.beam, args.batch, "dev", lp,
+                                args.pre_beam)
                 sc = corpus_scores(dev_ref, best_texts(dev_nb))
                 print(f"  {cname} dev {w}: chrF {sc['chrf']:.2f} BLEU {sc['bleu']:.2f}", flush=True)
                 if sc[args.select] > best_score:
@@ -329,27 +380,24 @@ def main(argv: list[str] | None = None) -> int:
             dev_err = best_score
         if not names and args.tuning == "grid":  # the unfused model's dev score, beside the fused ones
             dev_err = corpus_scores(dev_ref, best_texts(decode(model, vocabs, dev_src, dev_ref, [], weights, args.beam,
-                                                               args.batch, "dev", lp)))[args.select]
+                                                               args.batch, "dev", lp, args.pre_beam)))[args.select]
             print(f"  {cname} dev: {args.select} {dev_err:.2f}", flush=True)
-        test_nb = decode(model, vocabs, test_src, test_ref, scorers, tuned, args.beam, args.batch, "test", lp)
+        test_nb = decode(model, vocabs, test_src, test_ref, scorers, tuned, args.beam, args.batch, "test", lp,
+                         args.pre_beam)
         write_nbest_jsonl(out / f"test.{'_'.join(names) or 'none'}.jsonl", test_nb)
         hyps[cname] = best_texts(test_nb)
         results[cname] = {"weights": tuned, "dev_selection_score": dev_err, "tuning": args.tuning,
                           **corpus_scores(test_ref, hyps[cname])}
         print(cname, json.dumps(results[cname]), f"{time.time() - t0:.0f}s", flush=True)
         atomic_write_json(out / "results.json", results)
-    dr = "density ratio (n-gram)"
-    if dr in results and args.generate_n > 0:
-        # the same weights through HF generate() + FusionLogitsProcessor, timed against plain generate()
-        src_g, ref_g = test_src[: args.generate_n], test_ref[: args.generate_n]
-        plain, t_plain = generate_texts(model, vocabs, src_g, None, {}, args.beam, args.batch)
-        scorers = make_scorers(CONFIGS[dr], lms, units, eos)
-        fused, t_fused = generate_texts(model, vocabs, src_g, scorers, results[dr]["weights"], args.beam, args.batch)
-        results["generate()"] = {"n": len(src_g), "plain": corpus_scores(ref_g, plain),
-                                 "fused": corpus_scores(ref_g, fused), "seconds_plain": t_plain,
-                                 "seconds_fused": t_fused, "overhead": t_fused / t_plain}
-        print("generate()", json.dumps(results["generate()"]), flush=True)
+    speed_checks(results, args, model, vocabs, lms, test_src, test_ref)
     base = hyps.get("no fusion")
+    if base is not None and task.test_other_ref:
+        import sacrebleu
+
+        other = read_sentences(args.data / task.test_other_ref)[: args.test_n]
+        results["scale"] = {"no_fusion_vs_other_ref": sacrebleu.corpus_bleu(base, [other]).score,
+                            "other_ref_vs_ref": sacrebleu.corpus_bleu(other, [test_ref]).score}
     if base is not None:
         for cname in args.configs:
             if cname == "no fusion" or cname not in hyps:
@@ -375,7 +423,7 @@ def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float)
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        if name == "generate()":
+        if name not in CONFIGS:
             continue
 
         def ci(key: str, r: Mapping[str, Any] = r) -> str:
@@ -392,7 +440,20 @@ def report(results: Mapping[str, Any], args: argparse.Namespace, seconds: float)
         lines += ["", f"The density-ratio weights through Hugging Face `generate(num_beams={args.beam})` with "
                   f"`FusionLogitsProcessor` on the first {g['n']} test sentences: BLEU {g['plain']['bleu']:.2f} -> "
                   f"{g['fused']['bleu']:.2f}, chrF {g['plain']['chrf']:.2f} -> {g['fused']['chrf']:.2f}; time "
-                  f"{g['seconds_plain']:.1f} s plain, {g['seconds_fused']:.1f} s fused ({g['overhead']:.2f}x)."]
+                  f"(median of {g['repeats']}) {g['median_plain']:.1f} s plain, {g['median_fused']:.1f} s fused "
+                  f"({g['overhead']:.2f}x)."]
+    s = results.get("nnlm speed")
+    if s:
+        lines += ["", f"Neural LM in `generate(num_beams={args.beam})` on {s['n']} test sentences (median of "
+                  f"{s['repeats']}): LM time {s['lm_seconds_reread']:.2f} s re-reading the prefix, "
+                  f"{s['lm_seconds_incremental']:.2f} s incremental ({s['lm_speedup']:.1f}x); whole generate() "
+                  f"{s['generate_seconds_reread']:.1f} s / {s['generate_seconds_incremental']:.1f} s "
+                  f"({s['generate_speedup']:.1f}x); scores agree to {s['max_score_gap']:.1e}."]
+    sc = results.get("scale")
+    if sc:
+        lines += ["", f"For scale: the unfused output scores BLEU {sc['no_fusion_vs_other_ref']:.2f} against the "
+                  f"training-register references of the same test sentences; those references score "
+                  f"{sc['other_ref_vs_ref']:.2f} against the test references."]
     lines.append("")
     lines.append(f"({seconds / 60:.1f} min for LMs, tuning and decoding.)")
     return "\n".join(lines) + "\n"

@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (data / "data-info.json").is_file():
         make_es_en.main([str(data)])
     if not (model / "train-info.json").is_file():
-        train.main([str(data), str(model), *TRAIN_ARGS, "--minutes", str(args.train_minutes),
+        # the shared sentencepiece model also sees the KJV LM text (training books only): KJV words (thee, unto,
+        # hath, saith) are then one piece each instead of 2-3, so the fused n-gram can reach them in a small beam
+        train.main([str(data), str(model), *TRAIN_ARGS, "--spm-extra", str(data / "kjv.lm.txt"),
+                    "--minutes", str(args.train_minutes),
                     "--cpu-minutes", str(args.train_cpu_minutes), "--resume"])
     sizes = ["--dev-n", str(args.dev_n), "--test-n", str(args.test_n), "--generate-n", "100"]
     return evaluate.main([str(data), str(model), str(ev), *EVAL_ARGS, *sizes])
