@@ -70,3 +70,28 @@ def test_fusion_at_zero_weight_generates_the_plain_outputs(mt, bible_arpa) -> No
     assert g["texts_fused"] == g["texts_plain"]
     assert len(g["seconds_plain"]) == len(g["seconds_fused"]) == 2
     assert g["overhead"] == pytest.approx(g["median_fused"] / g["median_plain"])
+
+
+def test_word_logprobs_are_the_models_at_the_reference_positions(mt) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from recipes.mt.diagnose import word_counts, word_logprobs
+
+    model, vocabs, _ = mt
+    word = next(p[1:] for p in vocabs.spm.pieces if p.startswith("\u2581") and len(p) > 2)
+    refs = [f"{word} {word}", f"x {word}"]
+    src = ["a b", "c d"]
+    got = word_logprobs(model, vocabs, src, refs, [word, "zzzznotapiece"])
+    assert set(got) == {word}
+    i = vocabs.spm.pieces.index("\u2581" + word)
+    expect = []
+    with torch.no_grad():
+        for s, t in zip(src, refs, strict=True):
+            tgt = vocabs.encode_tgt(t)
+            x = torch.tensor([vocabs.encode_src(s)])
+            di = torch.tensor([[vocabs.pad_id, *tgt[:-1]]])
+            lp = torch.log_softmax(model(input_ids=x, decoder_input_ids=di).logits[0], -1)
+            expect += [float(lp[k, i]) for k, t_id in enumerate(tgt) if t_id == i]
+    assert got[word]["n"] == len(expect) >= 3
+    assert got[word]["mean_logprob"] == pytest.approx(sum(expect) / len(expect), abs=1e-4)
+    assert word_counts(refs, [word, "x", "y"]) == {word: 3, "x": 1, "y": 0}
