@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     src, refs = (read_sentences(d / "data" / f"{args.split}.{ext}") for ext in ("es", "kjv"))
     for w, r in word_logprobs(model, vocabs, src, refs, KJV_WORDS).items():
         print(f"{w}: {r['n']} {args.split} reference positions, mean ln p {r['mean_logprob']:.2f}, "
-              f"median rank {r['median_rank']:.0f} of {vocabs.n_pieces}")
+              f"median rank {r['median_rank']:.0f} (0 = the model's first choice)")
     rows = [("KJV references", read_sentences(d / "data" / "test.kjv")),
             ("WEB references", read_sentences(d / "data" / "test.web"))]
     rows += [(f.name, best_texts(read_nbest_jsonl(f))) for f in sorted((d / "eval").glob("test.*.jsonl"))]
