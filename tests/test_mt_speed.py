@@ -15,7 +15,7 @@ LSTM = {"arch": "lstm", "emb": 16, "hidden": 24, "layers": 1, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
-def mt(tiny_spm):  # type: ignore[no-untyped-def]
+def mt(tiny_spm):
     """A random tiny Marian model over ``tiny_spm`` (shared vocabulary), its vocabularies and decoder units."""
     import torch
     from transformers import MarianMTModel
@@ -37,7 +37,7 @@ def _nnlm(spm: Any, seed: int = 2) -> Any:
     return NeuralLM.from_config(LSTM, spm, seed=seed, name="nnlm")
 
 
-def test_incremental_and_reread_agree_and_both_are_timed(mt, tiny_spm) -> None:  # type: ignore[no-untyped-def]
+def test_incremental_and_reread_agree_and_both_are_timed(mt, tiny_spm) -> None:
     from recipes.mt.speed import nnlm_incremental_vs_reread
 
     model, vocabs, units = mt
@@ -48,7 +48,7 @@ def test_incremental_and_reread_agree_and_both_are_timed(mt, tiny_spm) -> None: 
     assert s["lm_speedup"] == pytest.approx(s["lm_seconds_reread"] / s["lm_seconds_incremental"])
 
 
-def test_a_reread_lm_that_scores_differently_is_refused(mt, tiny_spm) -> None:  # type: ignore[no-untyped-def]
+def test_a_reread_lm_that_scores_differently_is_refused(mt, tiny_spm) -> None:
     from recipes.mt.speed import nnlm_incremental_vs_reread
 
     model, vocabs, units = mt
@@ -58,7 +58,7 @@ def test_a_reread_lm_that_scores_differently_is_refused(mt, tiny_spm) -> None:  
                                    0.5, beam=2, batch=2, repeats=1)
 
 
-def test_fusion_at_zero_weight_generates_the_plain_outputs(mt, bible_arpa) -> None:  # type: ignore[no-untyped-def]
+def test_fusion_at_zero_weight_generates_the_plain_outputs(mt, bible_arpa) -> None:
     from fusion.ngram import KenLM
     from fusion.scorers import WordLMScorer
     from recipes.mt.speed import generate_overhead
@@ -72,7 +72,7 @@ def test_fusion_at_zero_weight_generates_the_plain_outputs(mt, bible_arpa) -> No
     assert g["overhead"] == pytest.approx(g["median_fused"] / g["median_plain"])
 
 
-def test_word_logprobs_are_the_models_at_the_reference_positions(mt) -> None:  # type: ignore[no-untyped-def]
+def test_word_logprobs_are_the_models_at_the_reference_positions(mt) -> None:
     import torch
 
     from recipes.mt.diagnose import word_counts, word_logprobs
