@@ -27,7 +27,7 @@ CONFIGS = ["no fusion", "n-gram", "neural LM", "n-gram + neural (log-linear)", "
            "density ratio (neural)"]
 """The README table's rows: each LM alone, their log-linear combination, the density ratio with word and neural
 LMs. (``"n-gram + neural (linear, EM)"`` works but is slow here: the neural LM seen per word inside the mixture
-took over 7 minutes per 100-verse dev decode on the shared machine.)"""
+took 7-14 minutes per 100-verse dev decode on the shared machine.)"""
 EVAL_ARGS = ["--task", "es-en", "--select", "bleu", "--beam", "4", "--threads", "1",
              "--grid", "ngram=0.1,0.3", "nnlm=0.1,0.3", "mix=0.1,0.3,0.6", "source_lm=-0.1,-0.3",
              "nnlm_source=-0.1,-0.3", "words=0,1", "--generate-n", "100", "--nnlm-speed-n", "20", "--repeats", "3"]
