@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import bench_spm, best_of, kenlm_models, table
 from decoders.hf import FusionLogitsProcessor
+from decoders.hf_logits import TimedProcessor
 from fusion.ngram import KenLM
 from fusion.reference import FullPrefixLMScorer
 from fusion.scorers import TokenLMScorer, WordLMScorer, units_from_pieces
@@ -42,19 +43,6 @@ def marian(n_pieces: int, d_model: int, layers: int):  # type: ignore[no-untyped
     )
     torch.manual_seed(0)
     return MarianMTModel(cfg).eval()
-
-
-class Timed:
-    """A processor wrapper that accumulates the time spent in it (the LM part of a fused generate())."""
-
-    def __init__(self, proc: FusionLogitsProcessor) -> None:
-        self.proc, self.seconds = proc, 0.0
-
-    def __call__(self, ids, scores):  # type: ignore[no-untyped-def]
-        t = time.perf_counter()
-        out = self.proc(ids, scores)
-        self.seconds += time.perf_counter() - t
-        return out
 
 
 class Agree:
@@ -122,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             sc = TokenLMScorer(lm, units, eos, name="nnlm")
         else:
             sc = FullPrefixLMScorer(lm, units, eos, name="nnlm", reread_forward=True)
-        proc = Timed(FusionLogitsProcessor([sc], {"am": 1.0, "nnlm": 0.5}))
+        proc = TimedProcessor(FusionLogitsProcessor([sc], {"am": 1.0, "nnlm": 0.5}))
         t = time.perf_counter()
         small.generate(**inputs, **gen64, logits_processor=LogitsProcessorList([proc]))
         return time.perf_counter() - t, proc.seconds

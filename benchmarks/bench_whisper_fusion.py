@@ -72,19 +72,6 @@ def utterances(n: int) -> list[Path]:
     return out
 
 
-class Timed:
-    """A processor wrapper that adds up the time spent in it."""
-
-    def __init__(self, proc: Any) -> None:
-        self.proc, self.seconds = proc, 0.0
-
-    def __call__(self, ids: Any, scores: Any) -> Any:
-        t = time.perf_counter()
-        out = self.proc(ids, scores)
-        self.seconds += time.perf_counter() - t
-        return out
-
-
 def nnlm_word_view(*, retokenize: bool = False) -> Any:
     """The neural LM's word view (``retokenize``: each whole-text read tokenises afresh, as whisper-lm does)."""
     from fusion.neural import NeuralLM
@@ -111,6 +98,7 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
     from transformers import LogitsProcessorList
 
     from decoders.hf import FusionLogitsProcessor
+    from decoders.hf_logits import TimedProcessor
     from recipes.asr.make_audio import read_wav
     from recipes.asr.whisper_fusion import WhisperFusion
 
@@ -139,7 +127,7 @@ def worker(system: str, n_utts: int, threads: int) -> dict[str, Any]:
                 out = b.model.generate(b.features([x]), **kw)
             else:
                 proc = FusionLogitsProcessor(scorers, weights, pre_beam=fz.pre_beam, max_new_tokens=MAX_NEW)
-                timed = Timed(proc)
+                timed = TimedProcessor(proc)  # seconds inside the LM fusion
                 out = b.model.generate(b.features([x]), **kw, logits_processor=LogitsProcessorList([timed]))
                 lm_seconds += timed.seconds
         seq = out.sequences if hasattr(out, "sequences") else out

@@ -45,7 +45,7 @@ from fusion.weights import (
     weighted,
 )
 
-__all__ = ["FusionLogitsProcessor", "as_logits_processor_list", "fusion_generate"]
+__all__ = ["FusionLogitsProcessor", "TimedProcessor", "as_logits_processor_list", "fusion_generate"]
 
 
 class FusionLogitsProcessor:
@@ -264,3 +264,19 @@ def fusion_generate(model: Any, proc: FusionLogitsProcessor, **generate_kwargs: 
     proc.configure(getattr(model, "generation_config", None), **generate_kwargs)
     extra = list(generate_kwargs.pop("logits_processor", None) or [])
     return model.generate(**generate_kwargs, logits_processor=LogitsProcessorList([proc, *extra]))
+
+
+class TimedProcessor:
+    """A logits processor wrapper that adds up the wall seconds spent in it (the LM part of a fused
+    ``generate()``): ``generate(logits_processor=[TimedProcessor(proc)])``, then read ``.seconds``."""
+
+    def __init__(self, proc: Any) -> None:
+        self.proc, self.seconds = proc, 0.0
+
+    def __call__(self, ids: Any, scores: Any) -> Any:
+        import time
+
+        t = time.perf_counter()
+        out = self.proc(ids, scores)
+        self.seconds += time.perf_counter() - t
+        return out

@@ -35,24 +35,13 @@ def _inputs(vocabs: Any, src: Sequence[str]) -> dict[str, Any]:
     return {"input_ids": x, "attention_mask": (x != vocabs.pad_id).long()}
 
 
-class _Timed:
-    """Wraps a logits processor and adds up the seconds spent in it."""
-
-    def __init__(self, proc: Any) -> None:
-        self.proc, self.seconds = proc, 0.0
-
-    def __call__(self, ids: Any, scores: Any) -> Any:
-        t = time.perf_counter()
-        out = self.proc(ids, scores)
-        self.seconds += time.perf_counter() - t
-        return out
-
-
 def _run(model: Any, vocabs: Any, src: Sequence[str], make_proc: Callable[[], Any] | None, beam: int,
          batch: int) -> tuple[float, float, list[list[int]]]:
     """One timed ``generate()`` pass over ``src``: (wall seconds, seconds inside the processor, output ids)."""
     import torch
     from transformers import LogitsProcessorList
+
+    from decoders.hf_logits import TimedProcessor
 
     wall = in_proc = 0.0
     outs: list[list[int]] = []
@@ -61,7 +50,7 @@ def _run(model: Any, vocabs: Any, src: Sequence[str], make_proc: Callable[[], An
         procs = LogitsProcessorList()
         timed = None
         if make_proc is not None:
-            timed = _Timed(make_proc())
+            timed = TimedProcessor(make_proc())
             procs.append(timed)
         t = time.perf_counter()
         with torch.no_grad():
