@@ -180,6 +180,33 @@ def iter_text_lines(path: PathLike) -> Iterator[tuple[int, str]]:
             yield lineno, line.rstrip("\r\n")
 
 
+def read_appended_jsonl(path: PathLike) -> list[dict[str, Any]]:
+    """The JSON objects of an append-only JSONL file that an interrupted run may have left torn.
+
+    One object per line. A last line that is not a JSON object is the append an interruption cut short:
+    it is dropped and the file rewritten atomically without it, so the next append starts on a clean
+    line. A bad line before the last is not an interruption, and dropping it would lose the lines after
+    it: it is an :class:`InputError` naming the file and line. A missing file has no objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif lineno == len(lines):
+            atomic_write_lines(path, lines[:-1])
+        else:
+            raise InputError("not a JSON object (not the last line, so not a torn append)", path=path, line=lineno)
+    return rows
+
+
 def read_sentences(path: PathLike, *, skip_empty: bool = True) -> list[str]:
     """Read one sentence per line, whitespace-normalised; empty lines are skipped by default."""
     out = []

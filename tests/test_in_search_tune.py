@@ -131,3 +131,23 @@ def test_whisper_config_runs_in_search_tuning_before_the_test_decode() -> None:
     tune, search = stages[-2:]
     assert set(tune.outputs) <= set(search.inputs)  # a re-tune re-runs the test decode
     assert grid_points(cfg["in_search"]["grid"], ["am", "dlm", "words"])[0] == {"am": 1.0}
+
+
+def test_appended_jsonl_drops_only_a_torn_tail(tmp_path: Path) -> None:
+    """A torn last line is dropped (file rewritten without it); a bad line before the last is an error
+    naming the line, and the file, with the lines after it, is left as it was."""
+    from fusion.errors import InputError
+    from fusion.io import read_appended_jsonl
+
+    f = tmp_path / "a.jsonl"
+    assert read_appended_jsonl(f) == []
+    f.write_text('{"utt_id": "u0"}\n{"utt_id": "u1"}\n{"utt_id": "u2", "te', encoding="utf-8")
+    assert [r["utt_id"] for r in read_appended_jsonl(f)] == ["u0", "u1"]
+    assert f.read_text(encoding="utf-8") == '{"utt_id": "u0"}\n{"utt_id": "u1"}\n'
+    bad = '{"utt_id": "u0"}\n{"utt_id": "u1", "te\n{"utt_id": "u2"}\n'
+    f.write_text(bad, encoding="utf-8")
+    with pytest.raises(InputError, match=r"a\.jsonl:2: "):
+        read_appended_jsonl(f)
+    assert f.read_text(encoding="utf-8") == bad
+    with pytest.raises(InputError, match=r"a\.jsonl:2: "):
+        DecodeCache(f)

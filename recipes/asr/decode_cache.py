@@ -8,7 +8,7 @@ weight grid, and the ``in_search`` stage decodes the test audio for several syst
   :func:`weights_key`, ``weights``, ``text``, ``seconds``), flushed after every batch. ``tag`` hashes the
   LM files and the decoding settings, so a changed LM or beam starts a new file. An interrupted run
   resumes without redoing a finished decode; a torn last line is dropped (the file is rewritten
-  atomically without it).
+  atomically without it; :func:`fusion.io.read_appended_jsonl`).
 - ``<cache>/enc/<utt_id>.npy``: Whisper's encoder output of the utterance (float32, written atomically),
   computed once and reused by every weight setting.
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from fusion.errors import LMFusionError
-from fusion.io import atomic_write_bytes, atomic_write_lines
+from fusion.errors import InputError, LMFusionError
+from fusion.io import atomic_write_bytes, read_appended_jsonl
 from fusion.progress import progress_bar
 from recipes.asr.make_audio import Utterance
 
@@ -51,20 +51,10 @@ class DecodeCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.entries: dict[tuple[str, str], dict[str, Any]] = {}
-        if not self.path.exists():
-            return
-        good: list[str] = []
-        torn = False
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                self.entries[(row["utt_id"], row["key"])] = row
-                good.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                torn = True  # an interrupted append: drop it and everything after
-                break
-        if torn:
-            atomic_write_lines(self.path, good)
+        for lineno, row in enumerate(read_appended_jsonl(self.path), start=1):
+            if not isinstance(row.get("utt_id"), str) or not isinstance(row.get("key"), str):
+                raise InputError("a cached decode needs string fields utt_id and key", path=self.path, line=lineno)
+            self.entries[(row["utt_id"], row["key"])] = row
 
     def text(self, utt_id: str, key: str) -> str | None:
         row = self.entries.get((utt_id, key))

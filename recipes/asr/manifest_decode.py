@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from decoders.hypothesis import NBestList
+from fusion.errors import InputError
+from fusion.io import read_appended_jsonl
 from fusion.progress import progress_bar
 from fusion.snr import noise_floor_snr, wada_snr
 from recipes.asr.make_audio import Utterance, read_manifest
@@ -28,18 +30,13 @@ def utterance_tags(u: Utterance, audio: object, **extra: object) -> dict[str, ob
 
 
 def done_ids(out: Path) -> set[str]:
-    """Utterance ids already decoded into ``out``; a torn last line (an interrupted run) is dropped."""
+    """Utterance ids already decoded into ``out``; a torn last line (an interrupted run) is dropped
+    (:func:`fusion.io.read_appended_jsonl`)."""
     done: set[str] = set()
-    if not out.exists():
-        return done
-    good: list[str] = []
-    for line in out.read_text(encoding="utf-8").splitlines():
-        try:
-            done.add(json.loads(line)["utt_id"])
-            good.append(line)
-        except (json.JSONDecodeError, KeyError):
-            break  # drop it and everything after
-    out.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+    for lineno, row in enumerate(read_appended_jsonl(out), start=1):
+        if not isinstance(row.get("utt_id"), str):
+            raise InputError("a decoded n-best list needs a string utt_id", path=out, line=lineno)
+        done.add(row["utt_id"])
     return done
 
 
