@@ -172,8 +172,6 @@ def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str |
 def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: list[Scorer],
            weights: Mapping[str, float], beam: int, batch: int, prefix: str, lp: float,
            pre_beam: float = 1.5) -> list[NBestList]:
-    import torch
-
     from decoders.hf import hf_beam_search
     from decoders.seq2seq import BeamConfig
     from fusion.progress import progress_bar
@@ -181,16 +179,13 @@ def decode(model: Any, vocabs: Any, src: list[str], refs: list[str], scorers: li
     units = model_units(model, vocabs)
     out: list[NBestList] = []
     for lo in progress_bar(range(0, len(src), batch), desc=prefix, leave=False):
-        ids = [vocabs.encode_src(s) for s in src[lo : lo + batch]]
-        n = max(map(len, ids))
-        x = torch.full((len(ids), n), vocabs.pad_id, dtype=torch.long)
-        for i, s in enumerate(ids):
-            x[i, : len(s)] = torch.tensor(s)
+        inputs = vocabs.source_batch(src[lo : lo + batch])
+        n_src = len(inputs["input_ids"])
         out.extend(hf_beam_search(
-            model, {"input_ids": x, "attention_mask": (x != vocabs.pad_id).long()}, scorers=scorers,
+            model, inputs, scorers=scorers,
             weights=weights, config=BeamConfig(beam=beam, max_len=80, length_penalty=lp, pre_beam=pre_beam),
             token_units=units, detokenize=vocabs.decode_tgt,
-            utt_ids=[f"{prefix}{lo + i}" for i in range(len(ids))], refs=refs[lo : lo + batch],
+            utt_ids=[f"{prefix}{lo + i}" for i in range(n_src)], refs=refs[lo : lo + batch],
         ))
     return out
 
@@ -199,29 +194,16 @@ def generate_texts(model: Any, vocabs: Any, src: list[str], scorers: list[Scorer
                    weights: Mapping[str, float], beam: int, batch: int) -> tuple[list[str], float]:
     """Hugging Face ``generate(num_beams=beam)``, with a :class:`FusionLogitsProcessor` when ``scorers`` is given.
 
-    Returns the 1-best texts and the wall time in seconds.
+    Returns the 1-best texts and the seconds spent in ``generate()``.
     """
-    import torch
-    from transformers import LogitsProcessorList
-
     from decoders.hf import FusionLogitsProcessor
+    from recipes.mt.speed import timed_generate
 
-    texts: list[str] = []
-    t0 = time.perf_counter()
-    for lo in range(0, len(src), batch):
-        ids = [vocabs.encode_src(s) for s in src[lo : lo + batch]]
-        n = max(map(len, ids))
-        x = torch.full((len(ids), n), vocabs.pad_id, dtype=torch.long)
-        for i, s in enumerate(ids):
-            x[i, : len(s)] = torch.tensor(s)
-        procs = LogitsProcessorList()
-        if scorers:
-            procs.append(FusionLogitsProcessor(scorers, weights, pre_beam=2 * beam))
-        with torch.no_grad():
-            out = model.generate(input_ids=x, attention_mask=(x != vocabs.pad_id).long(), num_beams=beam,
-                                 max_new_tokens=80, logits_processor=procs, early_stopping=True)
-        texts.extend(vocabs.decode_tgt([int(t) for t in row[1:]]) for row in out)
-    return texts, time.perf_counter() - t0
+    def proc() -> Any:
+        return FusionLogitsProcessor(list(scorers or ()), weights, pre_beam=2 * beam)
+
+    secs, _, ids = timed_generate(model, vocabs, src, proc if scorers else None, beam, batch)
+    return [vocabs.decode_tgt(row[1:]) for row in ids], secs
 
 
 def best_texts(nbests: Sequence[NBestList]) -> list[str]:

@@ -11,6 +11,7 @@ pad/start symbol, so no source piece shares an id with them. With one shared sen
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,17 @@ class Vocabs:
     def encode_src(self, phonemes: str) -> list[int]:
         """Phoneme string to source piece ids, then eos (the source side reuses the target's eos/pad ids)."""
         return [*self.src_spm.encode_ids(phonemes), self.eos_id]
+
+    def source_batch(self, src: Sequence[str]) -> dict[str, Any]:
+        """``input_ids`` (right-padded with ``pad_id``) and ``attention_mask`` of source sentences, for the
+        model's ``generate()`` or lmfusion's beam search."""
+        import torch
+
+        ids = [self.encode_src(s) for s in src]
+        x = torch.full((len(ids), max(map(len, ids))), self.pad_id, dtype=torch.long)
+        for i, s in enumerate(ids):
+            x[i, : len(s)] = torch.tensor(s)
+        return {"input_ids": x, "attention_mask": (x != self.pad_id).long()}
 
     def encode_tgt(self, text: str) -> list[int]:
         return [*self.spm.encode_ids(text), self.eos_id]

@@ -24,20 +24,11 @@ from fusion.errors import LMFusionError
 from fusion.scorers import Scorer
 
 
-def _inputs(vocabs: Any, src: Sequence[str]) -> dict[str, Any]:
-    import torch
-
-    ids = [vocabs.encode_src(s) for s in src]
-    n = max(map(len, ids))
-    x = torch.full((len(ids), n), vocabs.pad_id, dtype=torch.long)
-    for i, s in enumerate(ids):
-        x[i, : len(s)] = torch.tensor(s)
-    return {"input_ids": x, "attention_mask": (x != vocabs.pad_id).long()}
-
-
-def _run(model: Any, vocabs: Any, src: Sequence[str], make_proc: Callable[[], Any] | None, beam: int,
+def timed_generate(model: Any, vocabs: Any, src: Sequence[str], make_proc: Callable[[], Any] | None, beam: int,
          batch: int) -> tuple[float, float, list[list[int]]]:
-    """One timed ``generate()`` pass over ``src``: (wall seconds, seconds inside the processor, output ids)."""
+    """One timed ``generate(num_beams=beam)`` pass over ``src`` in batches of ``batch``, with a fresh processor
+    from ``make_proc`` per batch (``None``: plain): (seconds in ``generate()``, seconds inside the processor,
+    output ids)."""
     import torch
     from transformers import LogitsProcessorList
 
@@ -46,7 +37,7 @@ def _run(model: Any, vocabs: Any, src: Sequence[str], make_proc: Callable[[], An
     wall = in_proc = 0.0
     outs: list[list[int]] = []
     for lo in range(0, len(src), batch):
-        inputs = _inputs(vocabs, src[lo : lo + batch])
+        inputs = vocabs.source_batch(src[lo : lo + batch])
         procs = LogitsProcessorList()
         timed = None
         if make_proc is not None:
@@ -76,8 +67,8 @@ def generate_overhead(model: Any, vocabs: Any, src: Sequence[str], make_scorers:
 
     plain, fused = [], []
     for _ in range(repeats):
-        t_plain, _, ids_plain = _run(model, vocabs, src, None, beam, batch)
-        t_fused, _, ids_fused = _run(model, vocabs, src, proc, beam, batch)
+        t_plain, _, ids_plain = timed_generate(model, vocabs, src, None, beam, batch)
+        t_fused, _, ids_fused = timed_generate(model, vocabs, src, proc, beam, batch)
         plain.append(t_plain)
         fused.append(t_fused)
     p, f = statistics.median(plain), statistics.median(fused)
@@ -122,13 +113,13 @@ def nnlm_incremental_vs_reread(model: Any, vocabs: Any, src: Sequence[str], open
         gap = max(gap, float((x[fin] - y[fin]).abs().max()))
         return x
 
-    _run(model, vocabs, src[:check_n], lambda: both, beam, check_n)
+    timed_generate(model, vocabs, src[:check_n], lambda: both, beam, check_n)
     if gap > tol:
         raise LMFusionError(f"incremental and re-read neural-LM scores differ by {gap:.3g} (> {tol})")
     inc, rr = [], []
     for _ in range(repeats):
-        inc.append(_run(model, vocabs, src, incremental, beam, batch)[:2])
-        rr.append(_run(model, vocabs, src, reread, beam, batch)[:2])
+        inc.append(timed_generate(model, vocabs, src, incremental, beam, batch)[:2])
+        rr.append(timed_generate(model, vocabs, src, reread, beam, batch)[:2])
     lm_inc, lm_rr = statistics.median(x[1] for x in inc), statistics.median(x[1] for x in rr)
     tot_inc, tot_rr = statistics.median(x[0] for x in inc), statistics.median(x[0] for x in rr)
     return {"n": len(src), "beam": beam, "repeats": repeats, "max_score_gap": gap,
