@@ -46,7 +46,11 @@ $(SETUP_STAMP): pyproject.toml constraints.txt | apt-deps
 	# pyctcdecode (a test/benchmark anchor) pins numpy<2; it runs fine on numpy 2, so no deps.
 	$(PIP) install -q -c constraints.txt --no-deps pyctcdecode==0.5.0 && $(PIP) install -q -c constraints.txt 'pygtrie>=2.1,<3'
 	$(PIP) install -q -c constraints.txt flashlight-text==0.0.7 || echo "warning: flashlight-text not installed; its benchmark column will be skipped"
-	# compile the numba kernels once and cache them, so a fresh process decodes its first utterance fast
+	# compile the numba kernels once and cache them (the JIT path), then the CTC kernels ahead of time into
+	# decoders/ctc/_aot*.so (needs only numpy at run time: a fresh process decodes its first utterance fast),
+	# then decode once with them (a smoke test of the extension)
+	LMFUSION_CTC_KERNELS=jit $(PY) -m decoders.warmup
+	$(PY) -m decoders.ctc.build_aot
 	$(PY) -m decoders.warmup
 	@touch $@
 

@@ -371,15 +371,15 @@ def report(results: dict[str, Any]) -> str:
                              f"{r['utt_per_s']:.1f} | {r['wer']:.4f} | {ratio} |")
     lines += ["", "Fresh process (python start + import + build + first decode; peak RSS after "
               f"{results['rss_utts']} utterances at beam {results['rss_beam']}):", "",
-              "| vocab | system | first result s | of it build s | peak RSS MB | RSS / pyctcdecode |",
-              "|---|---|---|---|---|---|"]
+              "| vocab | system | backend | first result s | of it build s | peak RSS MB | RSS / pyctcdecode |",
+              "|---|---|---|---|---|---|---|"]
     for vname, v in results["vocabs"].items():
         fresh = v.get("fresh", {})
         base = fresh.get("pyctcdecode", {}).get("rss_mb")
         for sysname, r in fresh.items():
             rel = f"{r['rss_mb'] / base:.2f}x" if base else ""
-            lines.append(f"| {vname} | {sysname} | {r['first_wall_s']:.2f} | {r['build_s']:.2f} | "
-                         f"{r['rss_mb']:.0f} | {rel} |")
+            lines.append(f"| {vname} | {sysname} | {r.get('backend', '-')} | {r['first_wall_s']:.2f} | "
+                         f"{r['build_s']:.2f} | {r['rss_mb']:.0f} | {rel} |")
     return "\n".join(lines)
 
 

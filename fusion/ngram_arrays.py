@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,7 +358,23 @@ def load_ngram_arrays(path: str | Path) -> NgramArrays:
 # ----------------------------------------------------------------------------------------------
 # Compiled scoring (numba; imported lazily so the module loads without it)
 # ----------------------------------------------------------------------------------------------
-def _compiled() -> Any:
+_AOT_TYPES = (np.dtype(np.int64), np.dtype(np.uint64), np.dtype(np.int32), np.dtype(np.float32),
+              np.dtype(np.float32), np.dtype(bool))
+
+
+def _compiled(*arrays: np.ndarray) -> Any:
+    """The compiled scorers: the ahead-of-time extension ``fusion/_ngram_aot*.so`` (numpy only; built with the CTC
+    kernels by ``python -m decoders.ctc.build_aot``) unless ``LMFUSION_CTC_KERNELS=jit`` or it is not built, else
+    numba's JIT (:mod:`fusion._ngram_kernel`). ``arrays``: the model's six arrays, whose types the extension needs
+    (it reads memory as it is told; the JIT adapts)."""
+    if os.environ.get("LMFUSION_CTC_KERNELS", "").strip().lower() != "jit" and all(
+            a.dtype == t and a.flags.c_contiguous for a, t in zip(arrays, _AOT_TYPES, strict=True)):
+        try:
+            from fusion import _ngram_aot  # type: ignore[attr-defined]
+
+            return _ngram_aot
+        except ImportError:
+            pass
     from fusion import _ngram_kernel
 
     return _ngram_kernel
@@ -366,7 +383,12 @@ def _compiled() -> Any:
 def score_one(offsets: np.ndarray, keys: np.ndarray, ids: np.ndarray, logp: np.ndarray, backoff: np.ndarray,
               extends: np.ndarray, state: np.ndarray, word: int, out_state: np.ndarray) -> float:
     """ln P(word | state) (KenLM's float32 log10 times ln 10); writes the next state into ``out_state``."""
-    lp10 = _compiled().score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state)
+    state = np.ascontiguousarray(state, dtype=np.int32)
+    out = out_state if out_state.dtype == np.int32 and out_state.flags.c_contiguous else np.empty_like(state)
+    lp10 = _compiled(offsets, keys, ids, logp, backoff, extends).score_one(offsets, keys, ids, logp, backoff, extends,
+                                                                           state, int(word), out)
+    if out is not out_state:
+        out_state[:] = out
     return float(lp10) * LN10
 
 
@@ -375,6 +397,6 @@ def score_many(lm: NgramArrays, states: np.ndarray, words: np.ndarray) -> tuple[
     st = np.ascontiguousarray(states, dtype=np.int32).reshape(len(words), -1)
     out = np.empty_like(st)
     lp = np.empty(len(words))
-    _compiled().score_many(lm.offsets, lm.keys, lm.ids, lm.logp, lm.backoff, lm.extends, st,
-                           np.ascontiguousarray(words, dtype=np.int64), lp, out)
+    arrays = (lm.offsets, lm.keys, lm.ids, lm.logp, lm.backoff, lm.extends)
+    _compiled(*arrays).score_many(*arrays, st, np.ascontiguousarray(words, dtype=np.int64), lp, out)
     return lp, out

@@ -90,7 +90,7 @@ def test_compiled_equals_numpy_per_utterance_batch(decoders: dict[str, CTCDecode
         assert_same(a, b)
     alone = decoders["numba"].decode(xs[2], hotwords=lists[2], hotword_weight=2.0)
     assert_same(got[2], alone)
-    assert decoders["numba"].biased(["kafka"], 1.0).backend == "numba"
+    assert decoders["numba"].biased(["kafka"], 1.0).backend.startswith("compiled")
 
 
 def test_graph_cache_follows_the_list_contents() -> None:

@@ -67,7 +67,7 @@ def test_word_ngram_in_kernel_equals_python_path_and_reference(lms: dict[str, Pa
     fast = CTCDecoder(CHAR_LABELS, [KenLM(lms["words"], name="lm")], w, options=opts)
     with pytest.warns(UserWarning, match="no readable ARPA"):  # same model, without its ARPA: said, not silent
         slow = CTCDecoder(CHAR_LABELS, [KenLM(lms["binary"], name="lm")], w, options=opts)
-    assert fast.lm_backend == "compiled-ngram" and fast.backend == "numba"
+    assert fast.lm_backend == "compiled-ngram" and fast.backend.startswith("compiled")
     assert slow.lm_backend == "python" and "ARPA" in slow.lm_backend_reason
     for em in _emissions(4, seed=3):
         a, b = fast.decode(em), slow.decode(em)

@@ -75,7 +75,8 @@ def test_normalization_check_rejects_what_it_did() -> None:
 
 
 def test_text_hashes_are_equal_exactly_for_equal_texts() -> None:
-    from decoders.ctc.scan import text_hash_tables, text_hashes
+    from decoders.ctc.scan import text_hashes
+    from decoders.ctc.vocabulary import text_hash_tables
 
     labels = ["<blank>", "\u2581", "\u2581ab", "\u2581a", "b", "a", "ab", "\u2581b", "ba"]
     vocab = CTCVocab.from_labels(labels)
@@ -142,7 +143,7 @@ def test_large_piece_vocabulary_compiled_equals_reference(
     for min_logp in (-5.0,):
         opts = CTCOptions(beam_width=6, nbest=3, token_min_logp=min_logp, beam_prune_logp=-20.0)
         dec = CTCDecoder(big_vocab, [lm], {"lm": 0.5, "words": 1.0}, options=opts)
-        assert dec.backend == "numba" and dec.lm_backend == "compiled-ngram"
+        assert dec.backend.startswith("compiled") and dec.lm_backend == "compiled-ngram"
         for em in ems:
             nb = dec.decode(em)
             ref = reference_beam_search(dec, em)

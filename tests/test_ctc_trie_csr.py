@@ -57,7 +57,7 @@ def test_piece_vocabulary_too_big_for_a_dense_table_stays_compiled(
         opts = CTCOptions(beam_width=6, nbest=3, lexicon_constrained=constrained, lookahead=constrained,
                           beam_prune_logp=-20.0)
         fast = CTCDecoder(labels, [lm], w, options=opts)
-        assert fast.backend == "numba" and fast.lm_backend == "compiled-ngram"
+        assert fast.backend.startswith("compiled") and fast.lm_backend == "compiled-ngram"
         assert not fast.tables.dense
         for em in ems:
             nb = fast.decode(em)

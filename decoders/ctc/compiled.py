@@ -1,4 +1,4 @@
-"""The CTC search with the frame loop compiled by numba (the ``"numba"`` back end, :mod:`decoders.ctc.kernel`).
+"""The CTC search with the frame loop compiled (ahead of time or by numba's JIT: :mod:`decoders.ctc.kernels`).
 
 :class:`NumbaSearch` keeps the node storage and results of :class:`~decoders.ctc.search.NumpySearch` and hands
 whole runs of frames to :func:`decoders.ctc.kernel.run_frames`, which returns to Python only when it is done,
@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from decoders.ctc import kernels as KS
+from decoders.ctc.kernels import map_room, new_map
 from decoders.ctc.lmstep import LN10, CTCDecoder, FusionCache
 from decoders.ctc.ngramfusion import NgramFusionCache, empty_tables
-from decoders.ctc.scan import candidates
 from decoders.ctc.search import NumpySearch
 from decoders.ctc.tree import NEG_INF
 from fusion.errors import LMFusionError
@@ -30,11 +31,9 @@ for _a in _NO_HOT:  # read-only like a graph's arrays: one compiled specializati
 def _placeholder() -> Any:
     """Context tables of the kernel's argument types, for searches whose LMs answer from Python."""
     if not _PLACEHOLDER:
-        from decoders.ctc.lmkernel import new_ctx_index
-
         _PLACEHOLDER.append(SimpleNamespace(
             tables=empty_tables(), ctx_tab=np.zeros((0, 1), np.int32), ctx_next=np.zeros(0, np.int64),
-            ctx_hash=new_ctx_index(), lmst=np.zeros(3, np.int64)))
+            ctx_hash=new_map(2, 1), lmst=np.zeros(3, np.int64)))
     return _PLACEHOLDER[0]
 
 
@@ -44,13 +43,12 @@ def _ng_tuple(t: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
 
 
 class NumbaSearch(NumpySearch):
-    """The same search with the frame loop compiled by numba (:mod:`decoders._ctc_kernel`)."""
+    """The same search with the frame loop compiled (:func:`decoders.ctc.kernel.run_frames`, from the decoder's
+    kernel set ``dec.K``: :mod:`decoders.ctc.kernels`)."""
 
     def __init__(self, dec: CTCDecoder, capacity: int = 2048, shared: FusionCache | None = None) -> None:
         super().__init__(dec, capacity, shared, dense_children=False)
-        from decoders.ctc import kernel as K
-
-        self.K = K
+        self.K = dec.K
         self.sh.numba_index()
         self.whash = np.zeros(self.cap, np.int64)
         self.fchild = np.full(self.cap, -1, np.int32)  # first child of each node (-1: none)
@@ -150,9 +148,9 @@ class NumbaSearch(NumpySearch):
             arr = np.asarray(arr, dtype=np.float64)
         arr = np.ascontiguousarray(arr)  # float32 emissions go in as they are (each cell summed in float64)
         # the threshold in the emissions' dtype, as numpy compares an array with a Python float
-        cand_ptr, cand_tok = candidates(arr, blank, arr.dtype.type(o.token_min_logp))
-        t = 0
         K = self.K
+        cand_ptr, cand_tok = K.candidates(arr, blank, arr.dtype.type(o.token_min_logp))
+        t = 0
         W = o.beam_width
         cmax = max(1, int(np.diff(cand_ptr).max(initial=1)))
         if len(self.req[0]) < W * cmax:
@@ -167,13 +165,14 @@ class NumbaSearch(NumpySearch):
         while True:
             n_ins = self.n_ins
             self.n_ins = 0
+            sh.lm_ix = map_room(K, sh.numba_index(), int(sh.ix_n[0]), n_ins)
             status = K.run_frames(
                 arr, t, self.t, cand_ptr, cand_tok,
                 self.parent, self.tok, self.frame, self.fixed, self.rank, self.trie, self.wlen, self.ctx,
                 self.nwords, self.noov, self.comp, self.pos, self.fchild, self.nsib, self.whash,
                 self.b_ids, self.b_pb, self.b_pnb, self.b_last, self.b_rank, self.state,
                 self.trie_csr, self.terminal, d._completes, d._pure_delim, self.toklen64, self.start64,
-                sh.lm_index, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
+                sh.lm_ix, sh.ix_n, sh.e_delta, sh.e_ctx, sh.e_oov, sh.e_comp,
                 blank, W, float(o.beam_prune_logp), not bool((d.w_lm < 0).any()), d.weights["words"],
                 d.weights["oov"], float(o.unk_prefix_score),
                 float(o.unk_prefix_avg_len), bool(o.lexicon_constrained), d.trie is not None, bool(d.token_lms),
@@ -183,9 +182,9 @@ class NumbaSearch(NumpySearch):
                 d.hot is not None, self.hot, float(d.w_hot), self.hstate, self.hsc,
             )
             t = int(self.state[3])
-            if status == K.STATUS_DONE:
+            if status == KS.STATUS_DONE:
                 break
-            if status == K.STATUS_GROW:
+            if status == KS.STATUS_GROW:
                 self.n = int(self.state[0])
                 self._grow(self.n + W * (1 + cmax) + 1)
                 for name in ("whash", "fchild", "nsib"):
@@ -194,12 +193,16 @@ class NumbaSearch(NumpySearch):
                     new[: self.n] = old[: self.n]
                     setattr(self, name, new)
                 self.state[2] = self.cap
-            elif status == K.STATUS_NEED_LM:
+            elif status == KS.STATUS_NEED_LM:
                 self._answer(int(self.state[4]))
-            elif status == K.STATUS_GROW_LM:
+            elif status == KS.STATUS_GROW_LM:
                 B = int(self.state[1])
                 cmax_t = int(cand_ptr[t + 1] - cand_ptr[t])
                 ng_sh.room(B * cmax_t, B * cmax_t)
+            elif status == KS.STATUS_GROW_INDEX:
+                B = int(self.state[1])
+                cmax_t = int(cand_ptr[t + 1] - cand_ptr[t])
+                sh.lm_ix = map_room(K, sh.lm_ix, int(sh.ix_n[0]), B * cmax_t)
             else:
                 self._sync()
                 raise LMFusionError(f"CTC search: every hypothesis has zero probability at frame {self.t + t}")

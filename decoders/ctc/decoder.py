@@ -30,7 +30,8 @@ The package splits the work by job: :mod:`~decoders.ctc.options`, :mod:`~decoder
 lexicon glue), :mod:`~decoders.ctc.inputs` (emission checks), :mod:`~decoders.ctc.weighting`,
 :mod:`~decoders.ctc.lmcache` (the one way the search asks an LM), :mod:`~decoders.ctc.lmstep` (fused LM steps),
 :mod:`~decoders.ctc.tree` / :mod:`~decoders.ctc.search` / :mod:`~decoders.ctc.compiled` /
-:mod:`~decoders.ctc.kernel` (the search, numpy and numba), :mod:`~decoders.ctc.output` (hypotheses),
+:mod:`~decoders.ctc.kernel` (the search, numpy and compiled; :mod:`~decoders.ctc.kernels`: ahead of time or
+JIT), :mod:`~decoders.ctc.output` (hypotheses),
 :mod:`~decoders.ctc.stream` and :mod:`~decoders.ctc.pool`. :func:`decoders.reference.reference_beam_search` is
 the plain, slow version the tests check the fast one against.
 """
@@ -200,7 +201,7 @@ class CTCDecoder:
         self._ngram_why = why
         # said when every LM is an n-gram that could be scored inside the compiled loop but cannot (a binary without
         # its ARPA, a lexicon missing LM words); with a neural LM the Python path is the design, not a fall-back
-        if plan is None and self.backend == "numba" and self.lms and all(isinstance(m, ArpaBacked) for m in self.lms):
+        if plan is None and self.compiled and self.lms and all(isinstance(m, ArpaBacked) for m in self.lms):
             warnings.warn(f"CTC search: the n-gram LMs are scored from Python, not inside the compiled search: {why}",
                           UserWarning, stacklevel=3)
         scorers = plan.twins if plan is not None else self.lms
@@ -217,23 +218,42 @@ class CTCDecoder:
         self._gain_bound = float("inf") if any_neg else max(0.0, w["words"]) + max(0.0, w["oov"])
 
     def _pick_backend(self) -> str:
+        """``"compiled-aot"`` (the extension :mod:`decoders.ctc.build_aot` builds), ``"compiled-jit"`` (numba) or
+        ``"numpy"``, as :attr:`CTCOptions.backend` asks; never a silent fall-back from what was asked for."""
+        from decoders.ctc import kernels
+
         want = self.options.backend
         if want == "numpy":
             return "numpy"
-        try:
-            import decoders.ctc.kernel  # noqa: F401
-        except ImportError:
-            if want == "numba":
-                raise LMFusionError("CTCOptions.backend='numba' but numba is not installed") from None
-            warnings.warn("numba is not installed: the CTC search runs on the numpy back end (several times slower)",
-                          UserWarning, stacklevel=3)
-            return "numpy"
-        return "numba"
+        if want == "aot" or (want in ("auto", "numba") and kernels.default_kind() == "aot"):
+            if not kernels.aot_available():
+                raise LMFusionError(f"CTCOptions.backend={want!r} asks for the ahead-of-time kernels, which are not "
+                                    "built: run `python -m decoders.ctc.build_aot` (make setup does)")
+            return "compiled-aot"
+        if kernels.jit_available():
+            return "compiled-jit"
+        if want != "auto":
+            raise LMFusionError(f"CTCOptions.backend={want!r} but numba is not installed") from None
+        warnings.warn("neither the ahead-of-time CTC kernels nor numba are there: the CTC search runs on the numpy "
+                      "back end (several times slower)", UserWarning, stacklevel=3)
+        return "numpy"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the search runs compiled (:attr:`backend` ``"compiled-aot"`` or ``"compiled-jit"``)."""
+        return self.backend != "numpy"
+
+    @property
+    def K(self) -> Any:
+        """The compiled kernels this decoder runs (:func:`decoders.ctc.kernels.load`)."""
+        from decoders.ctc import kernels
+
+        return kernels.load("aot" if self.backend == "compiled-aot" else "jit")
 
     # -- searches ------------------------------------------------------------------------------
     def _new_fusion_cache(self) -> FusionCache:
-        if self._ngram is not None and self.backend == "numba":
-            return NgramFusionCache(self._ngram)
+        if self._ngram is not None and self.compiled:
+            return NgramFusionCache(self._ngram, self.K)
         return FusionCache(tuple(c.lm.begin() for c in self._lm_caches))
 
     def _search(self, private: bool = False) -> NumpySearch:
@@ -244,7 +264,7 @@ class CTCDecoder:
             if sh is None or sh.size() > self.cache_limit or sh.nbytes() > self.cache_bytes:
                 self._shared = self._new_fusion_cache()
             shared = self._shared
-        if self.backend == "numba":
+        if self.compiled:
             from decoders.ctc.compiled import NumbaSearch
 
             spare = self._spares.pop() if self._spares and shared is not None else None
@@ -281,7 +301,7 @@ class CTCDecoder:
     def lm_backend(self) -> str:
         """Where the search scores the LMs: ``"compiled-ngram"`` (inside the compiled loop, from n-gram arrays)
         or ``"python"`` (batched at frame boundaries; :attr:`lm_backend_reason` says why)."""
-        return "compiled-ngram" if self._ngram is not None and self.backend == "numba" else "python"
+        return "compiled-ngram" if self._ngram is not None and self.compiled else "python"
 
     @property
     def lm_backend_reason(self) -> str:

@@ -78,14 +78,18 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
 
 
 def _row_mass(arr: np.ndarray) -> np.ndarray:
-    """``sum(exp(row))`` per row: compiled (:func:`decoders.ctc.scan.row_mass`) when numba is there."""
-    try:
-        from decoders.ctc.scan import row_mass, row_mass32
-    except ImportError:
+    """``sum(exp(row))`` per row: compiled (:func:`decoders.ctc.scan.row_mass`) when the kernels are there
+    (:mod:`decoders.ctc.kernels`)."""
+    from decoders.ctc import kernels
+
+    if not (kernels.aot_available() or kernels.jit_available()):
         with np.errstate(over="ignore"):
             return np.asarray(np.exp(arr).sum(axis=1, dtype=np.float64))
+    K = kernels.load()
     arr = np.ascontiguousarray(arr)
-    return np.asarray(row_mass32(arr) if arr.dtype == np.float32 else row_mass(arr))
+    if arr.dtype == np.float32:
+        return np.asarray(K.row_mass32(arr))
+    return np.asarray(K.row_mass(np.ascontiguousarray(arr, dtype=np.float64)))
 
 
 def split_batch(x: Any, lengths: Any = None, *, what: str = "emissions") -> list[Any]:

@@ -17,28 +17,23 @@ compiled steps (numba calls, IR-inlined where numba allows) it measured 7-16% sl
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.typed import Dict
+from numba import njit
 
-from decoders.ctc.lmkernel import LM_NCTX, LM_NENT, ngram_step
-from decoders.ctc.triecsr import csr_step
+from decoders.ctc.csrkernel import csr_step
+from decoders.ctc.hashmap import get3, put3
+from decoders.ctc.kernels import (
+    LM_NCTX,
+    LM_NENT,
+    STATUS_DEAD,
+    STATUS_DONE,
+    STATUS_GROW,
+    STATUS_GROW_INDEX,
+    STATUS_GROW_LM,
+    STATUS_NEED_LM,
+)
+from decoders.ctc.lmkernel import ngram_step
 
 NEG = -np.inf
-
-STATUS_DONE = 0
-STATUS_NEED_LM = 1
-STATUS_GROW = 2
-STATUS_DEAD = 3
-STATUS_GROW_LM = 4
-
-
-_KEY3 = types.UniTuple(types.int64, 3)
-
-
-@njit(cache=True)
-def new_lm_index():
-    """An empty ``(context, word code, token) -> entry`` map."""
-    return Dict.empty(_KEY3, types.int64)
 
 
 @njit(cache=True)
@@ -103,7 +98,7 @@ def run_frames(
     parent, tok, frame, fixed, rank, trie, wlen, ctx, nwords, noov, comp, pos, fchild, nsib, whash,
     ids, pb, pnb, blast, brank, state,
     trie_csr, terminal, completes, pure_delim, toklen, start_trie,
-    lm_index, e_delta, e_ctx, e_oov, e_comp,
+    lm_ix, ix_n, e_delta, e_ctx, e_oov, e_comp,
     blank, W, prune, lm_nonneg, w_words, w_oov, unk_score, unk_avg, constrained, has_trie, token_lm, look, oov_uniform,
     req_pid, req_tok, req_code, ins_keys, ins_vals, n_ins,
     ng_on, ng, ctx_tab, ctx_next, ctx_hash, lmst, w_lm, unk_offset,
@@ -116,13 +111,15 @@ def run_frames(
     computed here; otherwise it is requested from Python. With ``hot_on`` a new node also steps the hotword
     graph ``hot`` (:meth:`fusion.biasing.ContextGraph.arrays`; per-node ``hstate``, unweighted ``hsc``) and
     adds ``w_hot`` x the bonus delta to its fixed score, as the numpy search does. Returns a status: done,
-    need LM (requests in ``req_*``), grow the node arrays, grow the LM context/entry arrays, or every hypothesis dead.
+    need LM (requests in ``req_*``), grow the node arrays, grow the LM context/entry arrays, grow the LM-step index
+    ``lm_ix`` (:mod:`decoders.ctc.hashmap`, ``ix_n[0]`` keys), or every hypothesis dead.
     """
     offsets, orders, widths, keys, ids_ng, logp, backoff, extends, is_word, node_wid, tok_wid = ng
     tr_ptr, tr_tok, tr_nxt, tr_empty = trie_csr
     h_ptr, h_lab, h_nxt, h_fail, h_parent, h_score, h_risk = hot
     for i in range(n_ins):
-        lm_index[(ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2])] = ins_vals[i]
+        ix_n[0] += put3(lm_ix, ins_keys[i, 0], ins_keys[i, 1], ins_keys[i, 2], ins_vals[i])
+    ix_lim = (lm_ix.shape[0] * 3) // 5  # hashmap.MAX_LOAD
     T = arr.shape[0]
     V = arr.shape[1]
     M = comp.shape[1]
@@ -173,6 +170,10 @@ def run_frames(
             state[0] = n
             state[1] = B
             return STATUS_GROW_LM
+        if ix_n[0] + B * C > ix_lim:
+            state[0] = n
+            state[1] = B
+            return STATUS_GROW_INDEX
         lpb = arr[t, blank]
         for i in range(B):
             tt = _lae(pb[i], pnb[i])
@@ -286,8 +287,8 @@ def run_frames(
                         code = -1  # every unknown word scores alike (KenLM maps them all to <unk>)
                     else:
                         code = -1 - (whash[p] & 0x3FFFFFFFFFFFFFFF)
-                key = (ctx[p], code, c if token_lm else -1)
-                entry = lm_index[key] if key in lm_index else -1
+                ct = c if token_lm else -1
+                entry = get3(lm_ix, ctx[p], code, ct)
                 if entry < 0 and ng_on:
                     entry = ngram_step(
                         ctx[p], ptn if known else -1, compl and has_trie and not known, compl, c,
@@ -295,7 +296,7 @@ def run_frames(
                         w_lm, w_words, w_oov, unk_offset,
                         ctx_tab, ctx_next, ctx_hash, lmst, e_delta, e_ctx, e_oov, e_comp,
                     )
-                    lm_index[key] = entry
+                    ix_n[0] += put3(lm_ix, ctx[p], code, ct, entry)
                 if entry < 0:
                     req_pid[nreq] = p
                     req_tok[nreq] = c

@@ -7,37 +7,28 @@ missing LM step here: it scores the completed word (word LMs) and/or the emitted
 deltas exactly as :meth:`decoders.ctc.lmstep.FusionCache._score_misses` does, interns the new context in the
 context table and appends the step to the cache's entry arrays.
 
-The LMs' arrays are concatenated (:func:`pack_models`): rows of LM ``m`` and order ``n`` are
+The LMs' arrays are concatenated (:func:`decoders.ctc.ngramfusion.pack_models`): rows of LM ``m`` and order ``n`` are
 ``offsets[m, n-1]:offsets[m, n]``. A *context* is one row of ``ctx_tab``: LM ``m``'s state (word ids, most
 recent first, ``-1`` padded) in columns ``m * width : m * width + widths[m]``. Contexts are found by an FNV
-hash of the row (``ctx_hash``: hash -> first context, ``ctx_next``: the next with the same hash).
+hash of the row (``ctx_hash``: hash -> first context, a :mod:`decoders.ctc.hashmap` map with room for a key per row of
+``ctx_tab``; ``ctx_next``: the next with the same hash).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
-from numba import njit, types
-from numba.typed import Dict
+from numba import njit
 
+from decoders.ctc.hashmap import get1, put1
+from decoders.ctc.kernels import LM_CALLS, LM_NCTX, LM_NENT
 from fusion._ngram_kernel import score_one
 
 LN10 = math.log(10.0)
 FNV_OFFSET = np.int64(-3750763034362895579)  # 0xCBF29CE484222325 as int64
 FNV_PRIME = np.int64(0x100000001B3)
 
-# lmst: [number of contexts, number of entries, kernel LM steps made]
-LM_NCTX = 0
-LM_NENT = 1
-LM_CALLS = 2
-
-
-@njit(cache=True)
-def new_ctx_index():
-    """An empty ``context hash -> first context id`` map."""
-    return Dict.empty(types.int64, types.int64)
 
 
 @njit(cache=True, inline="always")
@@ -53,7 +44,7 @@ def ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row):
     """The id of context ``row``; a new id (row appended) when it is new. The table must have room."""
     h = _row_hash(row)
     W = row.shape[0]
-    c = ctx_hash[h] if h in ctx_hash else -1
+    c = get1(ctx_hash, h)
     last = -1
     while c >= 0:
         same = True
@@ -72,7 +63,7 @@ def ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, row):
     if last >= 0:
         ctx_next[last] = c
     else:
-        ctx_hash[h] = c
+        put1(ctx_hash, h, c)
     lmst[LM_NCTX] = c + 1
     return c
 
@@ -165,34 +156,6 @@ def intern_rows(ctx_tab, ctx_next, ctx_hash, lmst, rows):
     for i in range(rows.shape[0]):
         out[i] = ctx_intern(ctx_tab, ctx_next, ctx_hash, lmst, rows[i])
     return out
-
-
-def pack_models(models: list[Any]) -> dict[str, np.ndarray]:
-    """Concatenate several :class:`~fusion.ngram_arrays.NgramArrays` into one set of arrays (see the module
-    docstring): ``offsets [M, Nmax + 1]``, ``orders [M]``, ``widths [M]``, ``keys``, ``ids [rows, Nmax]``,
-    ``logp``, ``backoff``, ``extends``."""
-    nmax = max(a.order for a in models)
-    M = len(models)
-    offsets = np.zeros((M, nmax + 1), np.int64)
-    base = 0
-    ids_l = []
-    for m, a in enumerate(models):
-        offsets[m, : a.order + 1] = a.offsets + base
-        offsets[m, a.order + 1 :] = a.offsets[-1] + base
-        ids = np.full((len(a.ids), nmax), -1, np.int32)
-        ids[:, : a.order] = a.ids
-        ids_l.append(ids)
-        base += int(a.offsets[-1])
-    return {
-        "offsets": offsets,
-        "orders": np.array([a.order for a in models], np.int64),
-        "widths": np.array([max(1, a.order - 1) for a in models], np.int64),
-        "keys": np.concatenate([a.keys for a in models]),
-        "ids": np.concatenate(ids_l),
-        "logp": np.concatenate([a.logp for a in models]),
-        "backoff": np.concatenate([a.backoff for a in models]),
-        "extends": np.concatenate([a.extends for a in models]),
-    }
 
 
 @njit(cache=True)

@@ -4,7 +4,7 @@ An LM *context* is an interned tuple of per-LM states (id 0: every LM's ``begin(
 word LMs to a completed word and the token LMs to an emitted label; its result (weighted score delta,
 unweighted per-LM deltas, new context, OOV flag) is cached by ``(context, word, token)`` in a
 :class:`FusionCache`, which the searches of one decoder share (its entries depend on the weights).
-The compiled search also indexes entries by ``(context, word code, token)`` (:attr:`FusionCache.lm_index`).
+The compiled search also indexes entries by ``(context, word code, token)`` (:attr:`FusionCache.lm_ix`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ CTCDecoder = Any
 """A :class:`decoders.ctc.decoder.CTCDecoder` (not imported here: modules import down the package only)."""
 
 LN10 = math.log(10.0)
-INDEX_ENTRY_BYTES = 64
-"""Estimated bytes of one entry of the compiled ``(context, word code, token) -> entry`` index."""
 PY_ENTRY_BYTES = 400
 """Estimated bytes of one Python step or context entry (tuples, floats, dict slot)."""
 
@@ -35,8 +33,8 @@ StepArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 class FusionCache:
     """LM contexts and fused step results, shareable by the searches of one decoder.
 
-    ``lm_index`` (compiled searches) maps ``(context, word code, token)`` to an entry of the ``e_*``
-    arrays, for in-lexicon words (code = trie node + 1), other words (code = -1 - a 62-bit hash of their
+    ``lm_ix`` (compiled searches; a :mod:`decoders.ctc.hashmap` map holding ``ix_n[0]`` keys) maps
+    ``(context, word code, token)`` to an entry of the ``e_*`` arrays, for in-lexicon words (code = trie node + 1), other words (code = -1 - a 62-bit hash of their
     tokens, or -1 when every unknown word scores alike) and no word (code 0).
     """
 
@@ -45,7 +43,8 @@ class FusionCache:
         self.ctx_index: dict[tuple[State, ...], int] = {begin: 0}
         self.steps: dict[tuple[int, str, int], Step] = {}
         self.M = len(begin)
-        self.lm_index: Any = None
+        self.lm_ix: np.ndarray | None = None
+        self.ix_n = np.zeros(1, np.int64)
         self.n_entries = 0
         self.e_delta = np.zeros(0)
         self.e_ctx = np.zeros(0, np.int64)
@@ -60,8 +59,7 @@ class FusionCache:
     def nbytes(self) -> int:
         """Estimated bytes held (Python entries at a fixed estimate each, arrays exactly)."""
         arrays = self.e_delta.nbytes + self.e_ctx.nbytes + self.e_oov.nbytes + self.e_comp.nbytes
-        # one index key per entry (never len() of the compiled dict from Python: a compiled call each time)
-        index = self.n_entries * INDEX_ENTRY_BYTES if self.lm_index is not None else 0
+        index = self.lm_ix.nbytes if self.lm_ix is not None else 0
         py = (len(self.steps) + len(self.ctx_states)) * (PY_ENTRY_BYTES + 8 * self.M)
         return int(arrays + index + py)
 
@@ -74,13 +72,14 @@ class FusionCache:
             self.ctx_index[states] = cid
         return cid
 
-    def numba_index(self) -> Any:
-        if self.lm_index is None:
-            from decoders.ctc.kernel import new_lm_index
+    def numba_index(self) -> np.ndarray:
+        """The compiled search's index (made on first use)."""
+        if self.lm_ix is None:
+            from decoders.ctc.kernels import new_map
 
-            self.lm_index = new_lm_index()
+            self.lm_ix = new_map(4, 1024)
             self.alloc_entries(1024)
-        return self.lm_index
+        return self.lm_ix
 
     def alloc_entries(self, n: int) -> None:
         old = self.n_entries

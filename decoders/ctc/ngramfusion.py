@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from decoders.ctc.lmstep import INDEX_ENTRY_BYTES, LN10, FusionCache, Step, StepArrays
+from decoders.ctc.kernels import map_room, new_map
+from decoders.ctc.lmstep import LN10, FusionCache, Step, StepArrays
 from decoders.lexicon import Lexicon
 from fusion.abilities import ArpaBacked
 from fusion.array_lm import ArrayNgramLM
@@ -46,8 +47,6 @@ def ngram_plan(
     labels: Sequence[str],
 ) -> tuple[NgramPlan | None, str]:
     """The plan, or ``None`` and the reason the LMs stay in Python."""
-    from decoders.ctc.lmkernel import pack_models
-
     if not lms:
         return None, "no LM"
     models = []
@@ -117,10 +116,7 @@ class NgramFusionCache(FusionCache):
     ``lmst`` holds ``[contexts, entries, steps computed by the kernel]``.
     """
 
-    def __init__(self, plan: NgramPlan, capacity: int = 4096) -> None:
-        from decoders.ctc.kernel import new_lm_index
-        from decoders.ctc.lmkernel import new_ctx_index
-
+    def __init__(self, plan: NgramPlan, K: Any, capacity: int = 4096) -> None:
         begin = tuple(t.begin() for t in plan.twins)
         super().__init__(begin)
         self.tables = plan.tables
@@ -130,10 +126,11 @@ class NgramFusionCache(FusionCache):
         self.lmst = np.zeros(3, np.int64)
         self.ctx_tab = np.full((capacity, self.width * self.M), -1, np.int32)
         self.ctx_next = np.full(capacity, -1, np.int64)
-        self.ctx_hash = new_ctx_index()
+        self.ctx_hash = new_map(2, capacity)  # room for a key per row of ctx_tab, always
         self.ctx_states = _ContextRows(self)  # type: ignore[assignment]
         self.ctx_index = {}
-        self.lm_index = new_lm_index()
+        self.K = K
+        self.lm_ix = new_map(4, capacity)
         self.eos_wid = np.array([t.arrays.word_id("</s>") for t in plan.twins], np.int64)
         self._no_terminal = np.zeros(1, bool)
         self.alloc_entries(capacity)
@@ -152,14 +149,14 @@ class NgramFusionCache(FusionCache):
         return len(self.steps) + int(self.lmst[0]) + int(self.lmst[1])
 
     def nbytes(self) -> int:
-        """Bytes held: the context table and entry arrays (allocated size), the two compiled indexes (estimated)."""
+        """Bytes held: the context table, entry arrays and the two maps (allocated size)."""
         arrays = self.e_delta.nbytes + self.e_ctx.nbytes + self.e_oov.nbytes + self.e_comp.nbytes
-        arrays += self.ctx_tab.nbytes + self.ctx_next.nbytes
-        # one index key per entry and at most one hash key per context
-        return int(arrays + (int(self.lmst[1]) + int(self.lmst[0])) * INDEX_ENTRY_BYTES)
+        arrays += self.ctx_tab.nbytes + self.ctx_next.nbytes + self.ctx_hash.nbytes
+        return int(arrays + (self.lm_ix.nbytes if self.lm_ix is not None else 0))
 
-    def numba_index(self) -> Any:
-        return self.lm_index
+    def numba_index(self) -> np.ndarray:
+        assert self.lm_ix is not None
+        return self.lm_ix
 
     def _row(self, states: tuple[State, ...]) -> np.ndarray:
         row = np.full(self.width * self.M, -1, np.int32)
@@ -169,10 +166,9 @@ class NgramFusionCache(FusionCache):
         return row
 
     def intern(self, states: tuple[State, ...]) -> int:
-        from decoders.ctc.lmkernel import intern_rows
-
         self.room(1, 0)
-        return int(intern_rows(self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, self._row(states)[None])[0])
+        rows = self._row(states)[None]
+        return int(self.K.intern_rows(self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, rows)[0])
 
     def extend(self, dec: Any, ctxs: list[int], words: list[str], toks: list[int]) -> list[Step]:
         """As :meth:`FusionCache.extend`, computed by the compiled step (:func:`~decoders.ctc.lmkernel.fused_steps`)
@@ -191,8 +187,6 @@ class NgramFusionCache(FusionCache):
         """As :meth:`FusionCache.close_and_end`, in one compiled call (:func:`~decoders.ctc.lmkernel.close_beam`),
         without building the words: a word is named by its lexicon-trie node (as the compiled search names the words
         it completes), any other word is ``<unk>``."""
-        from decoders.ctc.lmkernel import close_beam
-
         n = len(ids)
         self.room(n, 0)
         t = self.tables
@@ -202,8 +196,8 @@ class NgramFusionCache(FusionCache):
         oov = np.empty(n, bool)
         o = dec.options
         lex = dec.lexicon
-        close_beam(ids, s.ctx, s.wlen, s.trie, lex.terminal if lex is not None else self._no_terminal, lex is not None,
-                   t["node_wid"], bool(o.eos), self.eos_wid, t["offsets"], t["orders"], t["widths"], t["keys"],
+        self.K.close_beam(np.ascontiguousarray(ids, np.int64), s.ctx, s.wlen, s.trie,
+                          lex.terminal if lex is not None else self._no_terminal, lex is not None, t["node_wid"], bool(o.eos), self.eos_wid, t["offsets"], t["orders"], t["widths"], t["keys"],
                    t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
                    float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
                    self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, ends, oov)
@@ -211,8 +205,6 @@ class NgramFusionCache(FusionCache):
 
     def step_arrays(self, dec: Any, ctxs: np.ndarray, words: Sequence[str], toks: Sequence[int] | None) -> StepArrays:
         """The steps of :meth:`extend` as arrays (``toks=None``: no token emitted)."""
-        from decoders.ctc.lmkernel import fused_steps
-
         n = len(ctxs)
         self.room(n, 0)
         t = self.tables
@@ -237,7 +229,7 @@ class NgramFusionCache(FusionCache):
         comps = np.empty((n, M))
         new_ctx = np.empty(n, np.int64)
         o = dec.options
-        fused_steps(ctxs, wids, oov, compl, tok_on, t["offsets"], t["orders"], t["widths"],
+        self.K.fused_steps(ctxs, wids, oov, compl, tok_on, t["offsets"], t["orders"], t["widths"],
                     t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
                     float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
                     self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, new_ctx)
@@ -269,6 +261,35 @@ class NgramFusionCache(FusionCache):
             nxt = np.full(size, -1, np.int64)
             nxt[: len(self.ctx_next)] = self.ctx_next
             self.ctx_tab, self.ctx_next = tab, nxt
+            self.ctx_hash = map_room(self.K, self.ctx_hash, int(self.lmst[0]), size - int(self.lmst[0]))
         ne = int(self.lmst[1]) + entries
         if ne > len(self.e_delta):
             self.alloc_entries(max(ne, 2 * len(self.e_delta)))
+
+
+def pack_models(models: list[Any]) -> dict[str, np.ndarray]:
+    """Concatenate several :class:`~fusion.ngram_arrays.NgramArrays` into one set of arrays (see the module
+    docstring): ``offsets [M, Nmax + 1]``, ``orders [M]``, ``widths [M]``, ``keys``, ``ids [rows, Nmax]``,
+    ``logp``, ``backoff``, ``extends``."""
+    nmax = max(a.order for a in models)
+    M = len(models)
+    offsets = np.zeros((M, nmax + 1), np.int64)
+    base = 0
+    ids_l = []
+    for m, a in enumerate(models):
+        offsets[m, : a.order + 1] = a.offsets + base
+        offsets[m, a.order + 1 :] = a.offsets[-1] + base
+        ids = np.full((len(a.ids), nmax), -1, np.int32)
+        ids[:, : a.order] = a.ids
+        ids_l.append(ids)
+        base += int(a.offsets[-1])
+    return {
+        "offsets": offsets,
+        "orders": np.array([a.order for a in models], np.int64),
+        "widths": np.array([max(1, a.order - 1) for a in models], np.int64),
+        "keys": np.concatenate([a.keys for a in models]),
+        "ids": np.concatenate(ids_l),
+        "logp": np.concatenate([a.logp for a in models]),
+        "backoff": np.concatenate([a.backoff for a in models]),
+        "extends": np.concatenate([a.extends for a in models]),
+    }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fusion.errors import LMFusionError
 
-BACKENDS = ("auto", "numba", "numpy")
+BACKENDS = ("auto", "numba", "aot", "jit", "numpy")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,9 @@ class CTCOptions:
             ``timesteps``, word frames of the best path and word ``confidence``. ``False``: no timesteps or
             confidences, and word frames are the search's (the frame each token was first emitted in).
         check_normalized: reject emission rows that are not log-probabilities (logsumexp != 0).
-        backend: ``"numba"`` (the compiled frame loop), ``"numpy"`` (vectorised per frame), or
-            ``"auto"`` (numba when it is installed, with a warning when it is not).
+        backend: ``"numba"`` (the compiled frame loop: ahead of time when built, else numba's JIT; see
+            :mod:`decoders.ctc.kernels`), ``"aot"`` / ``"jit"`` (that one or an error), ``"numpy"`` (vectorised per
+            frame), or ``"auto"`` (compiled when possible, numpy with a warning otherwise).
     """
 
     beam_width: int = 64
@@ -70,4 +71,4 @@ class CTCOptions:
         if not math.isfinite(self.unk_score_offset):
             raise LMFusionError(f"CTCOptions.unk_score_offset must be finite, got {self.unk_score_offset!r}")
         if self.backend not in BACKENDS:
-            raise LMFusionError(f"CTCOptions.backend must be 'auto', 'numba' or 'numpy', got {self.backend!r}")
+            raise LMFusionError(f"CTCOptions.backend must be one of {BACKENDS}, got {self.backend!r}")

@@ -53,10 +53,11 @@ def _text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
 def _piece_text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
     """Text keys of a piece vocabulary (where different label sequences can spell one text): a compiled hash of each
     text; nodes sharing a hash are told apart by their strings (so a hash collision merges nothing)."""
-    try:
-        from decoders.ctc.scan import text_hashes
-    except ImportError:
+    from decoders.ctc import kernels
+
+    if not (kernels.aot_available() or kernels.jit_available()):
         return [s._text(i) for i in ids]
+    text_hashes = kernels.load().text_hashes
     tok_h, tok_pow = s.d.tables.text_hash_tables(s.d.vocab.text)
     hs = text_hashes(np.asarray(ids, np.int64), s.parent, s.tok, tok_h, tok_pow, s.d._toklen, s.d._completes).tolist()
     if len(set(hs)) == len(hs):

@@ -17,6 +17,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from decoders.ctc.kernels import TEXT_P
+
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
 
@@ -129,14 +131,15 @@ def row_mass(arr):
     return out
 
 
-_TEXT_P = np.uint64(0x100000001B3)
+_TEXT_P = np.uint64(TEXT_P)
 
 
 @njit(cache=True)
 def text_hashes(ids, parent, tok, tok_h, tok_pow, toklen, completes):
     """A 64-bit hash of each node's text (its words joined by one space: :meth:`~decoders.ctc.tree.PrefixTree._text`),
     walking up the tree: ``tok_h[c]`` is label ``c``'s text as a polynomial in ``P`` and ``tok_pow[c] = P ** len``
-    (:func:`text_hash_tables`). Equal texts give equal hashes; the caller checks equal hashes on the strings."""
+    (:func:`decoders.ctc.vocabulary.text_hash_tables`). Equal texts give equal hashes; the caller checks equal hashes
+    on the strings."""
     out = np.empty(ids.shape[0], np.uint64)
     nt = tok_h.shape[0]
     for i in range(ids.shape[0]):
@@ -161,21 +164,6 @@ def text_hashes(ids, parent, tok, tok_h, tok_pow, toklen, completes):
             nd = parent[nd]
         out[i] = h
     return out
-
-
-def text_hash_tables(texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Per label, its text as a polynomial hash and ``P ** len(text)`` (uint64, wrapping): for :func:`text_hashes`."""
-    p = int(_TEXT_P)
-    mask = (1 << 64) - 1
-    h = np.zeros(len(texts), np.uint64)
-    pw = np.ones(len(texts), np.uint64)
-    for i, s in enumerate(texts):
-        a, b = 0, 1
-        for ch in reversed(s):
-            a = (a + (ord(ch) + 2) * b) & mask
-            b = (b * p) & mask
-        h[i], pw[i] = a, b
-    return h, pw
 
 
 _L2E32 = np.float32(_LOG2E)

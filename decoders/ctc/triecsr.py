@@ -7,7 +7,8 @@ children of node ``u`` are ``tok[ptr[u]:ptr[u + 1]]`` (sorted token ids) with th
 
 :func:`build_csr` finds every ``(node, token)`` pair by walking the lexicon's character trie and a trie of
 the token texts together (compiled), so the work is proportional to the pairs that exist, never to
-``nodes x V``. :func:`csr_step` is the compiled look-up (a binary search among a node's children).
+``nodes x V``. :func:`decoders.ctc.csrkernel.csr_step` is the compiled look-up (a binary search among a node's
+children).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from decoders.ctc import kernels
 from decoders.lexicon import DEAD, Lexicon
 
 
@@ -32,100 +33,12 @@ class TrieCSR:
 
     def step(self, nodes: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """The next node of each ``(node, token)`` (``DEAD`` stays dead), int32."""
-        return _step_many(self.ptr, self.tok, self.nxt, self.empty, np.asarray(nodes, np.int64),
+        return kernels.load().csr_step_many(self.ptr, self.tok, self.nxt, self.empty, np.asarray(nodes, np.int64),
                           np.asarray(tokens, np.int64))
 
     @property
     def nbytes(self) -> int:
         return int(self.ptr.nbytes + self.tok.nbytes + self.nxt.nbytes + self.empty.nbytes)
-
-
-@njit(cache=True, inline="always")
-def csr_step(ptr, tok, nxt, empty, node, c):
-    """The node after token ``c`` from ``node`` (``-1``: dead)."""
-    if node < 0:
-        return -1
-    if empty[c]:
-        return node
-    a = ptr[node]
-    b = ptr[node + 1]
-    while a < b:
-        mid = (a + b) >> 1
-        if tok[mid] < c:
-            a = mid + 1
-        else:
-            b = mid
-    if a < ptr[node + 1] and tok[a] == c:
-        return nxt[a]
-    return -1
-
-
-@njit(cache=True)
-def _step_many(ptr, tok, nxt, empty, nodes, tokens):
-    out = np.empty(nodes.shape[0], np.int32)
-    for i in range(nodes.shape[0]):
-        out[i] = csr_step(ptr, tok, nxt, empty, nodes[i], tokens[i])
-    return out
-
-
-@njit(cache=True)
-def _pairs(l_ptr, l_chr, l_nxt, t_ptr, t_chr, t_nxt, t_tok_ptr, t_toks, n_nodes):
-    """Every (lexicon node, token, next node): a joint walk of the lexicon trie and the token-text trie."""
-    cap = 1024
-    out_u = np.empty(cap, np.int64)
-    out_t = np.empty(cap, np.int64)
-    out_n = np.empty(cap, np.int64)
-    k = 0
-    stack_l = np.empty(64, np.int64)
-    stack_t = np.empty(64, np.int64)
-    for u in range(n_nodes):
-        sp = 0
-        stack_l[0] = u
-        stack_t[0] = 0
-        sp = 1
-        while sp > 0:
-            sp -= 1
-            ln = stack_l[sp]
-            tn = stack_t[sp]
-            if tn > 0:
-                for j in range(t_tok_ptr[tn], t_tok_ptr[tn + 1]):
-                    if k == cap:
-                        cap *= 2
-                        a = np.empty(cap, np.int64)
-                        a[:k] = out_u[:k]
-                        out_u = a
-                        a = np.empty(cap, np.int64)
-                        a[:k] = out_t[:k]
-                        out_t = a
-                        a = np.empty(cap, np.int64)
-                        a[:k] = out_n[:k]
-                        out_n = a
-                    out_u[k] = u
-                    out_t[k] = t_toks[j]
-                    out_n[k] = ln
-                    k += 1
-            # children with the same character in both tries (both sorted by character)
-            i, e = l_ptr[ln], l_ptr[ln + 1]
-            j, f = t_ptr[tn], t_ptr[tn + 1]
-            while i < e and j < f:
-                if l_chr[i] < t_chr[j]:
-                    i += 1
-                elif l_chr[i] > t_chr[j]:
-                    j += 1
-                else:
-                    if sp == stack_l.shape[0]:
-                        s2 = np.empty(2 * sp, np.int64)
-                        s2[:sp] = stack_l
-                        stack_l = s2
-                        s2 = np.empty(2 * sp, np.int64)
-                        s2[:sp] = stack_t
-                        stack_t = s2
-                    stack_l[sp] = l_nxt[i]
-                    stack_t[sp] = t_nxt[j]
-                    sp += 1
-                    i += 1
-                    j += 1
-    return out_u[:k], out_t[:k], out_n[:k]
 
 
 def _children_csr(children: Sequence[dict[str, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,7 +77,7 @@ def build_csr(lexicon: Lexicon, token_text: Sequence[str]) -> TrieCSR:
     t_tok_ptr = np.zeros(len(ends) + 1, np.int64)
     t_tok_ptr[1:] = np.cumsum([len(e) for e in ends])
     t_toks = np.array([v for e in ends for v in e], np.int64)
-    u, t, n = _pairs(l_ptr, l_chr, l_nxt, t_ptr, t_chr, t_nxt, t_tok_ptr, t_toks, lexicon.n_nodes)
+    u, t, n = kernels.load().csr_pairs(l_ptr, l_chr, l_nxt, t_ptr, t_chr, t_nxt, t_tok_ptr, t_toks, lexicon.n_nodes)
     order = np.lexsort((t, u))
     ptr = np.zeros(lexicon.n_nodes + 1, np.int64)
     np.add.at(ptr, u + 1, 1)
@@ -172,4 +85,4 @@ def build_csr(lexicon: Lexicon, token_text: Sequence[str]) -> TrieCSR:
     return TrieCSR(np.cumsum(ptr), t[order], n[order], empty)
 
 
-__all__ = ["DEAD", "TrieCSR", "build_csr", "csr_step"]
+__all__ = ["DEAD", "TrieCSR", "build_csr"]

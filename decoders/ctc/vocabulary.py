@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from decoders.ctc.kernels import TEXT_P
 from decoders.lexicon import DEAD, Lexicon, TokenTrie
 
 if TYPE_CHECKING:
@@ -164,10 +165,8 @@ class WordTables:
         return self._kernel
 
     def text_hash_tables(self, texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Per label, its text's polynomial hash and power (:func:`decoders.ctc.scan.text_hash_tables`), built once."""
+        """Per label, its text's polynomial hash and power (:func:`text_hash_tables`), built once."""
         if self._text_hash is None:
-            from decoders.ctc.scan import text_hash_tables
-
             self._text_hash = text_hash_tables(texts)
         return self._text_hash
 
@@ -215,3 +214,19 @@ def partial_scores(
     alive = trie_node != DEAD
     la = np.where(alive & (wlen > 0), look[np.where(alive, trie_node, 0)], 0.0)
     return np.where(~alive & (wlen > 0), unk_score * scale, la)
+
+
+def text_hash_tables(texts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per label, its text as a polynomial hash and ``P ** len(text)`` (uint64, wrapping): for
+    :func:`decoders.ctc.scan.text_hashes`."""
+    p = TEXT_P
+    mask = (1 << 64) - 1
+    h = np.zeros(len(texts), np.uint64)
+    pw = np.ones(len(texts), np.uint64)
+    for i, s in enumerate(texts):
+        a, b = 0, 1
+        for ch in reversed(s):
+            a = (a + (ord(ch) + 2) * b) & mask
+            b = (b * p) & mask
+        h[i], pw[i] = a, b
+    return h, pw

@@ -1,0 +1,154 @@
+"""Which compiled kernels the CTC search runs: ahead-of-time compiled (no numba at run time) or numba's JIT.
+
+The kernels (the frame loop :func:`decoders.ctc.kernel.run_frames`, the scans of :mod:`decoders.ctc.scan`, the
+n-gram steps of :mod:`decoders.ctc.lmkernel`, the trie walk of :mod:`decoders.ctc.csrkernel`, the alignment of
+:mod:`decoders.ctc.alignkernel` and the map growth of :mod:`decoders.ctc.hashmap`) are numba functions. ``make
+setup`` also compiles them ahead of time into the extension ``decoders/ctc/_aot*.so``
+(:mod:`decoders.ctc.build_aot`, numba's ``pycc``), which needs only numpy to load: a fresh process then neither
+imports numba (about 0.75 s and 70 MB) nor loads numba's cached machine code (about 1.5 s).
+
+:func:`load` gives either set under the same names. ``"aot"`` wraps each exported function in a check of its
+array arguments (dtype, number of dimensions, C order: the extension would read a wrong array as raw memory);
+``"jit"`` imports numba. :func:`default_kind`: the extension when it is built, unless ``LMFUSION_CTC_KERNELS=jit``.
+This module imports neither numba nor the extension until asked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from decoders.ctc.aot_spec import EXPORTS, SOURCES, Arg
+from fusion.errors import LMFusionError
+
+STATUS_DONE = 0
+STATUS_NEED_LM = 1
+STATUS_GROW = 2
+STATUS_DEAD = 3
+STATUS_GROW_LM = 4
+STATUS_GROW_INDEX = 5
+
+# lmst: [number of contexts, number of entries, kernel LM steps made]
+LM_NCTX = 0
+LM_NENT = 1
+LM_CALLS = 2
+
+TEXT_P = 0x100000001B3
+"""The base of the polynomial text hash (:func:`decoders.ctc.scan.text_hashes`)."""
+
+MAX_LOAD = 0.6
+"""The largest share of a :mod:`decoders.ctc.hashmap` map's slots that may hold keys (the kernels use 3/5)."""
+
+AOT_MODULE = "decoders.ctc._aot"
+ENV = "LMFUSION_CTC_KERNELS"
+
+_LOADED: dict[str, SimpleNamespace] = {}
+
+
+def aot_available() -> bool:
+    """Whether the ahead-of-time extension is built (``python -m decoders.ctc.build_aot``)."""
+    return importlib.util.find_spec(AOT_MODULE) is not None
+
+
+def jit_available() -> bool:
+    """Whether numba is installed (without importing it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def default_kind() -> str:
+    """``"aot"`` when the extension is built, else ``"jit"`` (``LMFUSION_CTC_KERNELS=aot|jit`` decides instead)."""
+    want = os.environ.get(ENV, "").strip().lower()
+    if want in ("aot", "jit"):
+        return want
+    if want:
+        raise LMFusionError(f"{ENV} must be 'aot' or 'jit', got {want!r}")
+    return "aot" if aot_available() else "jit"
+
+
+def load(kind: str | None = None) -> SimpleNamespace:
+    """The kernels of ``kind`` (``"aot"``, ``"jit"``; ``None``: :func:`default_kind`), loaded once."""
+    kind = kind or default_kind()
+    if kind not in _LOADED:
+        if kind == "aot":
+            _LOADED[kind] = _load_aot()
+        elif kind == "jit":
+            _LOADED[kind] = _load_jit()
+        else:
+            raise LMFusionError(f"CTC kernels: 'aot' or 'jit', got {kind!r}")
+    return _LOADED[kind]
+
+
+def _load_jit() -> SimpleNamespace:
+    fns: dict[str, Any] = {}
+    for name, source in SOURCES.items():
+        mod, _, attr = source.rpartition(".")
+        fns[name] = getattr(importlib.import_module(mod), attr)
+    return SimpleNamespace(kind="jit", **fns)
+
+
+def _load_aot() -> SimpleNamespace:
+    try:
+        ext = importlib.import_module(AOT_MODULE)
+    except ImportError as err:
+        raise LMFusionError(f"the ahead-of-time CTC kernels are not built ({err}); run "
+                            "`python -m decoders.ctc.build_aot` (make setup does)") from None
+    variants: dict[str, list[tuple[Callable[..., Any], Sequence[Arg]]]] = {}
+    for e in EXPORTS:
+        variants.setdefault(e.name, []).append((getattr(ext, e.symbol), e.args))
+    return SimpleNamespace(kind="aot", **{name: _checked(name, v) for name, v in variants.items()})
+
+
+def _fits(x: Any, a: Arg) -> bool:
+    if a.kind == "tuple":
+        return isinstance(x, tuple) and len(x) == len(a.items) and all(_fits(y, b) for y, b in zip(x, a.items, strict=True))
+    if a.kind != "array":
+        return True  # scalars: the extension converts them (a TypeError when it cannot)
+    return (type(x) is np.ndarray and x.dtype == a.dtype and x.ndim == a.ndim
+            and (a.ndim == 0 or x.flags.c_contiguous))
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype}[{x.ndim}d, {'C' if x.flags.c_contiguous else 'strided'}]"
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_describe(y) for y in x) + ")"
+    return type(x).__name__
+
+
+def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]) -> Callable[..., Any]:
+    """``name``'s exported variants behind one function that calls the one whose array types the arguments have."""
+
+    def call(*args: Any) -> Any:
+        for fn, spec in variants:
+            if len(args) == len(spec) and all(_fits(x, a) for x, a in zip(args, spec, strict=True)):
+                return fn(*args)
+        got = ", ".join(_describe(x) for x in args)
+        raise LMFusionError(f"ahead-of-time CTC kernel {name}: no compiled variant takes these arguments ({got}); "
+                            f"the variants are {[tuple(str(a) for a in s) for _, s in variants]}")
+
+    call.__name__ = name
+    return call
+
+
+# -- the two hash maps (decoders.ctc.hashmap) --------------------------------------------------------------------
+def new_map(width: int, keys: int) -> np.ndarray:
+    """An empty map for ``keys`` keys of ``width - 1`` ints (a power of two of slots, at most :data:`MAX_LOAD`
+    full)."""
+    cap = 16
+    while keys > cap * 3 // 5:
+        cap *= 2
+    return np.full((cap, width), -1, np.int64)
+
+
+def map_room(K: SimpleNamespace, tab: np.ndarray, n_keys: int, more: int) -> np.ndarray:
+    """``tab`` (holding ``n_keys`` keys) or, when ``more`` keys would fill it over :data:`MAX_LOAD`, a bigger copy."""
+    if n_keys + more <= tab.shape[0] * 3 // 5:
+        return tab
+    new = new_map(tab.shape[1], max(n_keys + more, 2 * n_keys))
+    (K.rehash3 if tab.shape[1] == 4 else K.rehash1)(tab, new)
+    return new
