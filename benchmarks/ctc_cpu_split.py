@@ -4,7 +4,7 @@ The inputs of ``ctc_vs_anchors.py`` (character vocabulary, the bible 3-gram word
 compiled n-gram arrays, noisy synthetic emissions), decoded with ``decode_text`` (what that benchmark times) and
 with ``decode`` (the full n-best list, force-aligned). Each timed run empties every cache first; CPU time
 (``time.process_time``), the median of ``--repeat`` runs, per utterance. The compiled loop's share is timed by
-wrapping :func:`decoders.ctc.kernel.run_frames`.
+wrapping :func:`decoders.ctc.kernel.run_frames` (ahead of time compiled or JIT: :mod:`decoders.ctc.kernels`).
 
     .venv/bin/python benchmarks/ctc_cpu_split.py            # 50 utterances, beam 64
 """
@@ -26,8 +26,11 @@ if str(REPO) not in sys.path:
 
 
 def _timed_kernel() -> list[float]:
-    """Wrap ``run_frames`` (as the compiled search calls it) to add its CPU time to the returned cell."""
-    from decoders.ctc import kernel as K
+    """Wrap ``run_frames`` (as the compiled search calls it: the default kernel set of
+    :mod:`decoders.ctc.kernels`) to add its CPU time to the returned cell."""
+    from decoders.ctc import kernels
+
+    K = kernels.load()
 
     spent = [0.0]
     inner = K.run_frames
@@ -39,7 +42,7 @@ def _timed_kernel() -> list[float]:
         finally:
             spent[0] += time.process_time() - t
 
-    K.run_frames = run_frames  # type: ignore[assignment]
+    K.run_frames = run_frames
     return spent
 
 

@@ -1,9 +1,10 @@
-"""Compile and cache every numba kernel once, so a fresh process decodes its first utterance fast.
+"""Decode tiny utterances in every CTC search mode: compiles and caches the numba kernels (JIT), or checks the
+ahead-of-time ones.
 
-``make setup`` runs ``python -m decoders.warmup``. The kernels are ``@njit(cache=True)``: numba
-writes the machine code beside the sources (``__pycache__``) or, where that is not writable, to its
-user-wide cache (``$NUMBA_CACHE_DIR`` or ``~/.cache/numba``), and later processes load it instead
-of compiling (about 13 s of compiling otherwise on the first decode).
+``make setup`` runs ``LMFUSION_CTC_KERNELS=jit python -m decoders.warmup`` (the JIT path: the kernels are
+``@njit(cache=True)``, numba writes the machine code beside the sources or to ``$NUMBA_CACHE_DIR``, and later
+processes load it instead of compiling for about 13 s), then ``python -m decoders.ctc.build_aot`` (the kernels
+compiled ahead of time, :mod:`decoders.ctc.kernels`), then this again with those.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def warm_up(verbose: bool = False) -> float:
 
 def main() -> int:
     secs = warm_up(verbose=True)
-    print(f"numba kernels compiled or loaded from cache in {secs:.1f} s", file=sys.stderr)
+    from decoders.ctc.kernels import default_kind
+
+    print(f"CTC kernels ({default_kind()}) compiled, loaded or checked in {secs:.1f} s", file=sys.stderr)
     return 0
 
 

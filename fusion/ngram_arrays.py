@@ -30,6 +30,7 @@ The plain reference is KenLM itself (``tests/test_ngram_arrays.py`` checks every
 from __future__ import annotations
 
 import gzip
+import importlib
 import math
 import os
 from collections.abc import Sequence
@@ -370,9 +371,7 @@ def _compiled(*arrays: np.ndarray) -> Any:
     if os.environ.get("LMFUSION_CTC_KERNELS", "").strip().lower() != "jit" and all(
             a.dtype == t and a.flags.c_contiguous for a, t in zip(arrays, _AOT_TYPES, strict=True)):
         try:
-            from fusion import _ngram_aot  # type: ignore[attr-defined]
-
-            return _ngram_aot
+            return importlib.import_module("fusion._ngram_aot")
         except ImportError:
             pass
     from fusion import _ngram_kernel

@@ -6,8 +6,11 @@ function, so every kernel keeps its own compile options (``fastmath``, inlining)
 numba's JIT makes of the same function. The extension needs only numpy at run time (no numba, llvmlite or
 scipy), which is what makes a fresh process decode its first utterance fast (:mod:`decoders.ctc.kernels`).
 
-The build writes into a temporary folder and moves the extension into place, so an interrupted build leaves
-the previous one (or none: the decoder then runs numba's JIT and says so in ``CTCDecoder.backend``).
+The code is compiled for this machine's CPU model (``--cpu host``, as numba's JIT does: the scans of
+:mod:`decoders.ctc.scan` are several times faster with its vector units), so an extension built on one machine
+belongs to that machine (``--cpu ''`` builds a portable, slower one). The build writes into a temporary folder and
+moves the extension into place, so an interrupted build leaves the previous one (or none: the decoder then runs
+numba's JIT and says so in ``CTCDecoder.backend``).
 """
 
 from __future__ import annotations
@@ -48,20 +51,22 @@ def _wrapper(source: str, n_args: int) -> Any:
     fn = getattr(importlib.import_module(mod), attr)
     params = ", ".join(f"a{i}" for i in range(n_args))
     scope: dict[str, Any] = {"_kernel": fn}
-    exec(f"def w({params}):\n    return _kernel({params})\n", scope)  # noqa: S102 - a fixed template
+    exec(f"def w({params}):\n    return _kernel({params})\n", scope)  # a fixed template
     return scope["w"]
 
 
 # fusion.ngram_arrays' scorers (fusion/_ngram_aot*.so): offsets, keys, ids, logp, backoff, extends, then per call
 _NGRAM = (A("i8", 1), A("u8", 1), A("i4", 2), A("f4", 1), A("f4", 1), A("bool", 1))
 NGRAM_EXPORTS = {
-    "score_one": _NGRAM + (A("i4", 1), S("i8"), A("i4", 1)),
-    "score_many": _NGRAM + (A("i4", 2), A("i8", 1), A("f8", 1), A("i4", 2)),
+    "score_one": (*_NGRAM, A("i4", 1), S("i8"), A("i4", 1)),
+    "score_many": (*_NGRAM, A("i4", 2), A("i8", 1), A("f8", 1), A("i4", 2)),
 }
 
 
-def _compile(name: str, exports: list[tuple[str, Any, tuple[Arg, ...]]], out_dir: Path, verbose: bool) -> Path:
-    """One extension ``name`` of ``(symbol, function, args)`` exports, moved into ``out_dir`` when complete."""
+def _compile(name: str, exports: list[tuple[str, Any, tuple[Arg, ...]]], out_dir: Path, cpu: str,
+             verbose: bool) -> Path:
+    """One extension ``name`` of ``(symbol, function, args)`` exports for CPU model ``cpu`` (``"host"``: this
+    machine's, as numba's JIT; ``""``: any of the architecture), moved into ``out_dir`` when complete."""
     from numba.pycc import CC
 
     with warnings.catch_warnings():
@@ -69,6 +74,7 @@ def _compile(name: str, exports: list[tuple[str, Any, tuple[Arg, ...]]], out_dir
         with tempfile.TemporaryDirectory(prefix="lmfusion-aot-") as tmp:
             cc = CC(name)
             cc.output_dir = tmp
+            cc.target_cpu = cpu
             cc.verbose = verbose
             for symbol, fn, args in exports:
                 cc.export(symbol, tuple(numba_type(a) for a in args))(fn)
@@ -83,19 +89,21 @@ def _compile(name: str, exports: list[tuple[str, Any, tuple[Arg, ...]]], out_dir
     return dest
 
 
-def build(out_dir: Path, fusion_dir: Path, verbose: bool = False) -> list[Path]:
+def build(out_dir: Path, fusion_dir: Path, cpu: str = "host", verbose: bool = False) -> list[Path]:
     """Compile the CTC kernels into ``out_dir`` and the n-gram scorers into ``fusion_dir``; the extensions' paths."""
     ctc = [(e.symbol, _wrapper(SOURCES[e.name], len(e.args)), e.args) for e in EXPORTS]
     ngram = [(name, _wrapper(f"fusion._ngram_kernel.{name}", len(args)), args) for name, args in NGRAM_EXPORTS.items()]
-    return [_compile("_aot", ctc, out_dir, verbose), _compile("_ngram_aot", ngram, fusion_dir, verbose)]
+    return [_compile("_aot", ctc, out_dir, cpu, verbose), _compile("_ngram_aot", ngram, fusion_dir, cpu, verbose)]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cpu", default="host", help="CPU model to compile for: 'host' (default: this machine's, as "
+                    "numba's JIT does; the vectorized scans need it) or '' (any x86-64: slower, portable)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    paths = build(Path(decoders.ctc.__file__).parent, Path(fusion.__file__).parent, args.verbose)
+    paths = build(Path(decoders.ctc.__file__).parent, Path(fusion.__file__).parent, args.cpu, args.verbose)
     print(f"CTC kernels compiled ahead of time in {time.perf_counter() - t:.0f} s: {', '.join(map(str, paths))}",
           file=sys.stderr)
     return 0

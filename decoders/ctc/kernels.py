@@ -15,8 +15,11 @@ This module imports neither numba nor the extension until asked.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -50,13 +53,15 @@ ENV = "LMFUSION_CTC_KERNELS"
 _LOADED: dict[str, SimpleNamespace] = {}
 
 
+@functools.cache
 def aot_available() -> bool:
-    """Whether the ahead-of-time extension is built (``python -m decoders.ctc.build_aot``)."""
+    """Whether the ahead-of-time extension is built (``python -m decoders.ctc.build_aot``; looked up once)."""
     return importlib.util.find_spec(AOT_MODULE) is not None
 
 
+@functools.cache
 def jit_available() -> bool:
-    """Whether numba is installed (without importing it)."""
+    """Whether numba is installed (without importing it; looked up once)."""
     return importlib.util.find_spec("numba") is not None
 
 
@@ -105,7 +110,8 @@ def _load_aot() -> SimpleNamespace:
 
 def _fits(x: Any, a: Arg) -> bool:
     if a.kind == "tuple":
-        return isinstance(x, tuple) and len(x) == len(a.items) and all(_fits(y, b) for y, b in zip(x, a.items, strict=True))
+        return (isinstance(x, tuple) and len(x) == len(a.items)
+                and all(_fits(y, b) for y, b in zip(x, a.items, strict=True)))
     if a.kind != "array":
         return True  # scalars: the extension converts them (a TypeError when it cannot)
     return (type(x) is np.ndarray and x.dtype == a.dtype and x.ndim == a.ndim
@@ -120,12 +126,43 @@ def _describe(x: Any) -> str:
     return type(x).__name__
 
 
+def _ref(x: Any) -> Any:
+    """What :func:`_same` compares a later argument with: a weak reference to an array, one per tuple item."""
+    if isinstance(x, np.ndarray):
+        return weakref.ref(x)
+    if isinstance(x, tuple):
+        return tuple(_ref(y) for y in x)
+    return None
+
+
+def _same(r: Any, x: Any) -> bool:
+    """Whether ``x`` is the array (or tuple of the arrays) ``r`` refers to, or a scalar where one was."""
+    if r is None:
+        return not isinstance(x, (np.ndarray, tuple))
+    if isinstance(r, tuple):
+        return isinstance(x, tuple) and len(x) == len(r) and all(_same(a, b) for a, b in zip(r, x, strict=True))
+    return r() is x  # type: ignore[no-any-return]
+
+
 def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]) -> Callable[..., Any]:
-    """``name``'s exported variants behind one function that calls the one whose array types the arguments have."""
+    """``name``'s exported variants behind one function that calls the one whose array types the arguments have.
+
+    The arrays of the last call that passed are remembered by weak reference: a call with the very same array
+    objects (a search calls its kernels again and again with its own arrays) skips the type checks (an array's
+    dtype, dimensions and memory order do not change)."""
+    memo: list[Any] = [None, (), []]  # the variant that took the last call, its argument types, weak references
 
     def call(*args: Any) -> Any:
+        fn, spec, refs = memo
+        if fn is not None and len(args) == len(spec):
+            changed = [i for i, (r, x) in enumerate(zip(refs, args, strict=True)) if not _same(r, x)]
+            if all(_fits(args[i], spec[i]) for i in changed):
+                for i in changed:
+                    refs[i] = _ref(args[i])
+                return fn(*args)
         for fn, spec in variants:
             if len(args) == len(spec) and all(_fits(x, a) for x, a in zip(args, spec, strict=True)):
+                memo[:] = [fn, spec, [_ref(x) for x in args]]
                 return fn(*args)
         got = ", ".join(_describe(x) for x in args)
         raise LMFusionError(f"ahead-of-time CTC kernel {name}: no compiled variant takes these arguments ({got}); "

@@ -34,8 +34,9 @@ class FusionCache:
     """LM contexts and fused step results, shareable by the searches of one decoder.
 
     ``lm_ix`` (compiled searches; a :mod:`decoders.ctc.hashmap` map holding ``ix_n[0]`` keys) maps
-    ``(context, word code, token)`` to an entry of the ``e_*`` arrays, for in-lexicon words (code = trie node + 1), other words (code = -1 - a 62-bit hash of their
-    tokens, or -1 when every unknown word scores alike) and no word (code 0).
+    ``(context, word code, token)`` to an entry of the ``e_*`` arrays, for in-lexicon words (code = trie node
+    + 1), other words (code = -1 - a 62-bit hash of their tokens, or -1 when every unknown word scores alike) and
+    no word (code 0).
     """
 
     def __init__(self, begin: tuple[State, ...]) -> None:

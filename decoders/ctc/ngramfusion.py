@@ -197,10 +197,11 @@ class NgramFusionCache(FusionCache):
         o = dec.options
         lex = dec.lexicon
         self.K.close_beam(np.ascontiguousarray(ids, np.int64), s.ctx, s.wlen, s.trie,
-                          lex.terminal if lex is not None else self._no_terminal, lex is not None, t["node_wid"], bool(o.eos), self.eos_wid, t["offsets"], t["orders"], t["widths"], t["keys"],
-                   t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
-                   float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
-                   self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, ends, oov)
+                          lex.terminal if lex is not None else self._no_terminal, lex is not None, t["node_wid"],
+                          bool(o.eos), self.eos_wid, t["offsets"], t["orders"], t["widths"], t["keys"], t["ids"],
+                          t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm, float(dec.weights["words"]),
+                          float(dec.weights["oov"]), float(o.unk_score_offset) * LN10, self.ctx_tab, self.ctx_next,
+                          self.ctx_hash, self.lmst, deltas, comps, ends, oov)
         return deltas, comps, ends, oov
 
     def step_arrays(self, dec: Any, ctxs: np.ndarray, words: Sequence[str], toks: Sequence[int] | None) -> StepArrays:
@@ -230,9 +231,9 @@ class NgramFusionCache(FusionCache):
         new_ctx = np.empty(n, np.int64)
         o = dec.options
         self.K.fused_steps(ctxs, wids, oov, compl, tok_on, t["offsets"], t["orders"], t["widths"],
-                    t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
-                    float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
-                    self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, new_ctx)
+                           t["keys"], t["ids"], t["logp"], t["backoff"], t["extends"], t["is_word"], dec.w_lm,
+                           float(dec.weights["words"]), float(dec.weights["oov"]), float(o.unk_score_offset) * LN10,
+                           self.ctx_tab, self.ctx_next, self.ctx_hash, self.lmst, deltas, comps, new_ctx)
         return deltas, comps, new_ctx, oov
 
     def end_scores(self, dec: Any, ctxs: np.ndarray) -> np.ndarray:
