@@ -110,3 +110,51 @@ def test_a_process_decoding_with_the_extension_never_imports_numba(bible_arpa: P
     assert got["backend"] == "compiled-aot" and got["lm_backend"] == "compiled-ngram"
     assert got["text"]
     assert not got["numba"] and not got["llvmlite"]
+
+
+@pytest.mark.parametrize("kind", ["aot", "jit"])
+def test_the_lm_step_index_grows_without_changing_a_result(monkeypatch: pytest.MonkeyPatch, bible_arpa: Path,
+                                                          kind: str) -> None:
+    """The compiled search's (context, word, token) -> step map (decoders.ctc.hashmap) started at 16 slots: it is
+    grown (rehashed) many times mid-utterance (STATUS_GROW_INDEX) and the n-best lists stay exactly the same."""
+    from decoders.ctc import ngramfusion
+
+    ems = _emissions(4, seed=5)
+    _, want = _decode(monkeypatch, kind, CHAR_LABELS, bible_arpa, ems)
+    real = ngramfusion.new_map
+    monkeypatch.setattr(ngramfusion, "new_map", lambda width, keys: real(width, 1 if width == 4 else keys))
+    monkeypatch.setenv(kernels.ENV, kind)
+    dec = CTCDecoder(CHAR_LABELS, [KenLM(bible_arpa, name="lm")], {"lm": 0.6, "words": 1.2, "oov": -3.0},
+                     options=CTCOptions(beam_width=8, nbest=4))
+    got = [dec.decode(e) for e in ems]
+    sh = dec._shared
+    assert sh is not None and sh.lm_ix is not None
+    assert sh.lm_ix.shape[0] >= 64 and int(sh.ix_n[0]) <= sh.lm_ix.shape[0] * 3 // 5  # grown, never over-full
+    _same(got, want)
+
+
+def test_hash_maps_keep_every_key_through_growth() -> None:
+    """put/get of the int64-array maps (JIT) and their growth (both kernel sets) against a Python dict."""
+    from decoders.ctc import hashmap
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(-(2**62), 2**62, size=(3000, 3))
+    keys[:1000, 1:] = 0  # many keys sharing two of three parts
+    ref: dict[tuple[int, int, int], int] = {}
+    tab = kernels.new_map(4, 16)
+    n = 0
+    K = kernels.load("jit")
+    for i, (a, b, c) in enumerate(keys.tolist()):
+        tab = kernels.map_room(K, tab, n, 1)
+        n += hashmap.put3(tab, a, b, c, i)
+        ref[(a, b, c)] = i
+    assert n == len(ref)
+    for kind in ("aot", "jit"):
+        big = kernels.new_map(4, 2 * n)
+        kernels.load(kind).rehash3(tab, big)
+        assert all(hashmap.get3(big, a, b, c) == v for (a, b, c), v in ref.items())
+        assert hashmap.get3(big, 1, 2, 3) == -1
+    one = kernels.new_map(2, 100)
+    for k in range(100):
+        hashmap.put1(one, int(keys[k, 0]), k)
+    assert [hashmap.get1(one, int(keys[k, 0])) for k in range(100)] == list(range(100))
