@@ -141,7 +141,7 @@ def _same(r: Any, x: Any) -> bool:
         return not isinstance(x, (np.ndarray, tuple))
     if isinstance(r, tuple):
         return isinstance(x, tuple) and len(x) == len(r) and all(_same(a, b) for a, b in zip(r, x, strict=True))
-    return r() is x  # type: ignore[no-any-return]
+    return r() is x
 
 
 def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]) -> Callable[..., Any]:
