@@ -13,6 +13,9 @@ APT_PKGS    := cmake g++ libboost-program-options-dev libboost-system-dev libboo
                diatheke sword-text-sparv sword-text-web sword-text-kjv
 SETUP_STAMP := $(VENV)/.lmfusion-setup
 PYTEST_ARGS ?=
+AOT_STAMP   := decoders/ctc/_aot.fingerprint
+AOT_SOURCES := $(addprefix decoders/ctc/,kernel.py lmkernel.py scan.py csrkernel.py alignkernel.py hashmap.py \
+               kernels.py aot_spec.py build_aot.py) fusion/_ngram_kernel.py
 
 .PHONY: help setup test demo lint bench clean apt-deps
 
@@ -22,7 +25,7 @@ help:
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  run the side-by-side benchmarks"
 
-setup: $(SETUP_STAMP) $(VENV)/bin/lmplz $(VENV)/bin/build_binary
+setup: $(SETUP_STAMP) $(AOT_STAMP) $(VENV)/bin/lmplz $(VENV)/bin/build_binary
 
 apt-deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -46,13 +49,16 @@ $(SETUP_STAMP): pyproject.toml constraints.txt | apt-deps
 	# pyctcdecode (a test/benchmark anchor) pins numpy<2; it runs fine on numpy 2, so no deps.
 	$(PIP) install -q -c constraints.txt --no-deps pyctcdecode==0.5.0 && $(PIP) install -q -c constraints.txt 'pygtrie>=2.1,<3'
 	$(PIP) install -q -c constraints.txt flashlight-text==0.0.7 || echo "warning: flashlight-text not installed; its benchmark column will be skipped"
-	# compile the numba kernels once and cache them (the JIT path), then the CTC kernels ahead of time into
-	# decoders/ctc/_aot*.so (needs only numpy at run time: a fresh process decodes its first utterance fast),
-	# then decode once with them (a smoke test of the extension)
+	@touch $@
+
+# Compile the numba kernels once and cache them (the JIT path), then the CTC kernels ahead of time into
+# decoders/ctc/_aot*.so (needs only numpy at run time: a fresh process decodes its first utterance fast), then
+# decode once with them (a smoke test of the extension). Rebuilt when a kernel source changes; the decoder also
+# checks the fingerprint written beside the extension and refuses a stale one (fusion/aot.py).
+$(AOT_STAMP): $(AOT_SOURCES) $(SETUP_STAMP)
 	LMFUSION_CTC_KERNELS=jit $(PY) -m decoders.warmup
 	$(PY) -m decoders.ctc.build_aot
 	$(PY) -m decoders.warmup
-	@touch $@
 
 # lmplz/build_binary: built once from the kenlm sdist into a per-user cache, then copied.
 $(KENLM_CACHE)/bin/lmplz: | apt-deps $(SETUP_STAMP)

@@ -29,6 +29,7 @@ The plain reference is KenLM itself (``tests/test_ngram_arrays.py`` checks every
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib
 import math
@@ -359,24 +360,33 @@ def load_ngram_arrays(path: str | Path) -> NgramArrays:
 # ----------------------------------------------------------------------------------------------
 # Compiled scoring (numba; imported lazily so the module loads without it)
 # ----------------------------------------------------------------------------------------------
+NGRAM_KERNEL_FILES = (Path(__file__).parent / "_ngram_kernel.py",)
+"""The sources of the extension ``fusion/_ngram_aot*.so`` (its fingerprint: :mod:`fusion.aot`)."""
+
 _AOT_TYPES = (np.dtype(np.int64), np.dtype(np.uint64), np.dtype(np.int32), np.dtype(np.float32),
               np.dtype(np.float32), np.dtype(bool))
 
 
 def _compiled(*arrays: np.ndarray) -> Any:
     """The compiled scorers: the ahead-of-time extension ``fusion/_ngram_aot*.so`` (numpy only; built with the CTC
-    kernels by ``python -m decoders.ctc.build_aot``) unless ``LMFUSION_CTC_KERNELS=jit`` or it is not built, else
-    numba's JIT (:mod:`fusion._ngram_kernel`). ``arrays``: the model's six arrays, whose types the extension needs
-    (it reads memory as it is told; the JIT adapts)."""
-    if os.environ.get("LMFUSION_CTC_KERNELS", "").strip().lower() != "jit" and all(
-            a.dtype == t and a.flags.c_contiguous for a, t in zip(arrays, _AOT_TYPES, strict=True)):
-        try:
-            return importlib.import_module("fusion._ngram_aot")
-        except ImportError:
-            pass
+    kernels by ``python -m decoders.ctc.build_aot``) unless ``LMFUSION_CTC_KERNELS=jit``, it is not built or it is
+    stale (built from other sources: :mod:`fusion.aot`), else numba's JIT (:mod:`fusion._ngram_kernel`; same
+    scores). ``arrays``: the model's six arrays, whose types the extension needs (it reads memory as it is told;
+    the JIT adapts)."""
+    if (os.environ.get("LMFUSION_CTC_KERNELS", "").strip().lower() != "jit" and _ngram_aot_fresh()
+            and all(a.dtype == t and a.flags.c_contiguous for a, t in zip(arrays, _AOT_TYPES, strict=True))):
+        return importlib.import_module("fusion._ngram_aot")
     from fusion import _ngram_kernel
 
     return _ngram_kernel
+
+
+@functools.cache
+def _ngram_aot_fresh() -> bool:
+    """Whether ``fusion/_ngram_aot*.so`` is built from the sources here (looked up once per process)."""
+    from fusion.aot import aot_state
+
+    return aot_state(Path(__file__).parent, "_ngram_aot", NGRAM_KERNEL_FILES) == "fresh"
 
 
 def score_one(offsets: np.ndarray, keys: np.ndarray, ids: np.ndarray, logp: np.ndarray, backoff: np.ndarray,

@@ -9,8 +9,11 @@ No numba here. The variants are the argument types the JIT sees in the CTC tests
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+import fusion
 
 SOURCES = {
     "run_frames": "decoders.ctc.kernel.run_frames",
@@ -30,6 +33,12 @@ SOURCES = {
     "rehash1": "decoders.ctc.hashmap.rehash1",
 }
 """Each kernel's numba function (``module.function``)."""
+
+_HERE = Path(__file__).parent
+CTC_KERNEL_FILES = (*(_HERE / f for f in ("kernel.py", "lmkernel.py", "scan.py", "csrkernel.py", "alignkernel.py",
+                                          "hashmap.py", "kernels.py", "aot_spec.py", "build_aot.py")),
+                    Path(fusion.__file__).parent / "_ngram_kernel.py")  # fmt: skip
+"""The sources the extension ``decoders/ctc/_aot*.so`` is compiled from (its fingerprint: :mod:`fusion.aot`)."""
 
 
 _INT64 = np.dtype(np.int64)

@@ -27,7 +27,9 @@ from typing import Any
 
 import decoders.ctc
 import fusion
-from decoders.ctc.aot_spec import EXPORTS, SOURCES, A, Arg, S
+from decoders.ctc.aot_spec import CTC_KERNEL_FILES, EXPORTS, SOURCES, A, Arg, S
+from fusion.aot import source_fingerprint, write_fingerprint
+from fusion.ngram_arrays import NGRAM_KERNEL_FILES
 
 _NUMBA_DTYPES = {"int64": "int64", "int32": "int32", "int8": "int8", "float64": "float64", "float32": "float32",
                  "bool": "boolean", "uint64": "uint64"}
@@ -64,11 +66,13 @@ NGRAM_EXPORTS = {
 
 
 def _compile(name: str, exports: list[tuple[str, Any, tuple[Arg, ...]]], out_dir: Path, cpu: str,
-             verbose: bool) -> Path:
+             verbose: bool, sources: tuple[Path, ...]) -> Path:
     """One extension ``name`` of ``(symbol, function, args)`` exports for CPU model ``cpu`` (``"host"``: this
-    machine's, as numba's JIT; ``""``: any of the architecture), moved into ``out_dir`` when complete."""
+    machine's, as numba's JIT; ``""``: any of the architecture), moved into ``out_dir`` when complete, then the
+    fingerprint of its ``sources`` written beside it (:mod:`fusion.aot`: the loaders refuse a stale one)."""
     from numba.pycc import CC
 
+    digest = source_fingerprint(sources, cpu)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's deprecation notice
         with tempfile.TemporaryDirectory(prefix="lmfusion-aot-") as tmp:
@@ -86,6 +90,7 @@ def _compile(name: str, exports: list[tuple[str, Any, tuple[Arg, ...]]], out_dir
             dest = out_dir / built.name
             shutil.copyfile(built, dest.with_suffix(".tmp"))
             dest.with_suffix(".tmp").replace(dest)
+    write_fingerprint(out_dir, name, digest, cpu)
     return dest
 
 
@@ -93,7 +98,9 @@ def build(out_dir: Path, fusion_dir: Path, cpu: str = "host", verbose: bool = Fa
     """Compile the CTC kernels into ``out_dir`` and the n-gram scorers into ``fusion_dir``; the extensions' paths."""
     ctc = [(e.symbol, _wrapper(SOURCES[e.name], len(e.args)), e.args) for e in EXPORTS]
     ngram = [(name, _wrapper(f"fusion._ngram_kernel.{name}", len(args)), args) for name, args in NGRAM_EXPORTS.items()]
-    return [_compile("_aot", ctc, out_dir, cpu, verbose), _compile("_ngram_aot", ngram, fusion_dir, cpu, verbose)]
+    # the CTC extension last: its fingerprint is ``make``'s mark that the whole build is done
+    first = _compile("_ngram_aot", ngram, fusion_dir, cpu, verbose, NGRAM_KERNEL_FILES)
+    return [first, _compile("_aot", ctc, out_dir, cpu, verbose, CTC_KERNEL_FILES)]
 
 
 def main(argv: list[str] | None = None) -> int:

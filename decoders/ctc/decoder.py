@@ -227,8 +227,9 @@ class CTCDecoder:
             return "numpy"
         if want == "aot" or (want in ("auto", "numba") and kernels.default_kind() == "aot"):
             if not kernels.aot_available():
-                raise LMFusionError(f"CTCOptions.backend={want!r} asks for the ahead-of-time kernels, which are not "
-                                    "built: run `python -m decoders.ctc.build_aot` (make setup does)")
+                why = "stale (compiled from other kernel sources)" if kernels.aot_state() == "stale" else "not built"
+                raise LMFusionError(f"CTCOptions.backend={want!r} asks for the ahead-of-time kernels, which are {why}: "
+                                    "run `python -m decoders.ctc.build_aot` (make setup does)")
             return "compiled-aot"
         if kernels.jit_available():
             return "compiled-jit"

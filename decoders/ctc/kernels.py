@@ -19,14 +19,16 @@ import functools
 import importlib
 import importlib.util
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from decoders.ctc.aot_spec import EXPORTS, SOURCES, Arg
+from decoders.ctc.aot_spec import CTC_KERNEL_FILES, EXPORTS, SOURCES, Arg
 from fusion.errors import LMFusionError
 
 STATUS_DONE = 0
@@ -54,9 +56,17 @@ _LOADED: dict[str, SimpleNamespace] = {}
 
 
 @functools.cache
+def aot_state() -> str:
+    """The ahead-of-time extension: ``"fresh"`` (built from the kernel sources here), ``"stale"`` (built from
+    other sources or another numba: ``python -m decoders.ctc.build_aot`` again) or ``"absent"``; looked up once."""
+    from fusion.aot import aot_state as state_of
+
+    return state_of(Path(__file__).parent, AOT_MODULE.rpartition(".")[2], CTC_KERNEL_FILES)
+
+
 def aot_available() -> bool:
-    """Whether the ahead-of-time extension is built (``python -m decoders.ctc.build_aot``; looked up once)."""
-    return importlib.util.find_spec(AOT_MODULE) is not None
+    """Whether the ahead-of-time extension is built from the kernel sources here (:func:`aot_state`)."""
+    return aot_state() == "fresh"
 
 
 @functools.cache
@@ -72,7 +82,16 @@ def default_kind() -> str:
         return want
     if want:
         raise LMFusionError(f"{ENV} must be 'aot' or 'jit', got {want!r}")
+    if aot_state() == "stale":
+        _warn_stale()
     return "aot" if aot_available() else "jit"
+
+
+@functools.cache
+def _warn_stale() -> None:
+    warnings.warn(f"{Path(__file__).parent}/_aot*.so was compiled from other kernel sources (or another numba); "
+                  "the CTC search runs numba's JIT (CTCDecoder.backend says 'compiled-jit') until it is rebuilt: "
+                  "`python -m decoders.ctc.build_aot` (make setup does)", RuntimeWarning, stacklevel=3)
 
 
 def load(kind: str | None = None) -> SimpleNamespace:
@@ -97,6 +116,9 @@ def _load_jit() -> SimpleNamespace:
 
 
 def _load_aot() -> SimpleNamespace:
+    if aot_state() == "stale":
+        raise LMFusionError("the ahead-of-time CTC kernels were compiled from other kernel sources (or another "
+                            "numba); rebuild them: `python -m decoders.ctc.build_aot` (make setup does)")
     try:
         ext = importlib.import_module(AOT_MODULE)
     except ImportError as err:
