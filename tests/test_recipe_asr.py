@@ -297,6 +297,7 @@ def test_interrupted_recipe_resumes_to_the_uninterrupted_outputs(
     import torch
 
     import fusion.ngram
+    import fusion.tuning.walk as walk
     import recipes.asr.tune_stages as tune_stages
 
     f = _tiny_inputs(tmp_path)
@@ -327,7 +328,7 @@ def test_interrupted_recipe_resumes_to_the_uninterrupted_outputs(
     interruptions = [  # each: where it strikes; the run is resumed after it
         (fusion.ngram, "build_ngram", 2, KeyboardInterrupt),  # after the first domain's KenLM
         (torch.optim.AdamW, "step", 7, KeyboardInterrupt),  # inside a neural LM training step
-        (tune_stages, "cv_errors", 3, RuntimeError),  # inside the per-condition tuning
+        (walk, "cv_errors", 3, RuntimeError),  # inside the per-condition tuning (the walk's K-fold CV)
     ]
     for obj, name, n, exc in interruptions:
         real = getattr(obj, name)

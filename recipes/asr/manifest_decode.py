@@ -20,13 +20,21 @@ from recipes.asr.make_audio import Utterance, read_manifest
 DecodeBatch = Callable[[Sequence[Utterance]], list[NBestList]]
 
 
+def blind_snr(audio: object) -> float:
+    """The blind SNR estimate of a waveform that selects weights without condition tags: the frame-energy
+    noise floor (:func:`fusion.snr.noise_floor_snr`), in dB, rounded to 0.01 dB."""
+    import numpy as np
+
+    return round(noise_floor_snr(np.asarray(audio)), 2)
+
+
 def utterance_tags(u: Utterance, audio: object, **extra: object) -> dict[str, object]:
     """The tags every recogniser writes: condition (domain, snr, noise, voice, speed) and blind SNR estimates."""
     import numpy as np
 
     x = np.asarray(audio)
     return {"domain": u.domain, "snr": u.snr, "noise": u.noise, "voice": u.voice, "speed": u.speed,
-            "snr_est": round(noise_floor_snr(x), 2), "snr_wada": round(wada_snr(x), 2), **extra}  # fmt: skip
+            "snr_est": blind_snr(x), "snr_wada": round(wada_snr(x), 2), **extra}  # fmt: skip
 
 
 def done_ids(out: Path) -> set[str]:

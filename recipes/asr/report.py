@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +65,33 @@ def plot_report(cfg: Mapping[str, Any], ev: Mapping[str, Any], tuned: Mapping[st
     paths.append(_save_figure(plt, fig, out_dir / "wer_by_condition.png"))
 
     comps = [c for c in tuned["components"] if c != "am"]
+    series = {dom: [c for c in tuned["conditions"] if c["domain"] == dom and c["bucket"] is not None] for dom in doms}
+    paths.append(plot_weights_by_snr(series, tuned["global"]["weights"], comps, buckets,
+                                     out_dir / "weights_by_condition.png"))  # fmt: skip
+    return paths
+
+
+def plot_weights_by_snr(series: Mapping[str, Sequence[Mapping[str, Any]]], global_weights: Mapping[str, float],
+                        comps: Sequence[str], buckets: Mapping[str, float], path: Path, *,
+                        title: str = "tuned weight") -> Path:  # fmt: skip
+    """One panel per component: each series' tuned weight (conditions with a ``bucket`` and ``weights``;
+    a missing weight counts 0) against its SNR bucket centre, the global weight dashed. Used for the
+    n-best tuner's ``weights_by_condition.png`` and the in-search tuner's plot."""
+    from fusion.plots import _pyplot
+
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(comps), figsize=(4.5 * len(comps), 3.8), squeeze=False)
     for ax, comp in zip(axes[0], comps, strict=True):
-        for dom in doms:
-            rows = [c for c in tuned["conditions"] if c["domain"] == dom and c["bucket"] is not None]
-            rows.sort(key=lambda c: buckets.get(c["bucket"], 0.0))
-            ax.plot([buckets[c["bucket"]] for c in rows], [c["weights"][comp] for c in rows], marker="o", label=dom)
-        ax.axhline(tuned["global"]["weights"][comp], color="k", ls="--", lw=1, label="global")
-        ax.set_title(f"tuned weight: {comp}")
+        for i, (label, conds) in enumerate(series.items()):
+            rows = sorted(conds, key=lambda c: buckets.get(c["bucket"], 0.0))
+            ax.plot([buckets[c["bucket"]] for c in rows], [c["weights"].get(comp, 0.0) for c in rows],
+                    marker="os^vD"[i % 5], ls=("-", "--", ":", "-.")[i % 4], alpha=0.8, label=label)  # fmt: skip
+        ax.axhline(global_weights.get(comp, 0.0), color="k", ls="--", lw=1, label="global")
+        ax.set_title(f"{title}: {comp}")
         ax.set_xlabel("SNR bucket centre (dB)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    paths.append(_save_figure(plt, fig, out_dir / "weights_by_condition.png"))
-    return paths
+    return _save_figure(plt, fig, path)
 
 def stage_report(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     p = recipe_paths(cfg)

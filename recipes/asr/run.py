@@ -97,7 +97,7 @@ def build_stages(cfg: Mapping[str, Any]) -> list[Stage]:
         manifest = p["audio"] / "manifest.jsonl"
         tuned: list[Path] = []
         if cfg["in_search"]["tune"]:
-            tuned = [p["in_search_tune"], p["in_search_profile"]]
+            tuned = [p["in_search_tune"], p["in_search_profile"], p["in_search_weights_plot"]]
             stages.append(Stage("in_search_tune", lambda c: stage_in_search_tune(cfg, c),
                                 [manifest, p["em"], *lm_files], tuned,
                                 {"in_search": cfg["in_search"], "tune": cfg["tune"], "conditions": cfg["conditions"],

@@ -174,6 +174,7 @@ def recipe_paths(cfg: Mapping[str, Any]) -> dict[str, Path]:
         "in_search": w / "in_search.json",
         "in_search_tune": w / "in_search_tuning.json",
         "in_search_profile": w / "in_search_profile.json",
+        "in_search_weights_plot": w / "in_search_weights_by_snr.png",
         "decode_cache": w / "in_search_cache",
     }
     if cfg["audio"]["enabled"]:

@@ -5,7 +5,6 @@ and write the fusion profile. Each tuning result is the `lmfusion tune` report o
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,82 +68,58 @@ def _tune_subset(nbs: Sequence[NBestList], comps: Sequence[str], cfg: Mapping[st
     return {"weights": weights, "dev": split_report(prob, weights, start), **extra}
 
 
-def cv_errors(nbs: Sequence[NBestList], comps: Sequence[str], cfg: Mapping[str, Any], base: Mapping[str, float],
-              folds: int, seed: int) -> tuple[int, int, int]:  # fmt: skip
-    """K-fold cross-validation on dev: ``(errors with weights tuned on the other folds, errors with
-    ``base`` weights, reference words)``, summed over the held-out folds."""
-    from decoders.nbest import to_tuning_problem
-    from fusion.tuning import error_rate
+class NBestTuner:
+    """The n-best side of :func:`fusion.tuning.walk.walk_conditions`: MERT (or the configured method) on the
+    dev n-best lists ``nbs``, scored by their WER (see :func:`_tune_subset`)."""
 
-    order = np.random.default_rng(seed).permutation(len(nbs))
-    parts = [order[k::folds] for k in range(folds)]
-    e_tuned = e_base = words = 0
-    for k in range(folds):
-        held = [nbs[i] for i in parts[k]]
-        train = [nbs[i] for j, part in enumerate(parts) if j != k for i in part]
-        if not held or not train:
-            continue
-        w = _tune_subset(train, comps, cfg, init=base, scale=cfg["tune"]["per_condition"] == "scale")["weights"]
-        prob = to_tuning_problem(held, comps)
-        n = prob.total_ref_length
-        e_tuned += round(error_rate(prob, w) * n)
-        e_base += round(error_rate(prob, base) * n)
-        words += n
-    return e_tuned, e_base, words
+    def __init__(self, nbs: Sequence[NBestList], comps: Sequence[str], cfg: Mapping[str, Any]) -> None:
+        self.nbs, self.comps, self.cfg = list(nbs), list(comps), cfg
+        self.scale = cfg["tune"]["per_condition"] == "scale"
+        self._problems: dict[tuple[int, ...], Any] = {}
+
+    def _problem(self, idx: Sequence[int]) -> Any:
+        from decoders.nbest import to_tuning_problem
+
+        key = tuple(idx)
+        if key not in self._problems:
+            if len(self._problems) > 64:
+                self._problems.clear()
+            self._problems[key] = to_tuning_problem([self.nbs[i] for i in idx], self.comps)
+        return self._problems[key]
+
+    def fit(self, idx: Sequence[int], init: Mapping[str, float] | None) -> dict[str, Any]:
+        return _tune_subset([self.nbs[i] for i in idx], self.comps, self.cfg, init=init, scale=self.scale)
+
+    def error_rate(self, idx: Sequence[int], weights: Mapping[str, float]) -> float:
+        from fusion.tuning import error_rate
+
+        return float(error_rate(self._problem(idx), weights))
+
+    def ref_words(self, idx: Sequence[int]) -> int:
+        return int(self._problem(idx).total_ref_length)
 
 
 def stage_tune(cfg: Mapping[str, Any], ctx: StageContext) -> None:
     """Global, then per domain / bucket / (domain, bucket) weights, each started from its parent's.
 
     With ``tune.cv_folds`` > 1 a condition keeps its own weights only if they beat its parent's in
-    K-fold cross-validation on dev; otherwise it backs off to the parent's weights (recorded).
+    K-fold cross-validation on dev; otherwise it backs off to the parent's weights (recorded). The walk
+    over the conditions is :func:`fusion.tuning.walk.walk_conditions` (shared with the in-search tuner).
     """
-    from decoders.nbest import to_tuning_problem
-    from fusion.progress import progress_bar
-    from fusion.tuning import error_rate
+    from fusion.tuning.walk import walk_conditions
 
     p = recipe_paths(cfg)
     dev = read_nbest_jsonl(p["dev_rescored"])
     comps = tuned_components(cfg)
-    min_utts = cfg["conditions"]["min_utts"]
     folds = cfg["tune"]["cv_folds"]
     out: dict[str, Any] = {"components": comps, "method": cfg["tune"]["method"], "cv_folds": folds}
     out["no_lm"] = _tune_subset(dev, ["am", "words"], cfg)
     glob = _tune_subset(dev, comps, cfg)
     out["global"] = glob
-    groups: dict[tuple[str | None, str | None], list[NBestList]] = defaultdict(list)
-    for nb in dev:
-        d, b = domain_of(nb.tags, cfg), bucket_of(nb.tags, cfg)
-        groups[(d, None)].append(nb)
-        groups[(None, b)].append(nb)
-        groups[(d, b)].append(nb)
-    kept: dict[tuple[str | None, str | None], dict[str, float]] = {(None, None): glob["weights"]}
-    conds = []
-    # parents first: (d, *) and (*, b) before (d, b)
-    todo = sorted((k for k in groups if k != (None, None)), key=lambda k: (k[0] is not None and k[1] is not None,
-                                                                          k[0] or "", k[1] or ""))  # fmt: skip
-    for d, b in progress_bar(todo, desc="tune per condition", progress=ctx.progress):
-        nbs = groups[(d, b)]
-        if len(nbs) < min_utts:
-            continue
-        parent_key = (d, None) if (d is not None and b is not None and (d, None) in kept) else (None, None)
-        parent = kept[parent_key]
-        r = _tune_subset(nbs, comps, cfg, init=parent, scale=cfg["tune"]["per_condition"] == "scale")
-        prob = to_tuning_problem(nbs, comps)
-        r["global_dev_wer"] = error_rate(prob, glob["weights"])
-        r["parent"] = "/".join(x or "*" for x in parent_key)
-        if folds > 1:
-            e_t, e_p, n = cv_errors(nbs, comps, cfg, parent, folds, cfg["seed"])
-            r["cv"] = {"folds": folds, "wer_own": e_t / n if n else None, "wer_parent": e_p / n if n else None,
-                       "ref_words": n}
-            if n and e_t >= e_p:  # own weights do not generalise: back off to the parent's
-                r["tuned_weights"], r["weights"] = r["weights"], dict(parent)
-                r["dev"]["error_rate"] = error_rate(prob, parent)
-                r["backoff"] = True
-        r.setdefault("backoff", False)
-        kept[(d, b)] = r["weights"]
-        conds.append({"domain": d, "bucket": b, **r})
-    out["conditions"] = conds
+    conds = [(domain_of(nb.tags, cfg), bucket_of(nb.tags, cfg)) for nb in dev]
+    out["conditions"] = walk_conditions(NBestTuner(dev, comps, cfg), conds, glob["weights"],
+                                        min_utts=cfg["conditions"]["min_utts"], folds=folds, seed=cfg["seed"],
+                                        progress=ctx.progress)  # fmt: skip
     atomic_write_json(p["tune"], out)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,10 +178,17 @@ def in_search_markdown(result: Mapping[str, Any]) -> str:
             cells.append(f"{100 * d['delta']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], "
                          f"{100 * d['relative_reduction']:.0f}%")  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    agree = (result.get("blind_snr_test_buckets") or {}).get("agree")
+    if agree is not None:
+        lines += ["", f"The blind SNR estimate puts {100 * agree:.0f}% of the test utterances in their true SNR "
+                  "bucket."]  # fmt: skip
+    for v in result.get("verdicts") or ():
+        lines += ["", f"**{v}**"]
     t = result.get("timing") or {}
     if t.get("decodes"):
         fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
         lines += ["", f"Seconds per decode (cached decodes of this split, {t['decodes']}): plain "
                   f"{fmt(t['plain_s_per_decode'])}, fused {fmt(t['fused_s_per_decode'])}; encoder "
                   f"{fmt(t['encode_s_per_utt'])} s per utterance, run once and reused."]  # fmt: skip
+    lines += [f"\n![{Path(x).stem}]({x})" for x in result.get("plots") or ()]
     return "\n".join(lines) + "\n"
