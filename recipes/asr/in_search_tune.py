@@ -159,14 +159,20 @@ def bucket_agreement(true: Sequence[str | None], est: Sequence[str | None]) -> d
 
 def plot_in_search_weights(cfg: Mapping[str, Any], tuned: Mapping[str, Any], path: Path) -> Path:
     """The in-search weights picked per SNR bucket (per domain and all domains, by the true bucket; all
-    domains by the blind estimate's bucket) against the bucket centre, the global pick dashed."""
+    domains by the blind estimate's bucket; and, for all domains, each bucket's own pick before the CV
+    back-off) against the bucket centre, the global pick dashed."""
     from recipes.asr.report import plot_weights_by_snr
 
     conds = tuned["conditions"]
     series = {f"{d} (true SNR)": [c for c in conds if c["domain"] == d and c["bucket"] is not None]
               for d in sorted({c["domain"] for c in conds if c["domain"] is not None})}  # fmt: skip
     series["all domains (true SNR)"] = [c for c in conds if c["domain"] is None and c["bucket"] is not None]
-    series["all domains (blind SNR estimate)"] = [c for c in tuned["blind_snr"]["conditions"] if c["bucket"]]
+    blind = [c for c in tuned["blind_snr"]["conditions"] if c["bucket"]]
+    series["all domains (blind SNR estimate)"] = blind
+    # what each bucket picked on its own before the CV back-off: the trend the back-off did not trust
+    own = lambda rows: [{**c, "weights": c.get("tuned_weights", c["weights"])} for c in rows]  # noqa: E731
+    series["all domains (true SNR), own pick before back-off"] = own(series["all domains (true SNR)"])
+    series["all domains (blind SNR), own pick before back-off"] = own(blind)
     comps = [c for c in tuned["components"] if c != "am"]
     return plot_weights_by_snr({k: v for k, v in series.items() if v}, tuned["global"]["weights"], comps,
                                cfg["conditions"]["buckets"], path, title="in-search weight")  # fmt: skip
