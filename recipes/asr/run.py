@@ -17,7 +17,8 @@ skipped when its inputs and parameters are unchanged (:mod:`recipes.pipeline`):
    with paired bootstrap CIs; an overlap check of test sentences against the LM training text;
 7. ``report``: Markdown + PNG plots;
 8. ``in_search_tune`` (optional, Whisper only, ``in_search.tune``): weights tuned in the search on the dev
-   audio over a grid of cached decodes (:mod:`recipes.asr.in_search_tune`);
+   audio over a grid of cached decodes, per condition and per blind-SNR bucket, with the same walk and CV
+   back-off as ``tune`` (:mod:`recipes.asr.in_search_tune`, :mod:`fusion.tuning.walk`);
 9. ``in_search`` (optional, Whisper only): test decoded with the LMs inside ``generate()``
    (:mod:`recipes.asr.in_search`).
 
