@@ -3,6 +3,7 @@
 * :mod:`fusion.scorers.base` — the :class:`Scorer` interface;
 * :mod:`fusion.scorers.lm` — LMs as scorers (:class:`TokenLMScorer`, :class:`WordLMScorer`, :func:`lm_scorer`);
 * :mod:`fusion.scorers.open_word` — :class:`OpenWordLMScorer` (word-boundary fusion, the open word charged at once);
+* :mod:`fusion.scorers.open_word_full` — :class:`VocabOpenWordScorer` (the same, whole vocabulary);
 * :mod:`fusion.scorers.bonus` — :class:`LengthBonus`, :class:`WordBonus`;
 * :mod:`fusion.scorers.policy` — a weight policy's per-utterance interpolation λ (:func:`apply_interpolation`).
 
@@ -14,6 +15,7 @@ from fusion.scorers.base import FullScorer, Scorer, ScorerState, check_token_uni
 from fusion.scorers.bonus import LengthBonus, WordBonus
 from fusion.scorers.lm import TokenLMScorer, UnscoredPrice, WordLMScorer, lm_scorer
 from fusion.scorers.open_word import OpenWordLMScorer
+from fusion.scorers.open_word_full import VocabOpenWordScorer
 from fusion.scorers.policy import GroupedScorer, apply_interpolation
 from fusion.token_units import WORD_START, split_unit, units_from_pieces
 
@@ -27,6 +29,7 @@ __all__ = [
     "ScorerState",
     "TokenLMScorer",
     "UnscoredPrice",
+    "VocabOpenWordScorer",
     "WordBonus",
     "WordLMScorer",
     "apply_interpolation",

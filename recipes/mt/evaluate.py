@@ -157,11 +157,44 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[float, ...]]:
     return out
 
 
-def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str | None], eos: int) -> list[Scorer]:
+WORD_SCORERS = ("boundary", "open", "vocab")
+"""How the word LMs are fused (``--word-scorer``): ``boundary``, a word scored when the next one starts
+(:class:`WordLMScorer`, pre-beam candidates); ``open``, the open word charged at every token
+(:class:`OpenWordLMScorer`, pre-beam candidates, as the Whisper recipe); ``vocab``, the same over the whole
+vocabulary (:class:`VocabOpenWordScorer` over the n-gram's arrays, so a word the model ranks far outside any
+pre-beam can still be chosen; the EM mix, not an n-gram, stays ``open``)."""
+
+_ARRAYS: dict[Path, Any] = {}
+
+
+def _arrays_of(lm: Any) -> Any:
+    """The :class:`~fusion.array_lm.ArrayNgramLM` twin of a KenLM (read once per ARPA, cached beside it)."""
+    from fusion.array_lm import ArrayNgramLM
+    from fusion.ngram_arrays import read_arpa_cached
+
+    if lm.path not in _ARRAYS:
+        _ARRAYS[lm.path] = ArrayNgramLM(read_arpa_cached(lm.path), lm.name, lm.units)
+    return _ARRAYS[lm.path]
+
+
+def make_scorers(names: Sequence[str], lms: Mapping[str, Any], units: list[str | None], eos: int,
+                 word_scorer: str = "boundary") -> list[Scorer]:
+    """The scorers of a configuration's components; ``word_scorer``: see :data:`WORD_SCORERS`."""
+    from fusion.ngram import KenLM
+    from fusion.scorers import OpenWordLMScorer, VocabOpenWordScorer
+
+    if word_scorer not in WORD_SCORERS:
+        raise InputError(f"word scorer {word_scorer!r}: want one of {WORD_SCORERS}")
     out: list[Scorer] = []
     for n in names:
         if n in ("ngram", "source_lm", "mix"):
-            out.append(WordLMScorer(lms[n], units, eos, name=n, partial=True))
+            lm = lms[n]
+            if word_scorer == "vocab" and isinstance(lm, KenLM):
+                out.append(VocabOpenWordScorer(_arrays_of(lm), units, eos, name=n))
+            elif word_scorer != "boundary":
+                out.append(OpenWordLMScorer(lm, units, eos, name=n))
+            else:
+                out.append(WordLMScorer(lm, units, eos, name=n, partial=True))
         elif n in ("nnlm", "nnlm_source"):
             out.append(TokenLMScorer(lms[n], units, eos, name=n))
         elif n == "words":
@@ -258,7 +291,8 @@ def speed_checks(results: dict[str, Any], args: argparse.Namespace, model: Any, 
     dr = "density ratio (n-gram)"
     if dr in results and args.generate_n > 0:
         src_g, ref_g = test_src[: args.generate_n], test_ref[: args.generate_n]
-        g = generate_overhead(model, vocabs, src_g, lambda: make_scorers(CONFIGS[dr], lms, units, eos),
+        g = generate_overhead(model, vocabs, src_g,
+                              lambda: make_scorers(CONFIGS[dr], lms, units, eos, args.word_scorer),
                               results[dr]["weights"], args.beam, args.batch, args.repeats)
         plain, fused = g.pop("texts_plain"), g.pop("texts_fused")
         results["generate()"] = {**g, "plain": corpus_scores(ref_g, plain), "fused": corpus_scores(ref_g, fused)}
@@ -296,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace a weight's grid values (all of them are then swept), e.g. ngram=0.2,0.4 words=0,1")
     ap.add_argument("--pre-beam", type=float, default=1.5,
                     help="candidates per hypothesis the word-boundary LMs score, times the beam (lmfusion's search)")
+    ap.add_argument("--word-scorer", choices=WORD_SCORERS, default="boundary",
+                    help="how word LMs are fused: boundary (scored when the next word starts), open (the open word "
+                         "charged at every token, pre-beam candidates), vocab (open, over the whole vocabulary)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each speed check (median reported)")
     ap.add_argument("--nnlm-speed-n", type=int, default=0,
                     help="test sentences of the neural-LM incremental vs prefix re-read check in generate() (0: skip)")
@@ -327,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     hyps: dict[str, list[str]] = {}
     for cname in args.configs:
         names = CONFIGS[cname]
-        scorers = make_scorers(names, lms, units, eos)
+        scorers = make_scorers(names, lms, units, eos, args.word_scorer)
         weights: dict[str, float] = {"am": 1.0, **{n: START[n] for n in names}}
         tuned: dict[str, float] = dict(weights)
         dev_err = None
@@ -369,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         write_nbest_jsonl(out / f"test.{'_'.join(names) or 'none'}.jsonl", test_nb)
         hyps[cname] = best_texts(test_nb)
         results[cname] = {"weights": tuned, "dev_selection_score": dev_err, "tuning": args.tuning,
+                          "word_scorer": args.word_scorer, "pre_beam": args.pre_beam,
                           **corpus_scores(test_ref, hyps[cname])}
         print(cname, json.dumps(results[cname]), f"{time.time() - t0:.0f}s", flush=True)
         atomic_write_json(out / "results.json", results)
