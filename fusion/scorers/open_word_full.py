@@ -22,7 +22,7 @@ import numpy as np
 
 from fusion.array_lm import ArrayNgramLM
 from fusion.errors import LMFusionError
-from fusion.ngram_arrays import score_many
+from fusion.ngram_arrays import UNK, score_many
 from fusion.scorers.base import ScorerState
 from fusion.scorers.lm import UnscoredPrice
 from fusion.scorers.open_word import OpenWordLMScorer
@@ -67,6 +67,7 @@ class VocabOpenWordScorer(OpenWordLMScorer):
         self._cont_texts = [str(self.texts[t]) for t in self._cont]
         self._cont_empty = np.array([not t for t in self._cont_texts], dtype=bool)
         self._ids_of_open: dict[str, np.ndarray] = {}
+        self._start_rows: dict[Any, np.ndarray] = {}
 
     def _cont_ids(self, word: str) -> np.ndarray:
         """Word ids of ``word + piece`` for every continuation token."""
@@ -79,11 +80,16 @@ class VocabOpenWordScorer(OpenWordLMScorer):
         return ids
 
     def _rows(self, state: Any, ids: np.ndarray) -> np.ndarray:
-        """ln P of every word id in ``ids`` after one LM state."""
-        if not len(ids):
-            return np.zeros(0)
-        st = np.tile(np.asarray(state, dtype=np.int32), (len(ids), 1))
-        return score_many(self.arr, st, ids)[0]
+        """ln P of every word id in ``ids`` after one LM state. Every unknown word scores as ``<unk>`` (the same
+        number after one state), so it is looked up once: most continuations make no known word."""
+        out = np.empty(len(ids))
+        known = np.flatnonzero(ids != UNK)
+        st = np.asarray(state, dtype=np.int32)
+        if len(known) < len(ids):
+            out[:] = score_many(self.arr, st[None, :], np.array([UNK]))[0][0]
+        if len(known):
+            out[known] = score_many(self.arr, np.tile(st, (len(known), 1)), ids[known])[0]
+        return out
 
     def score(
         self,
@@ -94,7 +100,9 @@ class VocabOpenWordScorer(OpenWordLMScorer):
         after: list[Any] = [s[3] for s in states]  # type: ignore[index]
         ends = self.lm.end_batch(after)
         out = np.tile(self._unseen_row, (len(states), 1))
-        starts: dict[Any, np.ndarray] = {}  # hypotheses often share the state after their word
+        starts = self._start_rows  # hypotheses often share the state after their word (after any unknown one)
+        if len(starts) >= _CACHE // 8:
+            starts.clear()
         for b, st in enumerate(states):
             lm_state: Any = st[0]  # type: ignore[index]
             word: str = st[1]  # type: ignore[index]
