@@ -21,6 +21,7 @@ score, all on the same arrays:
 * :func:`score_one` (numba, compiled, ``cache=True``): one ``(state, word)``; meant to be called from
   compiled searches;
 * :func:`score_many` (numba): a batch;
+* :func:`score_after` (numba): many words after one state, no next states (a whole vocabulary's row);
 * :meth:`NgramArrays.score_batch` (plain numpy, vectorised over the batch): the same lookups as array
   operations (``searchsorted`` + gathers), the shape a torch port on a GPU takes.
 
@@ -399,6 +400,15 @@ def score_one(offsets: np.ndarray, keys: np.ndarray, ids: np.ndarray, logp: np.n
     if out is not out_state:
         out_state[:] = out
     return float(lp10) * LN10
+
+
+def score_after(lm: NgramArrays, state: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """ln P of many words after one state (compiled loop, no next states; the numbers of :func:`score_many`)."""
+    lp = np.empty(len(words))
+    _compiled().score_after(lm.offsets, lm.keys, lm.ids, lm.logp, lm.backoff,
+                            np.ascontiguousarray(state, dtype=np.int32), np.ascontiguousarray(words, dtype=np.int64),
+                            lp)
+    return lp
 
 
 def score_many(lm: NgramArrays, states: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

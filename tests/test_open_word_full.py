@@ -55,6 +55,22 @@ def test_full_rows_equal_partial_scores_and_states(arrays_lm, tiny_spm) -> None:
         VocabOpenWordScorer(kenlm, units, eos)
 
 
+def test_score_after_is_score_many_exactly(arrays_lm) -> None:
+    """Many words after one state (back-offs looked up once) give score_many's numbers bit for bit, after
+    contexts of every length, known and unknown words alike."""
+    from fusion.ngram_arrays import score_after, score_many
+
+    _, alm = arrays_lm
+    arr = alm.arrays
+    words = np.array([*range(min(len(arr.vocab), 400)), *arr.unit_ids(["unto", "thee", "nosuchword"])], dtype=np.int64)
+    st = alm.begin()
+    for w in [None, *"and the lord spake unto moses saying".split()]:
+        if w is not None:
+            st = alm.score(st, w)[1]
+        many = score_many(arr, np.tile(np.asarray(st, np.int32), (len(words), 1)), words)[0]
+        assert np.array_equal(score_after(arr, np.asarray(st, np.int32), words), many)
+
+
 WORDS = ["and", "the", "lord", "spake", "unto", "to", "moses", "saying"]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from fusion.array_lm import ArrayNgramLM
 from fusion.errors import LMFusionError
-from fusion.ngram_arrays import UNK, score_many
+from fusion.ngram_arrays import UNK, score_after
 from fusion.scorers.base import ScorerState
 from fusion.scorers.lm import UnscoredPrice
 from fusion.scorers.open_word import OpenWordLMScorer
@@ -86,9 +86,9 @@ class VocabOpenWordScorer(OpenWordLMScorer):
         known = np.flatnonzero(ids != UNK)
         st = np.asarray(state, dtype=np.int32)
         if len(known) < len(ids):
-            out[:] = score_many(self.arr, st[None, :], np.array([UNK]))[0][0]
+            out[:] = score_after(self.arr, st, np.array([UNK]))[0]
         if len(known):
-            out[known] = score_many(self.arr, np.tile(st, (len(known), 1)), ids[known])[0]
+            out[known] = score_after(self.arr, st, ids[known])
         return out
 
     def score(

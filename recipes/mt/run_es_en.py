@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev-n", type=int, default=100, help="dev verses of the weight sweep")
     ap.add_argument("--test-n", type=int, default=756, help="test verses (756 = all)")
     ap.add_argument("--configs", nargs="*", default=CONFIGS, help="rows of the table (recipes.mt.evaluate.CONFIGS)")
+    ap.add_argument("--word-scorer", choices=("boundary", "open", "vocab"), default="boundary",
+                    help="how the word n-grams are fused (recipes.mt.evaluate.WORD_SCORERS)")
     args = ap.parse_args(argv)
 
     from recipes.mt import evaluate, make_es_en, train
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         train.main([str(data), str(model), *TRAIN_ARGS, "--spm-extra", str(data / "kjv.lm.txt"),
                     "--minutes", str(args.train_minutes),
                     "--cpu-minutes", str(args.train_cpu_minutes), "--resume"])
-    sizes = ["--dev-n", str(args.dev_n), "--test-n", str(args.test_n)]
+    sizes = ["--dev-n", str(args.dev_n), "--test-n", str(args.test_n), "--word-scorer", args.word_scorer]
     return evaluate.main([str(data), str(model), str(ev), *EVAL_ARGS, "--configs", *args.configs, *sizes])
 
 
