@@ -280,6 +280,18 @@ def bootstrap_gain(refs: list[str], base: list[str], new: list[str], metric: str
     return float(gain), float(lo), float(hi)
 
 
+def earlier_baseline(out: Path, n: int) -> list[str] | None:
+    """The unfused 1-best of an earlier run into the same folder (``test.none.jsonl``), when it holds ``n``
+    verses: the CIs of fused rows decoded later are then taken against it (the unfused search is deterministic)."""
+    from decoders.hypothesis import read_nbest_jsonl
+
+    path = out / "test.none.jsonl"
+    if not path.is_file():
+        return None
+    texts = best_texts(read_nbest_jsonl(path))
+    return texts if len(texts) == n else None
+
+
 def speed_checks(results: dict[str, Any], args: argparse.Namespace, model: Any, vocabs: Any, lms: Mapping[str, Any],
                  test_src: list[str], test_ref: list[str]) -> None:
     """The density-ratio weights through ``generate()`` + ``FusionLogitsProcessor`` against plain ``generate()``
@@ -411,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print(cname, json.dumps(results[cname]), f"{time.time() - t0:.0f}s", flush=True)
         atomic_write_json(out / "results.json", results)
     speed_checks(results, args, model, vocabs, lms, test_src, test_ref)
-    base = hyps.get("no fusion")
+    base = hyps.get("no fusion") or earlier_baseline(out, len(test_ref))
     if base is not None and task.test_other_ref:
         import sacrebleu
 
