@@ -404,8 +404,10 @@ def score_one(offsets: np.ndarray, keys: np.ndarray, ids: np.ndarray, logp: np.n
 
 def score_after(lm: NgramArrays, state: np.ndarray, words: np.ndarray) -> np.ndarray:
     """ln P of many words after one state (compiled loop, no next states; the numbers of :func:`score_many`)."""
+    from fusion import _ngram_rows
+
     lp = np.empty(len(words))
-    _compiled().score_after(lm.offsets, lm.keys, lm.ids, lm.logp, lm.backoff,
+    _ngram_rows.score_after(lm.offsets, lm.keys, lm.ids, lm.logp, lm.backoff,
                             np.ascontiguousarray(state, dtype=np.int32), np.ascontiguousarray(words, dtype=np.int64),
                             lp)
     return lp
