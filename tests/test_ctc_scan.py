@@ -74,6 +74,108 @@ def test_normalization_check_rejects_what_it_did() -> None:
         as_logprobs(x, 50)
 
 
+@pytest.mark.parametrize("V", [3, 29, 300, 4000])
+def test_one_pass_check_and_candidates_equal_the_separate_passes(V: int) -> None:
+    from decoders.ctc.scan import candidates, checked_candidates, row_mass32
+
+    rng = np.random.default_rng(V + 1)
+    for trial in range(4):
+        a = rng.normal(-7.0, 3.0, (40, V)).astype(np.float32)
+        a[rng.random(a.shape) < 0.05] = -np.inf
+        a[::7] = -30.0
+        a[::7, trial % V] = -0.5
+        for blank in (0, V - 1):
+            for min_logp in (-5.0, -2.5, -np.inf):
+                lo = np.float32(min_logp)
+                want_ptr, want_tok = candidates(a, blank, lo)
+                for mass in (True, False):
+                    ptr, tok, m, bad = checked_candidates(a, blank, lo, mass)
+                    if not mass and np.isneginf(a).any():
+                        assert bad >= 0  # -inf cells: the caller checks those rows the slow way
+                        continue
+                    assert bad == -1
+                    assert ptr.tolist() == want_ptr.tolist() and tok.tolist() == want_tok.tolist()
+                    if mass:
+                        assert m == float(np.abs(row_mass32(a) - 1.0).max())
+    a = rng.normal(-7.0, 3.0, (12, V)).astype(np.float32)
+    for cell, first in ((np.nan, True), (np.inf, False)):
+        b = a.copy()
+        b[5, V // 2] = cell
+        assert checked_candidates(b, 0, np.float32(-5.0), False)[3] == 5
+        _, _, m, bad = checked_candidates(b, 0, np.float32(-5.0), True)
+        assert bad == 5 if first else not m <= 1e-3  # NaN stops the pass; +inf fails the mass
+
+
+def _normalized(rng: np.random.Generator, T: int, V: int) -> np.ndarray:
+    x = rng.normal(size=(T, V)) * 3.0
+    return (x - np.log(np.exp(x).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+def test_checked_candidates_raise_what_the_check_raises() -> None:
+    from decoders.ctc import kernels
+    from decoders.ctc.inputs import logprobs_and_candidates
+
+    K = kernels.load()
+    rng = np.random.default_rng(3)
+    lp = _normalized(rng, 30, 300)
+    arr, cands = logprobs_and_candidates(lp, 300, K, 0, -5.0)
+    assert arr is lp and cands is not None
+    assert cands.ptr.tolist() == K.candidates(lp, 0, np.float32(-5.0))[0].tolist()
+    nan, inf, zero, off = lp.copy(), lp.copy(), lp.copy(), lp.copy()
+    nan[4, 9] = np.nan
+    inf[6, 2] = np.inf
+    zero[8] = -np.inf
+    off[11] += 0.01
+    for bad in (nan, inf, zero, off):
+        for check in (True, False):
+            try:
+                as_logprobs(bad, 300, check_normalized=check)
+            except InputError as e:
+                with pytest.raises(InputError) as got:
+                    logprobs_and_candidates(bad, 300, K, 0, -5.0, check_normalized=check)
+                assert str(got.value) == str(e)
+            else:
+                arr, cands = logprobs_and_candidates(bad, 300, K, 0, -5.0, check_normalized=check)
+                assert arr is bad
+                if cands is not None:
+                    assert cands.tok.tolist() == K.candidates(bad, 0, np.float32(-5.0))[1].tolist()
+    some_zero = lp.copy()
+    some_zero[3, np.argsort(lp[3])[:5]] = -np.inf  # probability zero for a few unlikely labels: fine (checked the
+    # slow way without the mass, whose pass doubts every -inf cell)
+    assert logprobs_and_candidates(some_zero, 300, K, 0, -5.0)[1] is not None
+    assert logprobs_and_candidates(some_zero, 300, K, 0, -5.0, check_normalized=False)[1] is None
+    assert logprobs_and_candidates(lp.astype(np.float64), 300, K, 0, -5.0)[1] is None  # float64: two passes
+    assert logprobs_and_candidates(lp, 300, None, 0, -5.0)[1] is None
+
+
+def test_decode_with_one_pass_candidates_equals_decode_without(bible_arpa: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from decoders.emissions import CHAR_LABELS
+
+    ems = make_emission_set(["in the beginning god created", "and the earth was"], config="noisy", seed=4)
+    dec = CTCDecoder(CHAR_LABELS, [KenLM(bible_arpa, name="lm")], {"lm": 0.5, "words": 1.0},
+                     options=CTCOptions(beam_width=16, nbest=4))
+    if not dec.compiled:
+        pytest.skip("no compiled kernels")
+    K = dec.K
+    separate = K.candidates
+    calls = []
+    monkeypatch.setattr(K, "candidates", lambda *a: calls.append(1) or separate(*a))
+    for e in ems:
+        e32 = np.ascontiguousarray(e, dtype=np.float32)
+        got = dec.decode(e32)
+        assert not calls  # the candidates came from the check's pass
+        s = dec._search()
+        s.feed_array(e32)  # the search's own pass
+        assert calls
+        want = s.finish(utt_id="utt", ref=None, tags={}, logprobs=e32)
+        dec._recycle(s)
+        assert [(h.text, dict(h.scores), h.timesteps) for h in got.hyps] == [
+            (h.text, dict(h.scores), h.timesteps) for h in want.hyps]
+        calls.clear()
+        assert dec.decode_text(e32) == got.hyps[0].text and not calls
+
+
 def test_text_hashes_are_equal_exactly_for_equal_texts() -> None:
     from decoders.ctc.scan import text_hashes
     from decoders.ctc.vocabulary import text_hash_tables

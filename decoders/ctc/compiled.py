@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from decoders.ctc import kernels as KS
+from decoders.ctc.inputs import Candidates
 from decoders.ctc.kernels import map_room, new_map
 from decoders.ctc.lmstep import LN10, CTCDecoder, FusionCache
 from decoders.ctc.ngramfusion import NgramFusionCache, empty_tables
@@ -137,7 +138,10 @@ class NumbaSearch(NumpySearch):
         self.ins_vals[self.n_ins : self.n_ins + k] = np.arange(a, b)
         self.n_ins += k
 
-    def feed_array(self, arr: np.ndarray) -> None:
+    def feed_array(self, arr: np.ndarray, cands: Candidates | None = None) -> None:
+        """Advance over validated log-probabilities ``[T, V]``; ``cands``: their token candidates when they were
+        made with the check (:func:`~decoders.ctc.inputs.logprobs_and_candidates`; used when they fit this
+        search)."""
         if self.w_am != 1.0:  # scaled in float64, as the numpy search does
             arr = np.asarray(arr, dtype=np.float64) * self.w_am
         d = self.d
@@ -149,7 +153,12 @@ class NumbaSearch(NumpySearch):
         arr = np.ascontiguousarray(arr)  # float32 emissions go in as they are (each cell summed in float64)
         # the threshold in the emissions' dtype, as numpy compares an array with a Python float
         K = self.K
-        cand_ptr, cand_tok = K.candidates(arr, blank, arr.dtype.type(o.token_min_logp))
+        lo = arr.dtype.type(o.token_min_logp)
+        if cands is not None and cands.blank == blank and cands.min_logp == lo and arr.dtype == np.float32 \
+                and len(cands.ptr) == T + 1:
+            cand_ptr, cand_tok = cands.ptr, cands.tok
+        else:
+            cand_ptr, cand_tok = K.candidates(arr, blank, lo)
         t = 0
         W = o.beam_width
         cmax = max(1, int(np.diff(cand_ptr).max(initial=1)))

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from decoders.ctc.hotwords import HotwordGraphs, per_utterance_hotwords, with_hotwords
-from decoders.ctc.inputs import as_logprobs, split_batch
+from decoders.ctc.inputs import as_logprobs, logprobs_and_candidates, split_batch
 from decoders.ctc.lmcache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_LIMIT, CachedLM, unknown_words_share_a_score
 from decoders.ctc.lmstep import FusionCache
 from decoders.ctc.ngramfusion import NgramFusionCache, ngram_plan
@@ -395,12 +395,14 @@ class CTCDecoder:
         ``logits=True``: the rows are raw scores, log-softmax is applied. ``beam_width``, ``beam_prune_logp``
         and ``token_min_logp`` override the options for this call.
         """
-        arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized and not logits,
-                          logits=logits)
+        min_logp = self.options.token_min_logp if token_min_logp is None else token_min_logp
+        arr, cands = logprobs_and_candidates(
+            logprobs, len(self.vocab), self.K if self.compiled else None, self.vocab.blank, min_logp,
+            check_normalized=self.options.check_normalized and not logits, logits=logits)
         ctx = context or as_context(tags, utt_id)
         dec = self.for_utterance(ctx).biased(hotwords, hotword_weight, hotword_boost)
         s = dec.with_search(beam_width, beam_prune_logp, token_min_logp)._search()
-        s.feed_array(arr)
+        s.feed_array(arr, cands)
         out = s.finish(utt_id=utt_id, ref=ref, tags=tags if tags is not None else ctx.tags,
                        logprobs=arr if self.options.align else None)
         self._recycle(s)
@@ -413,9 +415,11 @@ class CTCDecoder:
     def decode_text(self, logprobs: Any) -> str:
         """The best hypothesis' text: :meth:`decode`'s first hypothesis, built alone and without the forced
         alignment (which changes no text)."""
-        arr = as_logprobs(logprobs, len(self.vocab), check_normalized=self.options.check_normalized)
+        arr, cands = logprobs_and_candidates(logprobs, len(self.vocab), self.K if self.compiled else None,
+                                             self.vocab.blank, self.options.token_min_logp,
+                                             check_normalized=self.options.check_normalized)
         s = self.for_utterance(as_context(None, "utt")).biased(None)._search()
-        s.feed_array(arr)
+        s.feed_array(arr, cands)
         fin = s.finals(1)
         text = s._text(fin[0][1]) if fin else ""  # the text alone: no labels, no word frames
         self._recycle(s)

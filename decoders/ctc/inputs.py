@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fusion.errors import InputError
+
+
+class Candidates(NamedTuple):
+    """Per-frame token candidates of an utterance (:func:`decoders.ctc.scan.candidates`: frame ``t``'s labels are
+    ``tok[ptr[t]:ptr[t + 1]]``), made for a search with this ``blank`` and float32 ``min_logp``."""
+
+    ptr: np.ndarray
+    tok: np.ndarray
+    blank: int
+    min_logp: np.float32
 
 
 def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what: str = "emissions",
@@ -21,6 +31,38 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         InputError: not 2-D, wrong vocabulary size, empty, NaN or +inf cells, or rows that are not
             log-probabilities (when ``check_normalized``).
     """
+    arr, tol = _as_array(x, vocab_size, what, logits)
+    _check_values(arr, check_normalized, tol, what)
+    return arr
+
+
+def logprobs_and_candidates(x: Any, vocab_size: int, K: Any, blank: int, min_logp: float, *,
+                            check_normalized: bool = True, what: str = "emissions",
+                            logits: bool = False) -> tuple[np.ndarray, Candidates | None]:
+    """:func:`as_logprobs` and, for float32 emissions and a compiled kernel set ``K`` (:mod:`decoders.ctc.kernels`;
+    ``None``: none), the token candidates for ``blank`` and ``min_logp`` from the same read of each row
+    (:func:`decoders.ctc.scan.checked_candidates`), else ``None``. The same checks and errors as
+    :func:`as_logprobs`: emissions the one-pass check doubts (a NaN or infinite cell, or a row's mass off 1) go
+    through :func:`as_logprobs`'s own checks, which name the frame.
+
+    Raises:
+        InputError: as :func:`as_logprobs`.
+    """
+    arr, tol = _as_array(x, vocab_size, what, logits)
+    if K is None or arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        _check_values(arr, check_normalized, tol, what)
+        return arr, None
+    lo = np.float32(min_logp)
+    ptr, tok, dev, bad = K.checked_candidates(arr, blank, lo, check_normalized)
+    if bad >= 0 or not dev <= tol:
+        _check_values(arr, check_normalized, tol, what)  # raises, unless only -inf cells made the pass doubt
+        return arr, None
+    return arr, Candidates(ptr, tok, blank, lo)
+
+
+def _as_array(x: Any, vocab_size: int, what: str, logits: bool) -> tuple[np.ndarray, float]:
+    """The emissions as a numpy ``[T, V]`` array (see :func:`as_logprobs`) and the normalization check's
+    tolerance."""
     # rows of half-precision log-probabilities sum to 1 only within their rounding
     if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64):
         low = False  # the common case, without formatting the dtype
@@ -49,6 +91,11 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
         arr = np.asarray(arr, dtype=np.float64)
         m = arr.max(axis=1, keepdims=True)
         arr = arr - (m + np.log(np.exp(arr - m).sum(axis=1, keepdims=True)))
+    return arr, tol
+
+
+def _check_values(arr: np.ndarray, check_normalized: bool, tol: float, what: str) -> None:
+    """No NaN or +inf cell; with ``check_normalized``, every row's probabilities sum to 1 within ``tol``."""
     # a row's maximum is NaN if the row holds a NaN, +inf if it holds +inf, -inf if every cell is -inf
     m = arr.max(axis=1, keepdims=True)
     finite_rows = bool(np.isfinite(m).all())
@@ -74,7 +121,6 @@ def as_logprobs(x: Any, vocab_size: int, *, check_normalized: bool = True, what:
                 "apply log_softmax to the model's logits first",
                 field=what,
             )
-    return arr
 
 
 def _row_mass(arr: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import itertools
+import operator
 import os
 import warnings
 import weakref
@@ -148,44 +150,76 @@ def _describe(x: Any) -> str:
     return type(x).__name__
 
 
-def _ref(x: Any) -> Any:
-    """What :func:`_same` compares a later argument with: a weak reference to an array, one per tuple item."""
-    if isinstance(x, np.ndarray):
-        return weakref.ref(x)
-    if isinstance(x, tuple):
-        return tuple(_ref(y) for y in x)
-    return None
+def _fits_fast(x: Any, a: Arg) -> bool:
+    """:func:`_fits` of an array argument."""
+    return (type(x) is np.ndarray and (x.dtype is a.dtype or x.dtype == a.dtype) and x.ndim == a.ndim
+            and (a.ndim == 0 or x.flags.c_contiguous))
 
 
-def _same(r: Any, x: Any) -> bool:
-    """Whether ``x`` is the array (or tuple of the arrays) ``r`` refers to, or a scalar where one was."""
-    if r is None:
-        return not isinstance(x, (np.ndarray, tuple))
-    if isinstance(r, tuple):
-        return isinstance(x, tuple) and len(x) == len(r) and all(_same(a, b) for a, b in zip(r, x, strict=True))
-    return r() is x
+def _pick(idx: tuple[int, ...], xs: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(xs[i] for i in idx)
+
+
+class _Layout:
+    """A variant's array arguments in one flat list: those passed as they are (read by one ``itemgetter``), then
+    the items of the tuple arguments (every item an array), with their types."""
+
+    def __init__(self, fn: Callable[..., Any], spec: Sequence[Arg]) -> None:
+        self.fn, self.spec = fn, spec
+        top = [i for i, a in enumerate(spec) if a.kind == "array"]
+        self.get_top: Callable[[Sequence[Any]], Sequence[Any]] = (
+            operator.itemgetter(*top) if len(top) > 1 else functools.partial(_pick, tuple(top)))
+        self.tuple_pos = [i for i, a in enumerate(spec) if a.kind == "tuple"]
+        self.tuple_lens = [len(spec[i].items) for i in self.tuple_pos]
+        self.types = [spec[i] for i in top] + [b for i in self.tuple_pos for b in spec[i].items]
+        if any(b.kind != "array" for i in self.tuple_pos for b in spec[i].items):
+            raise LMFusionError("CTC kernels: tuple arguments hold arrays only")
+
+    def arrays(self, args: Sequence[Any]) -> Sequence[Any] | None:
+        """The array arguments, flat; ``None`` if a tuple argument is not a tuple of the right length."""
+        tup = [args[i] for i in self.tuple_pos]
+        if not all([type(x) is tuple and len(x) == n for x, n in zip(tup, self.tuple_lens, strict=True)]):
+            return None
+        top = self.get_top(args)
+        return (*top, *itertools.chain.from_iterable(tup)) if tup else top
 
 
 def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]) -> Callable[..., Any]:
     """``name``'s exported variants behind one function that calls the one whose array types the arguments have.
 
-    The arrays of the last call that passed are remembered by weak reference: a call with the very same array
-    objects (a search calls its kernels again and again with its own arrays) skips the type checks (an array's
-    dtype, dimensions and memory order do not change)."""
-    memo: list[Any] = [None, (), []]  # the variant that took the last call, its argument types, weak references
+    The arrays of the last call that passed are remembered by ``id``, each with a weak reference whose callback
+    forgets them all when one is freed (so an ``id`` seen again is the same array): a call checks only the arrays
+    that are not the very same objects as in that call (a search calls its kernels again and again with its own
+    arrays; an array's dtype, dimensions and memory order do not change). The comparison runs in C (``map``)."""
+    layouts = [_Layout(fn, spec) for fn, spec in variants]
+    memo: list[Any] = [None, [], []]  # the layout that took the last call, the ids of its arrays, weak references
+
+    def forget(_ref: Any) -> None:
+        memo[0] = None
 
     def call(*args: Any) -> Any:
-        fn, spec, refs = memo
-        if fn is not None and len(args) == len(spec):
-            changed = [i for i, (r, x) in enumerate(zip(refs, args, strict=True)) if not _same(r, x)]
-            if all(_fits(args[i], spec[i]) for i in changed):
-                for i in changed:
-                    refs[i] = _ref(args[i])
-                return fn(*args)
-        for fn, spec in variants:
-            if len(args) == len(spec) and all(_fits(x, a) for x, a in zip(args, spec, strict=True)):
-                memo[:] = [fn, spec, [_ref(x) for x in args]]
-                return fn(*args)
+        lay = memo[0]
+        if lay is not None and len(args) == len(lay.spec):
+            objs = lay.arrays(args)
+            if objs is not None:
+                ids = list(map(id, objs))
+                old, refs = memo[1], memo[2]
+                if ids == old:
+                    return lay.fn(*args)
+                for k in itertools.compress(range(len(ids)), map(operator.ne, ids, old)):
+                    if not _fits_fast(objs[k], lay.types[k]):
+                        memo[0] = None  # some references were renewed: never trust these ids again
+                        break
+                    refs[k] = weakref.ref(objs[k], forget)
+                else:
+                    memo[1] = ids
+                    return lay.fn(*args)
+        for lay in layouts:
+            if len(args) == len(lay.spec) and all(_fits(x, a) for x, a in zip(args, lay.spec, strict=True)):
+                objs = lay.arrays(args)
+                assert objs is not None
+                memo[:] = [lay, list(map(id, objs)), [weakref.ref(x, forget) for x in objs]]
+                return lay.fn(*args)
         got = ", ".join(_describe(x) for x in args)
         raise LMFusionError(f"ahead-of-time CTC kernel {name}: no compiled variant takes these arguments ({got}); "
                             f"the variants are {[tuple(str(a) for a in s) for _, s in variants]}")

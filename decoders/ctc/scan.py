@@ -1,4 +1,4 @@
-"""One compiled pass over an utterance's emissions ``[T, V]``: the per-frame token candidates and the row masses.
+"""Compiled passes over an utterance's emissions ``[T, V]``: the per-frame token candidates and the row masses.
 
 The compiled search (:mod:`decoders.ctc.compiled`) needs, per frame, the labels that pass ``token_min_logp``
 (:func:`decoders.ctc.search.token_candidates`, the numpy version, builds a ``[T, V]`` mask and ``np.nonzero`` of
@@ -6,8 +6,9 @@ it: about a millisecond per utterance at 4,000 labels); :func:`candidates` write
 CSR arrays in one pass. :func:`row_mass` is the normalization check's ``sum(exp(row))``
 (:func:`decoders.ctc.inputs.as_logprobs`) with an exponential that the compiler can vectorize (range reduction,
 a polynomial and the power of two built from its bits: relative error below 1e-8 in float64, about 1e-7 for
-float32 rows in :func:`row_mass32`, far inside the check's tolerance of 1e-3). :func:`text_hashes` keys the final
-beam by text without building strings.
+float32 rows in :func:`row_mass32`, far inside the check's tolerance of 1e-3). :func:`checked_candidates` does the
+check of float32 rows and the candidates in one read of each row. :func:`text_hashes` keys the final beam by text
+without building strings.
 """
 
 from __future__ import annotations
@@ -65,6 +66,44 @@ def _chunk_max(arr, out):
 
 
 @njit(cache=True, fastmath=_NO_NAN)
+def _row_candidates(row, cm, blank, min_logp, tok, n):
+    """One frame's candidates (see :func:`candidates`) written to ``tok[n:]``, given the row's chunk maxima ``cm``
+    (:func:`_chunk_max`); returns the new ``n``. ``tok`` has room for ``V`` more labels."""
+    V = row.shape[0]
+    nb = V // _CHUNK
+    start = n
+    bv = row[0]
+    best = 0
+    for b in range(nb + 1):  # the last, partial chunk is always scanned
+        if b < nb:
+            m = cm[b]
+            if not (m > bv or m >= min_logp):
+                continue
+        for v in range(b * _CHUNK, min(b * _CHUNK + _CHUNK, V)):
+            x = row[v]
+            if x > bv:
+                bv = x
+                best = v
+            if x >= min_logp and v != blank:
+                tok[n] = v
+                n += 1
+    if n == start and best != blank:
+        tok[n] = best
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def _room(tok, n, V):
+    """``tok`` or a bigger copy (its first ``n`` labels kept) with room for ``V`` more."""
+    if n + V <= tok.shape[0]:  # the worst case of a frame fits (most frames keep a few labels)
+        return tok
+    new = np.empty(max(2 * tok.shape[0], n + V), np.int64)
+    new[:n] = tok[:n]
+    return new
+
+
+@njit(cache=True, fastmath=_NO_NAN)
 def candidates(arr, blank, min_logp):
     """Per frame, the non-blank labels with log-probability ``>= min_logp``, ascending; a frame with none keeps its
     best label (the first of the maxima) unless that is the blank. Returns ``(ptr [T + 1], tok)``: frame ``t``'s
@@ -78,38 +117,48 @@ def candidates(arr, blank, min_logp):
     cmax = np.empty((T, nb + 1), arr.dtype)
     _chunk_max(arr, cmax)
     ptr = np.empty(T + 1, np.int64)
-    cap = 4 * T + 16
-    tok = np.empty(cap, np.int64)
+    tok = np.empty(4 * T + 16, np.int64)
     n = 0
     ptr[0] = 0
     for t in range(T):
-        row = arr[t]
-        if n + V > cap:  # the worst case of this frame cannot fit: grow (rare, most frames keep a few labels)
-            cap = max(2 * cap, n + V)
-            new = np.empty(cap, np.int64)
-            new[:n] = tok[:n]
-            tok = new
-        start = n
-        bv = row[0]
-        best = 0
-        for b in range(nb + 1):  # the last, partial chunk is always scanned
-            if b < nb:
-                m = cmax[t, b]
-                if not (m > bv or m >= min_logp):
-                    continue
-            for v in range(b * _CHUNK, min(b * _CHUNK + _CHUNK, V)):
-                x = row[v]
-                if x > bv:
-                    bv = x
-                    best = v
-                if x >= min_logp and v != blank:
-                    tok[n] = v
-                    n += 1
-        if n == start and best != blank:
-            tok[n] = best
-            n += 1
+        tok = _room(tok, n, V)
+        n = _row_candidates(arr[t], cmax[t], blank, min_logp, tok, n)
         ptr[t + 1] = n
     return ptr, tok[:n].copy()
+
+
+@njit(cache=True)
+def checked_candidates(arr, blank, min_logp, mass):
+    """:func:`candidates` and the input check of float32 emissions from one read of each row (the row stays in
+    the L1 cache between its passes; at 4,000 labels the whole matrix does not fit in L2, so every separate pass
+    read it from memory again): with ``mass`` the row's :func:`row_mass32` (NaN if the row holds a NaN), without
+    it whether the row is all finite; then its chunk maxima and candidates. Returns ``(ptr, tok, the largest
+    |mass - 1| of a row (0 without mass), the first frame whose mass is NaN, or that is not all finite without
+    mass; -1 if none)``. The pass stops at such a frame (the lists are then partial); +inf cells give a huge mass,
+    -inf ones count 0."""
+    T, V = arr.shape
+    nb = V // _CHUNK
+    cm = np.empty((1, nb + 1), arr.dtype)
+    ptr = np.zeros(T + 1, np.int64)
+    tok = np.empty(4 * T + 16, np.int64)
+    dev = 0.0
+    n = 0
+    for t in range(T):
+        row = arr[t]
+        if mass:
+            m = _mass32(row)
+            bad = _is_nan(m)
+            d = abs(m - 1.0)
+            dev = d if d > dev else dev
+        else:
+            bad = not _all_finite(row)
+        if bad:
+            return ptr, tok[:0].copy(), dev, t
+        _chunk_max(arr[t : t + 1], cm)
+        tok = _room(tok, n, V)
+        n = _row_candidates(row, cm[0], blank, min_logp, tok, n)
+        ptr[t + 1] = n
+    return ptr, tok[:n].copy(), dev, -1
 
 
 @njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # infinities kept
@@ -170,27 +219,60 @@ _L2E32 = np.float32(_LOG2E)
 _LN2_32 = np.float32(_LN2)
 
 
-@njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})  # infinities kept
+_FMAX32 = np.float32(3.4028234663852886e38)
+_KEEP_NAN = {"nsz", "arcp", "contract", "afn", "reassoc"}  # NaN and infinities kept
+
+
+@njit(cache=True, fastmath=_KEEP_NAN)
+def _mass32(row):
+    """One float32 row's :func:`row_mass32`; NaN when the row holds a NaN (the clamp lets it through)."""
+    V = row.shape[0]
+    one = np.float32(1.0)
+    c2, c3, c4, c5, c6 = np.float32(0.5), np.float32(1.0 / 6), np.float32(1.0 / 24), np.float32(1.0 / 120), \
+        np.float32(1.0 / 720)
+    lo, hi = np.float32(-87.0), np.float32(88.0)
+    tot = 0.0
+    for b0 in range(0, V, 256):
+        s = np.float32(0.0)
+        for v in range(b0, min(b0 + 256, V)):
+            x = row[v]
+            x = lo if x < lo else x
+            x = hi if x > hi else x
+            k = np.floor(x * _L2E32 + np.float32(0.5))
+            r = x - k * _LN2_32
+            p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))
+            s += p * _bits_to_float32((np.int32(k) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
+        tot += float(s)
+    return tot
+
+
+@njit(cache=True, fastmath=_KEEP_NAN)
+def _is_nan(x):
+    """Whether ``x`` is NaN (compared where NaN is not assumed away)."""
+    return x != x
+
+
+_EXP32 = np.int32(0x7F800000)
+
+
+@njit(cache=True)
+def _all_finite(row):
+    """Whether a float32 row holds neither NaN nor +/-inf (read as integers: an exponent of all ones is neither)."""
+    bits = row.view(np.int32)
+    m = np.int32(0)
+    for v in range(bits.shape[0]):
+        e = bits[v] & _EXP32
+        m = e if e > m else m
+    return m != _EXP32
+
+
+@njit(cache=True, fastmath=_KEEP_NAN)
 def row_mass32(arr):
     """:func:`row_mass` of float32 rows in float32 arithmetic (eight lanes at once; degree-6 polynomial, relative
     error about 1e-7), summed in float32 over blocks of 256 cells and in float64 across blocks. Cells are clamped to
     [-87, 88]: -inf counts as about 1e-38, overflow gives inf (rejected)."""
-    T, V = arr.shape
+    T = arr.shape[0]
     out = np.empty(T)
-    one = np.float32(1.0)
-    c2, c3, c4, c5, c6 = np.float32(0.5), np.float32(1.0 / 6), np.float32(1.0 / 24), np.float32(1.0 / 120), \
-        np.float32(1.0 / 720)
     for t in range(T):
-        row = arr[t]
-        tot = 0.0
-        for b0 in range(0, V, 256):
-            s = np.float32(0.0)
-            for v in range(b0, min(b0 + 256, V)):
-                x = min(max(row[v], np.float32(-87.0)), np.float32(88.0))
-                k = np.floor(x * _L2E32 + np.float32(0.5))
-                r = x - k * _LN2_32
-                p = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * c6)))))
-                s += p * _bits_to_float32((np.int32(k) + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]
-            tot += float(s)
-        out[t] = tot
+        out[t] = _mass32(arr[t])
     return out

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from decoders.ctc.inputs import Candidates
 from decoders.ctc.output import Final, final_hypotheses, to_hypothesis, to_nbest
 from decoders.ctc.tree import NEG_INF, PrefixTree
 from decoders.ctc.vocabulary import partial_scores
@@ -340,8 +341,9 @@ class NumpySearch(PrefixTree):
         return ids
 
     # -- feeding and finishing -----------------------------------------------------------------
-    def feed_array(self, arr: np.ndarray) -> None:
-        """Advance over validated log-probabilities ``[T, V]`` (float32 or float64; summed in float64)."""
+    def feed_array(self, arr: np.ndarray, cands: Candidates | None = None) -> None:
+        """Advance over validated log-probabilities ``[T, V]`` (float32 or float64; summed in float64); ``cands``
+        (precomputed token candidates) are for the compiled search and not used here."""
         arr = np.asarray(arr, dtype=np.float64)  # this utterance only: the numpy frame steps sum in float64
         if self.w_am != 1.0:
             arr = arr * self.w_am
