@@ -188,14 +188,19 @@ def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]
     """``name``'s exported variants behind one function that calls the one whose array types the arguments have.
 
     The arrays of the last call that passed are remembered by ``id``, each with a weak reference whose callback
-    forgets them all when one is freed (so an ``id`` seen again is the same array): a call checks only the arrays
-    that are not the very same objects as in that call (a search calls its kernels again and again with its own
-    arrays; an array's dtype, dimensions and memory order do not change). The comparison runs in C (``map``)."""
+    blanks its ``id`` when the array is freed (so an ``id`` seen again in its place is the same array): a call
+    checks only the arrays that are not the very same objects as in that call (a search calls its kernels again
+    and again with its own arrays; an array's dtype, dimensions and memory order do not change). The comparison
+    runs in C (``map``)."""
     layouts = [_Layout(fn, spec) for fn, spec in variants]
     memo: list[Any] = [None, [], []]  # the layout that took the last call, the ids of its arrays, weak references
 
-    def forget(_ref: Any) -> None:
-        memo[0] = None
+    def dead(k: int, _ref: Any) -> None:
+        ids = memo[1]
+        if k < len(ids):
+            ids[k] = -1
+
+    forget = [functools.partial(dead, k) for k in range(max(len(lay.types) for lay in layouts))]
 
     def call(*args: Any) -> Any:
         lay = memo[0]
@@ -210,7 +215,7 @@ def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]
                     if not _fits_fast(objs[k], lay.types[k]):
                         memo[0] = None  # some references were renewed: never trust these ids again
                         break
-                    refs[k] = weakref.ref(objs[k], forget)
+                    refs[k] = weakref.ref(objs[k], forget[k])
                 else:
                     memo[1] = ids
                     return lay.fn(*args)
@@ -218,7 +223,7 @@ def _checked(name: str, variants: list[tuple[Callable[..., Any], Sequence[Arg]]]
             if len(args) == len(lay.spec) and all(_fits(x, a) for x, a in zip(args, lay.spec, strict=True)):
                 objs = lay.arrays(args)
                 assert objs is not None
-                memo[:] = [lay, list(map(id, objs)), [weakref.ref(x, forget) for x in objs]]
+                memo[:] = [lay, list(map(id, objs)), [weakref.ref(x, forget[k]) for k, x in enumerate(objs)]]
                 return lay.fn(*args)
         got = ", ".join(_describe(x) for x in args)
         raise LMFusionError(f"ahead-of-time CTC kernel {name}: no compiled variant takes these arguments ({got}); "
