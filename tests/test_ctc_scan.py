@@ -159,8 +159,13 @@ def test_decode_with_one_pass_candidates_equals_decode_without(bible_arpa: Path,
         pytest.skip("no compiled kernels")
     K = dec.K
     separate = K.candidates
-    calls = []
-    monkeypatch.setattr(K, "candidates", lambda *a: calls.append(1) or separate(*a))
+    calls: list[int] = []
+
+    def counted(*a: object) -> object:
+        calls.append(1)
+        return separate(*a)
+
+    monkeypatch.setattr(K, "candidates", counted)
     for e in ems:
         e32 = np.ascontiguousarray(e, dtype=np.float32)
         got = dec.decode(e32)
