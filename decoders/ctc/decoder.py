@@ -156,6 +156,7 @@ class CTCDecoder:
             )
         self.policy = as_policy(weights)
         self._fixed = False
+        self._constant_self: CTCDecoder | None = None  # this decoder, once its constant policy resolved to itself
         self._bind_lexicon(lexicon)
         _warn_case_mismatch(self.vocab.labels, self.lexicon.words if self.lexicon is not None else ())
         self.backend = self._pick_backend()
@@ -351,13 +352,15 @@ class CTCDecoder:
     def for_utterance(self, context: Context = None) -> CTCDecoder:
         """The decoder for one utterance: the variant with the weights (and λ) its policy gives the context
         (an :class:`~fusion.weights.UtteranceContext`, or just tags); built once per distinct weights."""
-        if self._fixed:
+        if self._fixed or self._constant_self is self:
             return self
         ctx = as_context(context)
         where = f"weights of utterance {ctx.utt_id}" if ctx.utt_id else "weights"
         w = resolve_ctc_weights(self.policy.weights_for(ctx), self.lm_names, where=where)
         lam = dict(self.policy.interpolation_for(ctx) or {})
         if not lam and w == self.weights:
+            if isinstance(self.policy, ConstantWeights):  # the same for every utterance: resolved once
+                self._constant_self = self
             return self
         key = (tuple(w.items()), tuple(sorted(lam.items())))
         dec = self._variants.get(key)
@@ -418,7 +421,7 @@ class CTCDecoder:
         arr, cands = logprobs_and_candidates(logprobs, len(self.vocab), self.K if self.compiled else None,
                                              self.vocab.blank, self.options.token_min_logp,
                                              check_normalized=self.options.check_normalized)
-        s = self.for_utterance(as_context(None, "utt")).biased(None)._search()
+        s = self.for_utterance(None)._search()  # no hotwords: biased(None) is the decoder itself
         s.feed_array(arr, cands)
         fin = s.finals(1)
         text = s._text(fin[0][1]) if fin else ""  # the text alone: no labels, no word frames

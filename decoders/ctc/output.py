@@ -38,28 +38,28 @@ def _closable(s: PrefixTree) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.asarray(am, dtype=np.float64)
 
 
-def _text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
-    """One key per distinct text among the nodes."""
+def _text_keys(s: PrefixTree, ids_arr: np.ndarray) -> list[Any]:
+    """One key per distinct text among the nodes ``ids_arr`` (int64)."""
     d = s.d
     if d.vocab.kind != "char":
-        return _piece_text_keys(s, ids)
+        return _piece_text_keys(s, ids_arr)
     # distinct prefixes share a text only as X and X + delimiter (delimiters never repeat)
-    ids_arr = np.array(ids, dtype=np.int64)
     toks = s.tok[ids_arr]
     pure = d._pure_delim[np.minimum(toks, s.V - 1)] & (toks < s.V)
     return list(np.where(pure, s.parent[ids_arr], ids_arr).tolist())
 
 
-def _piece_text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
+def _piece_text_keys(s: PrefixTree, ids_arr: np.ndarray) -> list[Any]:
     """Text keys of a piece vocabulary (where different label sequences can spell one text): a compiled hash of each
     text; nodes sharing a hash are told apart by their strings (so a hash collision merges nothing)."""
     from decoders.ctc import kernels
 
+    ids = ids_arr.tolist()
     if not (kernels.aot_available() or kernels.jit_available()):
         return [s._text(i) for i in ids]
     text_hashes = kernels.load().text_hashes
     tok_h, tok_pow = s.d.tables.text_hash_tables(s.d.vocab.text)
-    hs = text_hashes(np.asarray(ids, np.int64), s.parent, s.tok, tok_h, tok_pow, s.d._toklen, s.d._completes).tolist()
+    hs = text_hashes(ids_arr, s.parent, s.tok, tok_h, tok_pow, s.d._toklen, s.d._completes).tolist()
     if len(set(hs)) == len(hs):
         return list(hs)
     count: dict[int, int] = {}
@@ -68,13 +68,14 @@ def _piece_text_keys(s: PrefixTree, ids: list[int]) -> list[Any]:
     return [s._text(i) if count[h] > 1 else h for i, h in zip(ids, hs, strict=True)]
 
 
-def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray) -> list[tuple[float, int, float]]:
-    """``(total, index, am)`` per distinct text, best first: the best member, with every member's
-    alignments summed into ``am`` (and the total moved by the same amount)."""
+def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray,
+                     limit: int | None = None) -> list[tuple[float, int, float]]:
+    """``(total, index, am)`` per distinct text, best first (the first ``limit``): the best member, with every
+    member's alignments summed into ``am`` (and the total moved by the same amount)."""
     order = np.argsort(-total, kind="stable").tolist()
     tot_l, am_l = total.tolist(), am.tolist()
     if len(set(keys)) == len(keys):  # every text once: the order of the totals
-        return [(tot_l[j], j, am_l[j]) for j in order]
+        return [(tot_l[j], j, am_l[j]) for j in order[:limit]]
     groups: dict[Any, list[int]] = {}
     for j in order:
         g = groups.get(keys[j])
@@ -92,36 +93,34 @@ def _merge_same_text(keys: list[Any], total: np.ndarray, am: np.ndarray) -> list
             a_j = merged
         out.append((tot_j, j, a_j))
     out.sort(key=lambda x: -x[0])
-    return out
+    return out[:limit]
 
 
 def final_hypotheses(s: PrefixTree, limit: int | None = None) -> list[Final]:
-    """Score the beam as final hypotheses, best first, one per distinct text."""
+    """Score the beam as final hypotheses, best first, one per distinct text (the first ``limit`` of them)."""
     d = s.d
     ids_arr, am = _closable(s)
     n, M = len(ids_arr), s.M
     if n == 0:
         return []
-    ids = ids_arr.tolist()
     # every beam entry's open word closed in one batch, its end-of-sentence scores in one more
     deltas, dcomp, ends, oov = s.sh.close_and_end(d, s, ids_arr)
-    comp = s.comp[ids_arr] + dcomp + ends
-    nwords = s.nwords[ids_arr] + (s.wlen[ids_arr] > 0)
-    noov = s.noov[ids_arr] + oov.astype(np.int64)
     end_w = (ends[:, d.w_lm != 0] @ d.w_lm[d.w_lm != 0]) if M else 0.0
     fixed = s.fixed[ids_arr] + deltas + end_w
-    hot = np.zeros(n)
     if d.hot is not None:  # unfinished phrases give their bonus back
-        hot = s.hsc[ids_arr] - d.hot.at_risk[s.hstate[ids_arr]]
         fixed = fixed - d.w_hot * d.hot.at_risk[s.hstate[ids_arr]]
-    merged = _merge_same_text(_text_keys(s, ids), am + fixed, am)
+    merged = _merge_same_text(_text_keys(s, ids_arr), am + fixed, am, limit)
     result = []
     names = d.lm_names
-    for tot_j, j, a_j in merged[:limit] if limit is not None else merged:
-        row = comp[j].tolist()
+    # the components of the hypotheses returned only, each as the whole beam's arrays would hold it
+    for tot_j, j, a_j in merged:
+        node = int(ids_arr[j])
+        row = (s.comp[node] + dcomp[j] + ends[j]).tolist()
+        hot = float(s.hsc[node] - d.hot.at_risk[s.hstate[node]]) if d.hot is not None else 0.0
         scores = {"am": a_j / s.w_am, **{nm: row[k] for k, nm in enumerate(names)},
-                  "words": float(nwords[j]), "oov": float(noov[j]), "hotwords": float(hot[j])}
-        result.append((tot_j, int(ids_arr[j]), scores))
+                  "words": float(s.nwords[node] + (s.wlen[node] > 0)), "oov": float(s.noov[node] + int(oov[j])),
+                  "hotwords": hot}
+        result.append((tot_j, node, scores))
     return result
 
 
