@@ -133,3 +133,21 @@ def test_weights_have_one_meaning(setup: tuple[KenLM, list[np.ndarray], list[str
         CTCDecoder(CHAR_LABELS, [lm], {"lmm": 0.5})
     with pytest.raises(WeightsError, match="'am' must be > 0 for CTC decoding"):
         CTCDecoder(CHAR_LABELS, [lm], {"am": -1.0})
+
+
+def test_constant_weights_resolved_once_per_decoder(setup: tuple[KenLM, list[np.ndarray], list[str]]) -> None:
+    """A constant policy gives the decoder itself for every utterance (resolved once); a copy of it (another
+    search width) is not mistaken for the original; a profile still resolves each utterance's weights."""
+    lm, ems, _ = setup
+    opts = CTCOptions(beam_width=16)
+    const = CTCDecoder(CHAR_LABELS, [lm], NOISY, options=opts)
+    assert const.for_utterance({"snr": 3.0}) is const
+    assert const.for_utterance({"snr": 40.0}) is const
+    narrow = const.with_search(beam_width=4)
+    assert narrow.for_utterance(None) is narrow
+    assert narrow.for_utterance(None).options.beam_width == 4
+    prof = CTCDecoder(CHAR_LABELS, [lm], _profile(), options=opts)
+    prof.decode_text(ems[0])
+    assert prof.for_utterance({"snr": 3.0}).weights["lm"] == NOISY["lm"]
+    assert prof.for_utterance({"snr": 40.0}).weights["lm"] == CLEAN["lm"]
+    assert prof.for_utterance({"snr": 3.0}).weights["lm"] == NOISY["lm"]
