@@ -48,6 +48,18 @@ def lookup(offsets, keys, ids, n, gram, start):
 
 
 @njit(cache=True, nogil=True)
+def longest_match(offsets, keys, ids, buf, top):
+    """``(n, row)`` of the longest n-gram (at most ``top`` words) ending at ``buf``'s last cell; ``(0, -1)``
+    when even the word is absent."""
+    end = buf.shape[0]
+    for n in range(top, 0, -1):
+        r = lookup(offsets, keys, ids, n, buf, end - n)
+        if r >= 0:
+            return n, r
+    return 0, np.int64(-1)
+
+
+@njit(cache=True, nogil=True)
 def score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state):
     """log10 P(word | state) exactly as KenLM computes it (float32, in KenLM's order of additions); the
     minimised next state goes to ``out_state``. Callers convert to natural log.
@@ -64,15 +76,7 @@ def score_one(offsets, keys, ids, logp, backoff, extends, state, word, out_state
     for j in range(L):
         buf[C - 1 - j] = state[j]
     buf[C] = word
-    top = min(N, L + 1)
-    match = 0
-    row = -1
-    for n in range(top, 0, -1):
-        r = lookup(offsets, keys, ids, n, buf, C + 1 - n)
-        if r >= 0:
-            match = n
-            row = r
-            break
+    match, row = longest_match(offsets, keys, ids, buf, min(N, L + 1))
     lp = np.float32(0.0)
     if row >= 0:
         lp = np.float32(logp[row])

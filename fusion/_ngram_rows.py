@@ -2,7 +2,7 @@
 many words after one state (a whole vocabulary's open-word row, :class:`fusion.scorers.VocabOpenWordScorer`).
 
 Kept out of :mod:`fusion._ngram_kernel`, whose sources fingerprint its ahead-of-time extension; it reuses that
-module's :func:`~fusion._ngram_kernel.lookup`.
+module's :func:`~fusion._ngram_kernel.lookup` and ``longest_match`` (as ``score_one`` does).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from fusion._ngram_kernel import LN10, lookup
+from fusion._ngram_kernel import LN10, longest_match, lookup
 
 
 @njit(cache=True, nogil=True)
@@ -35,14 +35,7 @@ def score_after(offsets, keys, ids, logp, backoff, state, words, out_lp):
     top = min(N, L + 1)
     for i in range(words.shape[0]):
         buf[C] = words[i]
-        match = 0
-        row = -1
-        for n in range(top, 0, -1):
-            r = lookup(offsets, keys, ids, n, buf, C + 1 - n)
-            if r >= 0:
-                match = n
-                row = r
-                break
+        match, row = longest_match(offsets, keys, ids, buf, top)
         lp = np.float32(0.0)
         if row >= 0:
             lp = np.float32(logp[row])
