@@ -174,6 +174,17 @@ def _run_frames_args(emissions: Arg) -> tuple[Arg, ...]:
     )
 
 
+_FUSED_LM = (
+    A("i8", 2), A("i8", 1), A("i8", 1), A("u8", 1), A("i4", 2), A("f4", 1), A("f4", 1), A("bool", 1), A("bool", 1),
+    A("f8", 1), S("f8"), S("f8"), S("f8"),
+    A("i4", 2), A("i8", 1), A("i8", 2), A("i8", 1), A("f8", 1), A("f8", 2),
+)  # fmt: skip
+"""The arguments ``fused_steps`` and ``close_beam`` (:mod:`decoders.ctc.lmkernel`) share, in order: the packed
+n-gram models (``offsets, orders, widths, keys, ids, logp, backoff, extends, is_word``), the weights
+(``w_lm, w_words, w_oov, unk_offset``), the context table (``ctx_tab, ctx_next, ctx_hash``), ``lmst``, ``deltas``,
+``comps``."""
+
+
 EXPORTS: list[Export] = [
     Export("run_frames", "run_frames_0", _run_frames_args(A("f8", 2))),
     Export("run_frames", "run_frames_1", _run_frames_args(A("f4", 2))),
@@ -211,25 +222,7 @@ EXPORTS: list[Export] = [
             A("i8", 2),
             S("bool"),
             A("i8", 1),
-            A("i8", 2),
-            A("i8", 1),
-            A("i8", 1),
-            A("u8", 1),
-            A("i4", 2),
-            A("f4", 1),
-            A("f4", 1),
-            A("bool", 1),
-            A("bool", 1),
-            A("f8", 1),
-            S("f8"),
-            S("f8"),
-            S("f8"),
-            A("i4", 2),
-            A("i8", 1),
-            A("i8", 2),
-            A("i8", 1),
-            A("f8", 1),
-            A("f8", 2),
+            *_FUSED_LM,
             A("f8", 2),
             A("bool", 1),
         ),
@@ -246,25 +239,7 @@ EXPORTS: list[Export] = [
             A("bool", 1),
             A("bool", 1),
             A("bool", 1),
-            A("i8", 2),
-            A("i8", 1),
-            A("i8", 1),
-            A("u8", 1),
-            A("i4", 2),
-            A("f4", 1),
-            A("f4", 1),
-            A("bool", 1),
-            A("bool", 1),
-            A("f8", 1),
-            S("f8"),
-            S("f8"),
-            S("f8"),
-            A("i4", 2),
-            A("i8", 1),
-            A("i8", 2),
-            A("i8", 1),
-            A("f8", 1),
-            A("f8", 2),
+            *_FUSED_LM,
             A("i8", 1),
         ),
     ),
